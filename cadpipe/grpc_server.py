@@ -1,0 +1,111 @@
+"""The lifecycle every gRPC service shares: a grpc.aio server with the standard health service
+and server reflection, readiness from real dependency checks, and an orderly shutdown.
+
+    async with GrpcServer(settings.grpc_host, settings.grpc_port, readiness=check) as server:
+        add_ScriptServiceServicer_to_server(servicer, server.server)  # before start()
+        ...
+
+Typical main():  stop = stop_event_on_signals(); build adapters; register servicers;
+await server.start(); await stop.wait(); await server.shutdown(grace) (health NOT_SERVING first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+logger = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+"""Raises when a dependency does not answer."""
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def stop_event_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (call from inside the running loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+class GrpcServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        service_names: Iterable[str],
+        readiness: ReadinessCheck | None = None,
+        readiness_interval: float = 5.0,
+        interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+        options: Iterable[tuple[str, int]] = (),
+    ) -> None:
+        self.server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = list(service_names)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        self._readiness = readiness
+        self._readiness_interval = readiness_interval
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        await self._set_all(NOT_SERVING)
+        await self.server.start()
+        await self._check_once()
+        self._watch = asyncio.create_task(self._watch_readiness(), name="grpc-readiness")
+        logger.info("gRPC server listening on port %d", self.port)
+
+    async def shutdown(self, grace: float) -> None:
+        """Health NOT_SERVING, then in-flight RPCs get `grace` seconds to finish."""
+        self._stopping = True
+        if self._watch:
+            self._watch.cancel()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        logger.info("gRPC server stopped")
+
+    async def __aenter__(self) -> GrpcServer:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._stopping:
+            await self.shutdown(0)
+
+    async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def _check_once(self) -> bool:
+        try:
+            if self._readiness:
+                await self._readiness()
+        except Exception as error:  # noqa: BLE001 - any failure means "not ready", logged
+            logger.warning("not ready: %s", error)
+            await self._set_all(NOT_SERVING)
+            return False
+        if not self._stopping:
+            await self._set_all(SERVING)
+        return True
+
+    async def _watch_readiness(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self._readiness_interval)
+            await self._check_once()

@@ -1,0 +1,104 @@
+"""NATS subjects, streams and event encoding, written once for every service.
+
+Streams (JetStream, limits retention, so every durable consumer sees every message):
+    CADPIPE_SCRIPTS  cadpipe.scripts.>   uploaded events (script service -> worker, watcher)
+    CADPIPE_JOBS     cadpipe.jobs.>      completion events (watcher -> anyone)
+Core NATS (no stream): cadpipe.worker.finished.{project}, the worker's nudge to the watcher.
+
+Events are proto messages from cadpipe/v1/events.proto, encoded as proto3 JSON so that any
+listener can read them without our generated code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import nats
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from cadpipe.settings import NatsSettings
+
+SCRIPTS_STREAM = "CADPIPE_SCRIPTS"
+JOBS_STREAM = "CADPIPE_JOBS"
+UPLOADED_SUBJECTS = "cadpipe.scripts.uploaded.>"
+JOB_SUBJECTS = "cadpipe.jobs.>"
+WORKER_FINISHED_SUBJECTS = "cadpipe.worker.finished.>"
+JOB_OUTCOMES = ("completed", "error", "timeout")
+
+# JetStream remembers message ids for this long and drops repeats within it.
+DUPLICATE_WINDOW_SECONDS = 24 * 3600
+RETENTION_SECONDS = 30 * 24 * 3600
+
+M = TypeVar("M", bound=Message)
+
+
+def uploaded_subject(project: str) -> str:
+    return f"cadpipe.scripts.uploaded.{project}"
+
+
+def uploaded_msg_id(project: str, version: int) -> str:
+    return f"{project}.v{version}.uploaded"
+
+
+def job_subject(outcome: str, project: str) -> str:
+    if outcome not in JOB_OUTCOMES:
+        raise ValueError(f"unknown job outcome {outcome!r}")
+    return f"cadpipe.jobs.{outcome}.{project}"
+
+
+def job_msg_id(project: str, version: int) -> str:
+    return f"{project}.v{version}.finished"
+
+
+def worker_finished_subject(project: str) -> str:
+    return f"cadpipe.worker.finished.{project}"
+
+
+def encode(message: Message) -> bytes:
+    return json_format.MessageToJson(message, indent=None).encode()
+
+
+def decode(data: bytes, message_type: type[M]) -> M:
+    """Parses an event; unknown fields are ignored so that newer publishers stay readable."""
+    return json_format.Parse(data, message_type(), ignore_unknown_fields=True)
+
+
+async def connect(settings: NatsSettings, *, name: str, **kwargs: Any) -> NatsClient:
+    """Connects and keeps reconnecting forever: a service outlives NATS restarts."""
+    options: dict[str, Any] = {
+        "name": name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": 2,
+    }
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+    if settings.nats_password:
+        options["password"] = settings.nats_password.get_secret_value()
+    options.update(kwargs)
+    return await nats.connect(settings.nats_url, **options)
+
+
+async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Creates cadpipe's streams, or updates them to this configuration; safe to call from
+    every replica at start."""
+    for name, subjects in ((SCRIPTS_STREAM, [UPLOADED_SUBJECTS]), (JOBS_STREAM, [JOB_SUBJECTS])):
+        config = StreamConfig(
+            name=name,
+            subjects=subjects,
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=RETENTION_SECONDS,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
+        )
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
