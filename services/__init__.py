@@ -1,0 +1,1 @@
+"""The cadpipe services, one package each."""
