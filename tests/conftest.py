@@ -1,5 +1,5 @@
-"""Fixtures that start real servers on 127.0.0.1: moto's S3 server and nats-server (one each
-per test session), with a fresh bucket, MongoDB database and names per test."""
+"""Fixtures that start real servers on 127.0.0.1: moto's S3 server (one per session, a fresh
+bucket per test) and nats-server (one per test), with a fresh MongoDB database and names per test."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ def moto_server() -> Iterator[MotoS3]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def nats_server() -> Iterator[NatsServer]:
+    """A fresh nats-server per test (it starts in milliseconds): streams and durable consumers
+    never carry one test's messages into another."""
     with NatsServer() as server:
         yield server
 
