@@ -29,6 +29,11 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
+LIVENESS_SERVICE = "liveness"
+"""A health entry that is SERVING from start() until shutdown, whatever the dependencies say.
+Kubernetes' liveness and startup probes ask for it, so that a MongoDB or NATS outage makes pods
+unready (the "" entry) without restarting them all."""
+
 
 def stop_event_on_signals() -> asyncio.Event:
     """An event set by SIGTERM or SIGINT (call from inside the running loop)."""
@@ -66,6 +71,7 @@ class GrpcServer:
 
     async def start(self) -> None:
         await self._set_all(NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE, SERVING)
         await self.server.start()
         await self._check_once()
         self._watch = asyncio.create_task(self._watch_readiness(), name="grpc-readiness")
