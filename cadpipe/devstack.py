@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from types import TracebackType
 from typing import Self
@@ -40,6 +41,35 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
             time.sleep(0.02)
 
 
+_moto_key_lock = threading.Lock()
+_moto_patched = False
+
+
+def _serialise_moto_object_requests() -> None:
+    """Makes moto's object requests atomic, as AWS S3's are.
+
+    moto checks PutObject's If-None-Match by reading the key and then writing it, and sets the
+    user metadata after the write. Its threaded server runs requests concurrently, so two
+    conditional puts of one key could both succeed, and a HEAD could see an object without its
+    metadata. cadpipe's versioning relies on S3's guarantee, so the dev server serialises every
+    object-level request (GET, HEAD, PUT, ...) of the process behind one lock.
+    """
+    global _moto_patched
+    from moto.s3.responses import S3Response
+
+    with _moto_key_lock:
+        if _moto_patched:
+            return
+        unlocked = S3Response._key_response
+
+        def locked(self: S3Response, request: object, full_url: str) -> object:
+            with _moto_key_lock:
+                return unlocked(self, request, full_url)
+
+        S3Response._key_response = locked  # type: ignore[assignment,method-assign]
+        _moto_patched = True
+
+
 class MotoS3:
     """moto's S3 server (ThreadedMotoServer) in this process, talked to over HTTP."""
 
@@ -50,6 +80,7 @@ class MotoS3:
     def __init__(self, port: int = 0) -> None:
         from moto.server import ThreadedMotoServer
 
+        _serialise_moto_object_requests()
         self.port = port or free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 
