@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -23,6 +23,10 @@ class ObjectInfo:
     size: int
     last_modified: dt.datetime
     etag: str = ""
+    content_type: str = ""
+    """Filled by head(), not by list() (S3 listings do not carry it)."""
+    metadata: dict[str, str] = field(default_factory=dict)
+    """User metadata (x-amz-meta-*, lower-case names); filled by head(), not by list()."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,14 @@ class Bucket:
             if _status(error) == 404:
                 return None
             raise
-        return ObjectInfo(key, int(reply["ContentLength"]), reply["LastModified"], reply["ETag"])
+        return ObjectInfo(
+            key,
+            int(reply["ContentLength"]),
+            reply["LastModified"],
+            reply["ETag"],
+            content_type=reply.get("ContentType", ""),
+            metadata=dict(reply.get("Metadata", {})),
+        )
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
