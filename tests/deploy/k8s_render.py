@@ -242,7 +242,11 @@ def strategic_merge(base: Any, patch: Any, field: str = "") -> Any:
 
 
 def _apply_labels(entry: Obj, objects: list[Obj]) -> None:
-    if entry.get("includeSelectors") or set(entry) - {"pairs", "includeSelectors", "includeTemplates"}:
+    if entry.get("includeSelectors") or set(entry) - {
+        "pairs",
+        "includeSelectors",
+        "includeTemplates",
+    }:
         raise Unsupported("labels: only pairs, includeTemplates and includeSelectors: false")
     pairs = {k: str(v) for k, v in entry["pairs"].items()}
     for obj in objects:
@@ -253,7 +257,11 @@ def _apply_labels(entry: Obj, objects: list[Obj]) -> None:
 
 
 def _apply_replicas(entry: Obj, objects: list[Obj]) -> None:
-    targets = [o for o in objects if o["kind"] in REPLICATED_KINDS and o["metadata"]["name"] == entry["name"]]
+    targets = [
+        o
+        for o in objects
+        if o["kind"] in REPLICATED_KINDS and o["metadata"]["name"] == entry["name"]
+    ]
     if not targets:
         raise ValueError(f"replicas: nothing named {entry['name']}")
     for obj in targets:
