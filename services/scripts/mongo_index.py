@@ -1,0 +1,348 @@
+"""The script service's MongoDB collections, behind the ports of ports.py.
+
+    projects     {_id: project, latest, latest_key, updated_at}
+    versions     {project, version, key, sha256, size_bytes, uploaded_at, content_type,
+                  metadata, idempotency_key, upload_id}          unique (project, version)
+    outbox       {_id: Nats-Msg-Id, subject, payload, project, version, created_at,
+                  sent_at (null until JetStream acknowledged), attempts, last_error}
+    idempotency  {project, key, owner, fingerprint, created_at, from_version, state, version}
+                                                                  unique (project, key)
+
+Only operations that both pymongo and mongomock implement. Blocking calls run in a thread;
+MongoDB failures become domain.Unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from pymongo import ASCENDING
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from cadpipe import layout, messaging
+from services.scripts.domain import Claim, OutboxEntry, Unavailable, VersionRecord
+
+T = TypeVar("T")
+Doc = dict[str, Any]
+
+PROJECTS = "projects"
+VERSIONS = "versions"
+OUTBOX = "outbox"
+IDEMPOTENCY = "idempotency"
+
+
+def ensure_indexes(db: Database[Doc]) -> None:
+    """Idempotent; every replica runs it at start."""
+    db[VERSIONS].create_index([("project", ASCENDING), ("version", ASCENDING)], unique=True)
+    db[IDEMPOTENCY].create_index([("project", ASCENDING), ("key", ASCENDING)], unique=True)
+    db[OUTBOX].create_index([("sent_at", ASCENDING), ("created_at", ASCENDING)])
+    # sent entries go away with the stream's retention; pending ones (sent_at null) never do
+    db[OUTBOX].create_index(
+        "sent_at", name="sent_at_ttl", expireAfterSeconds=messaging.RETENTION_SECONDS
+    )
+
+
+async def _call(fn: Callable[[], T]) -> T:
+    try:
+        return await asyncio.to_thread(fn)
+    except PyMongoError as error:
+        raise Unavailable(f"MongoDB: {error}") from error
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def version_doc(record: VersionRecord) -> Doc:
+    return {
+        "project": record.project,
+        "version": record.version,
+        "key": record.key,
+        "sha256": record.sha256,
+        "size_bytes": record.size_bytes,
+        "uploaded_at": record.uploaded_at,
+        "content_type": record.content_type,
+        "metadata": dict(record.metadata),
+        "idempotency_key": record.idempotency_key,
+        "upload_id": record.upload_id,
+    }
+
+
+def record_from_doc(doc: Doc) -> VersionRecord:
+    return VersionRecord(
+        project=doc["project"],
+        version=int(doc["version"]),
+        sha256=doc["sha256"],
+        size_bytes=int(doc["size_bytes"]),
+        uploaded_at=_utc(doc["uploaded_at"]),
+        metadata=dict(doc.get("metadata") or {}),
+        idempotency_key=doc.get("idempotency_key", ""),
+        content_type=doc.get("content_type") or layout.SCRIPT_CONTENT_TYPE,
+        upload_id=doc.get("upload_id", ""),
+    )
+
+
+class MongoProjectIndex:
+    def __init__(self, db: Database[Doc]) -> None:
+        self._projects = db[PROJECTS]
+        self._versions = db[VERSIONS]
+
+    async def latest_version(self, project: str) -> int:
+        doc = await _call(lambda: self._projects.find_one({"_id": project}, {"latest": 1}))
+        return int(doc["latest"]) if doc else 0
+
+    async def record_version(self, record: VersionRecord) -> None:
+        def blocking() -> None:
+            doc = version_doc(record)
+            key = {"project": record.project, "version": record.version}
+            try:
+                self._versions.replace_one(key, doc, upsert=True)
+            except DuplicateKeyError:  # two upserts raced to insert: the other one did
+                self._versions.replace_one(key, doc)
+            self._raise_latest(record)
+
+        await _call(blocking)
+
+    def _raise_latest(self, record: VersionRecord) -> None:
+        # Matches only a lower latest (or no document): a higher one stays. With a higher one
+        # present the upsert's insert collides on _id, which means the same.
+        try:
+            self._projects.update_one(
+                {"_id": record.project, "latest": {"$lt": record.version}},
+                {
+                    "$set": {
+                        "latest": record.version,
+                        "latest_key": record.key,
+                        "updated_at": _now(),
+                    }
+                },
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass
+
+    async def versions(self, project: str, first: int, last: int) -> dict[int, VersionRecord]:
+        def blocking() -> dict[int, VersionRecord]:
+            cursor = self._versions.find(
+                {"project": project, "version": {"$gte": first, "$lte": last}}
+            )
+            return {int(doc["version"]): record_from_doc(doc) for doc in cursor}
+
+        return await _call(blocking)
+
+    async def get_version(self, project: str, version: int) -> VersionRecord | None:
+        doc = await _call(lambda: self._versions.find_one({"project": project, "version": version}))
+        return record_from_doc(doc) if doc else None
+
+    async def projects(self) -> list[str]:
+        return await _call(lambda: [str(doc["_id"]) for doc in self._projects.find({}, {"_id": 1})])
+
+    async def reset_project(self, project: str, latest: int) -> None:
+        def blocking() -> None:
+            self._versions.delete_many({"project": project, "version": {"$gt": latest}})
+            if latest == 0:
+                self._projects.delete_one({"_id": project})
+                return
+            self._projects.update_one(
+                {"_id": project},
+                {
+                    "$set": {
+                        "latest": latest,
+                        "latest_key": layout.script_key(project, latest),
+                        "updated_at": _now(),
+                    }
+                },
+                upsert=True,
+            )
+
+        await _call(blocking)
+
+
+def _entry(doc: Doc) -> OutboxEntry:
+    return OutboxEntry(
+        msg_id=doc["_id"],
+        subject=doc["subject"],
+        payload=doc["payload"].encode(),
+        project=doc["project"],
+        version=int(doc["version"]),
+    )
+
+
+class MongoOutbox:
+    """Both sides of the outbox: the use case adds, the publisher reads and marks."""
+
+    def __init__(self, db: Database[Doc]) -> None:
+        self._outbox = db[OUTBOX]
+
+    async def add(self, entry: OutboxEntry) -> None:
+        def blocking() -> None:
+            try:
+                self._outbox.insert_one(
+                    {
+                        "_id": entry.msg_id,
+                        "subject": entry.subject,
+                        "payload": entry.payload.decode(),
+                        "project": entry.project,
+                        "version": entry.version,
+                        "created_at": _now(),
+                        "sent_at": None,
+                        "attempts": 0,
+                    }
+                )
+            except DuplicateKeyError:
+                pass  # recorded already (a retry, a reindex): one entry per message id
+
+        await _call(blocking)
+
+    async def contains(self, msg_ids: Sequence[str]) -> set[str]:
+        if not msg_ids:
+            return set()
+        return await _call(
+            lambda: {
+                str(doc["_id"])
+                for doc in self._outbox.find({"_id": {"$in": list(msg_ids)}}, {"_id": 1})
+            }
+        )
+
+    async def pending(self, limit: int) -> list[OutboxEntry]:
+        return await _call(
+            lambda: [
+                _entry(doc)
+                for doc in self._outbox.find({"sent_at": None})
+                .sort("created_at", ASCENDING)
+                .limit(limit)
+            ]
+        )
+
+    async def mark_sent(self, msg_ids: Sequence[str]) -> None:
+        await _call(
+            lambda: self._outbox.update_many(
+                {"_id": {"$in": list(msg_ids)}}, {"$set": {"sent_at": _now()}}
+            )
+        )
+
+    async def note_failure(self, msg_ids: Sequence[str], error: str) -> None:
+        await _call(
+            lambda: self._outbox.update_many(
+                {"_id": {"$in": list(msg_ids)}, "sent_at": None},
+                {"$inc": {"attempts": 1}, "$set": {"last_error": error[:500]}},
+            )
+        )
+
+    async def backlog(self) -> int:
+        return await _call(lambda: self._outbox.count_documents({"sent_at": None}))
+
+
+def _claim(doc: Doc) -> Claim:
+    return Claim(
+        project=doc["project"],
+        key=doc["key"],
+        owner=doc.get("owner", ""),
+        fingerprint=doc.get("fingerprint", ""),
+        created_at=_utc(doc["created_at"]),
+        from_version=int(doc.get("from_version", 0)),
+        state="done" if doc.get("state") == "done" else "pending",
+        version=int(doc.get("version", 0)),
+    )
+
+
+class MongoIdempotencyClaims:
+    def __init__(self, db: Database[Doc]) -> None:
+        self._claims = db[IDEMPOTENCY]
+
+    async def claim(self, claim: Claim) -> Claim | None:
+        def blocking() -> Claim | None:
+            for _ in range(5):  # the holder may let go between our insert and our read
+                try:
+                    self._claims.insert_one(
+                        {
+                            "project": claim.project,
+                            "key": claim.key,
+                            "owner": claim.owner,
+                            "fingerprint": claim.fingerprint,
+                            "created_at": claim.created_at,
+                            "from_version": claim.from_version,
+                            "state": "pending",
+                            "version": 0,
+                        }
+                    )
+                    return None
+                except DuplicateKeyError:
+                    doc = self._claims.find_one({"project": claim.project, "key": claim.key})
+                    if doc is not None:
+                        return _claim(doc)
+            raise Unavailable(f"idempotency key {claim.key!r} keeps changing hands")
+
+        return await _call(blocking)
+
+    async def get(self, project: str, key: str) -> Claim | None:
+        doc = await _call(lambda: self._claims.find_one({"project": project, "key": key}))
+        return _claim(doc) if doc else None
+
+    async def take_over(self, stale: Claim, replacement: Claim) -> bool:
+        result = await _call(
+            lambda: self._claims.update_one(
+                {
+                    "project": stale.project,
+                    "key": stale.key,
+                    "owner": stale.owner,
+                    "state": "pending",
+                },
+                {
+                    "$set": {
+                        "owner": replacement.owner,
+                        "created_at": replacement.created_at,
+                        "from_version": replacement.from_version,
+                    }
+                },
+            )
+        )
+        return result.modified_count == 1
+
+    async def complete(self, project: str, key: str, owner: str, version: int) -> None:
+        await _call(
+            lambda: self._claims.update_one(
+                {"project": project, "key": key, "owner": owner},
+                {"$set": {"state": "done", "version": version}},
+            )
+        )
+
+    async def release(self, project: str, key: str, owner: str) -> None:
+        await _call(
+            lambda: self._claims.delete_one(
+                {"project": project, "key": key, "owner": owner, "state": "pending"}
+            )
+        )
+
+    async def restore(self, project: str, key: str, fingerprint: str, version: int) -> None:
+        def blocking() -> None:
+            doc = self._claims.find_one({"project": project, "key": key})
+            if doc and doc.get("state") == "done" and 0 < int(doc.get("version", 0)) <= version:
+                return
+            fields = {
+                "project": project,
+                "key": key,
+                "owner": "reindex",
+                "fingerprint": fingerprint,
+                "from_version": version - 1,
+                "state": "done",
+                "version": version,
+            }
+            try:
+                self._claims.update_one(
+                    {"project": project, "key": key},
+                    {"$set": fields, "$setOnInsert": {"created_at": _now()}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:
+                pass  # a live upload claimed it meanwhile; it will find its version in S3
+
+        await _call(blocking)

@@ -1,0 +1,164 @@
+"""The outbox publisher: sends the uploaded events recorded in MongoDB to JetStream.
+
+Each entry is published with its Nats-Msg-Id and marked sent only after JetStream's ack, so an
+event is never lost; a repeat (a retry, two replicas publishing the same entry) is dropped by
+the stream's duplicate window. The publisher wakes at once when an upload records an entry
+(the usual path: the event is on the wire a few milliseconds after the upload), polls every
+`poll_interval` for entries other replicas left behind, and backs off while NATS is away.
+
+It owns its NATS connection: connecting waits for NATS for as long as it takes, while uploads
+keep working, and the streams are ensured on every (re)connection, since a NATS that lost its
+store comes back without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from cadpipe import messaging
+from cadpipe.settings import NatsSettings
+from services.scripts.domain import OutboxEntry, Unavailable
+from services.scripts.ports import OutboxFeed
+
+logger = logging.getLogger(__name__)
+
+StateCallback = Callable[[bool], Awaitable[None]]
+"""Told True when events flow (connected, last batch acknowledged), False when they do not."""
+
+_PUBLISH_ERRORS = (nats.errors.Error, asyncio.TimeoutError, OSError)
+
+
+async def _ignore_state(_: bool) -> None:
+    return None
+
+
+class OutboxPublisher:
+    def __init__(
+        self,
+        feed: OutboxFeed,
+        nats_settings: NatsSettings,
+        *,
+        poll_interval: float = 1.0,
+        max_backoff: float = 5.0,
+        publish_timeout: float = 2.0,
+        batch_size: int = 256,
+        on_state: StateCallback = _ignore_state,
+    ) -> None:
+        self._feed = feed
+        self._settings = nats_settings
+        self._poll_interval = poll_interval
+        self._max_backoff = max_backoff
+        self._publish_timeout = publish_timeout
+        self._batch_size = batch_size
+        self._on_state = on_state
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._streams_ready = False
+        self._nc: NatsClient | None = None
+        self.connected = asyncio.Event()
+        """Set once the first connection is up and the streams are ensured."""
+        self.published = 0
+
+    def wake(self) -> None:
+        """Called after an upload recorded its entry."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._nc = await messaging.connect(
+            self._settings,
+            name="cadpipe-scripts",
+            reconnected_cb=self._reconnected,
+            disconnected_cb=self._disconnected,
+        )
+        js = self._nc.jetstream()
+        logger.info("connected to NATS at %s", self._settings.nats_url)
+        backoff = 0.0
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                if not self._streams_ready:
+                    await messaging.ensure_streams(js, replicas=self._settings.nats_stream_replicas)
+                    self._streams_ready = True
+                    self.connected.set()
+                more = await self._publish_batch(js)
+            except Exception as error:  # logged; the loop must outlive any failure
+                backoff = min(max(backoff * 2, 0.1), self._max_backoff)
+                if isinstance(error, (*_PUBLISH_ERRORS, Unavailable)):
+                    logger.warning("events not published (%s); retrying in %.1fs", error, backoff)
+                else:
+                    logger.exception("outbox publisher failed; retrying in %.1fs", backoff)
+                await self._on_state(False)
+                await self._sleep_or_wake(backoff)
+                continue
+            if backoff:
+                logger.info("events flow again")
+                backoff = 0.0
+            await self._on_state(True)
+            if not more:
+                await self._sleep_or_wake(self._poll_interval)
+
+    async def _publish_batch(self, js: JetStreamContext) -> bool:
+        """Publishes one batch of pending entries; True when there may be more."""
+        entries = await self._feed.pending(self._batch_size)
+        if not entries:
+            return False
+        results = await asyncio.gather(
+            *(self._publish(js, entry) for entry in entries), return_exceptions=True
+        )
+        sent = [e.msg_id for e, r in zip(entries, results, strict=True) if r is None]
+        errors = [r for r in results if r is not None]
+        if sent:
+            await self._feed.mark_sent(sent)
+            self.published += len(sent)
+        if errors:
+            failed = [e.msg_id for e, r in zip(entries, results, strict=True) if r is not None]
+            await self._feed.note_failure(failed, repr(errors[0]))
+            raise errors[0]
+        return len(entries) == self._batch_size
+
+    async def _publish(self, js: JetStreamContext, entry: OutboxEntry) -> None:
+        ack = await js.publish(
+            entry.subject,
+            entry.payload,
+            timeout=self._publish_timeout,
+            headers={"Nats-Msg-Id": entry.msg_id},
+        )
+        if ack.duplicate:
+            logger.debug("event %s was already in the stream", entry.msg_id)
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _reconnected(self) -> None:
+        logger.info("reconnected to NATS")
+        self._streams_ready = False
+        self._wake.set()
+
+    async def _disconnected(self) -> None:
+        if not self._stopping:
+            logger.warning("disconnected from NATS; uploads go on, their events wait in the outbox")
+
+    async def stop(self, task: asyncio.Task[None], grace: float = 2.0) -> None:
+        """Ends the loop (after its current batch, at most `grace` seconds), then drains."""
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        except Exception:
+            logger.exception("the outbox publisher failed")
+        if self._nc is not None and self._nc.is_connected:
+            await self._nc.drain()
+        elif self._nc is not None:
+            await self._nc.close()

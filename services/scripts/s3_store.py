@@ -1,0 +1,87 @@
+"""ScriptStore over cadpipe's S3 Bucket: blocking boto3 calls run in a thread, and S3's failures
+become domain.Unavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from typing import TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cadpipe import layout
+from cadpipe.adapters.s3 import Bucket
+from services.scripts.domain import Unavailable, VersionRecord, record_from_s3, s3_metadata
+
+T = TypeVar("T")
+
+
+class S3ScriptStore:
+    def __init__(self, bucket: Bucket) -> None:
+        self._bucket = bucket
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except (BotoCoreError, ClientError) as error:
+            raise Unavailable(f"S3: {error}") from error
+
+    async def put_if_absent(self, record: VersionRecord, body: bytes) -> bool:
+        return await self._call(
+            lambda: self._bucket.put_if_absent(
+                record.key, body, content_type=record.content_type, metadata=s3_metadata(record)
+            )
+        )
+
+    async def exists(self, project: str, version: int) -> bool:
+        return await self._call(lambda: self._bucket.exists(layout.script_key(project, version)))
+
+    async def describe(self, project: str, version: int) -> VersionRecord | None:
+        def blocking() -> VersionRecord | None:
+            info = self._bucket.head(layout.script_key(project, version))
+            if info is None:
+                return None
+            if "sha256" not in info.metadata:  # written before cadpipe: hash the body
+                found = self._read(project, version)
+                return found[0] if found else None
+            return record_from_s3(
+                project,
+                version,
+                metadata=info.metadata,
+                size_bytes=info.size,
+                content_type=info.content_type,
+                last_modified=info.last_modified,
+            )
+
+        return await self._call(blocking)
+
+    def _read(self, project: str, version: int) -> tuple[VersionRecord, bytes] | None:
+        stored = self._bucket.get(layout.script_key(project, version))
+        if stored is None:
+            return None
+        record = record_from_s3(
+            project,
+            version,
+            metadata=stored.metadata,
+            size_bytes=len(stored.body),
+            content_type=stored.content_type,
+            last_modified=stored.last_modified,
+            sha256=hashlib.sha256(stored.body).hexdigest(),
+        )
+        return record, stored.body
+
+    async def read(self, project: str, version: int) -> tuple[VersionRecord, bytes] | None:
+        return await self._call(lambda: self._read(project, version))
+
+    async def list_keys(
+        self, prefix: str, *, start_after: str = "", limit: int = 1000
+    ) -> list[str]:
+        return await self._call(
+            lambda: [
+                info.key for info in self._bucket.list(prefix, start_after=start_after, limit=limit)
+            ]
+        )
+
+    async def ping(self) -> None:
+        await self._call(self._bucket.ping)

@@ -1,0 +1,410 @@
+"""The script service's use cases, driving the ports: upload a script as the next version, list
+versions, read one. The design is in docs/scripts-service.md; in short:
+
+* S3 decides versions. An upload writes input/{p}/{p}_v{N}.py with If-None-Match: *, N being the
+  index's latest + 1. When another writer holds N, the first free version above it is found by
+  HEAD probes (exponential, then binary search: versions are contiguous) and tried next.
+  Nothing is read and then written unconditionally, so no lock service is needed.
+* Within one process, uploads to one project queue behind a local asyncio lock. It is not what
+  makes versions unique (the conditional put is); it keeps a replica's own uploads from racing
+  each other and wasting S3 requests.
+* After the put, the version document and an outbox entry (the uploaded event) are written to
+  MongoDB before the call returns; the publisher sends the entry to JetStream. That part runs
+  in a task of its own, shielded from the caller's cancellation, so a client that gives up
+  mid-upload cannot leave a stored version without its event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from services.scripts.domain import (
+    Claim,
+    IdempotencyInProgress,
+    IdempotencyMismatch,
+    Limits,
+    NotFound,
+    Unavailable,
+    ValidScript,
+    VersionConflict,
+    VersionRecord,
+    check_project,
+    check_version,
+    decode_page_token,
+    encode_page_token,
+    new_record,
+    page_size,
+    uploaded_event,
+    validate_upload,
+)
+from services.scripts.ports import IdempotencyClaims, Outbox, ProjectIndex, ScriptStore
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    project: str
+    script: str | bytes | None
+    metadata: Mapping[str, str]
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    record: VersionRecord
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[VersionRecord]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class Options:
+    limits: Limits = field(default_factory=Limits)
+    max_version_attempts: int = 100
+    idempotency_wait: float = 5.0
+    """Seconds a second caller with the same idempotency key waits for the first to finish."""
+    idempotency_stale: float = 60.0
+    """Seconds after which a pending claim is presumed abandoned and may be taken over."""
+    idempotency_poll: float = 0.05
+
+
+class _ProjectQueue:
+    """Per project: an asyncio lock, kept while anyone holds or waits for it, and the latest
+    version this process knows to exist, kept for the most recently used projects."""
+
+    @dataclass
+    class _Slot:
+        lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+        users: int = 0
+
+    def __init__(self, memory: int = 10_000) -> None:
+        self._slots: dict[str, _ProjectQueue._Slot] = {}
+        self._latest: OrderedDict[str, int] = OrderedDict()
+        self._memory = memory
+
+    @asynccontextmanager
+    async def hold(self, project: str) -> AsyncIterator[None]:
+        slot = self._slots.setdefault(project, _ProjectQueue._Slot())
+        slot.users += 1
+        try:
+            async with slot.lock:
+                yield
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._slots[project]
+
+    def latest(self, project: str) -> int:
+        return self._latest.get(project, 0)
+
+    def saw(self, project: str, version: int) -> None:
+        """Version `version` of the project exists."""
+        self._latest[project] = max(version, self._latest.get(project, 0))
+        self._latest.move_to_end(project)
+        while len(self._latest) > self._memory:
+            self._latest.popitem(last=False)
+
+
+class Scripts:
+    """The use cases of the script service over its ports."""
+
+    def __init__(
+        self,
+        store: ScriptStore,
+        index: ProjectIndex,
+        outbox: Outbox,
+        claims: IdempotencyClaims,
+        options: Options = Options(),
+        *,
+        on_event: Callable[[], None] = lambda: None,
+        clock: Clock = utc_now,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._outbox = outbox
+        self._claims = claims
+        self._options = options
+        self._on_event = on_event
+        self._clock = clock
+        self._new_id = new_id
+        self._sleep = sleep
+        self._queue = _ProjectQueue()
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    # --- upload --------------------------------------------------------------------------
+
+    async def upload(self, request: UploadRequest) -> UploadResult:
+        # compile() of a large script takes milliseconds of CPU: keep it off the event loop
+        script = await asyncio.to_thread(
+            validate_upload,
+            request.project,
+            request.script,
+            request.metadata,
+            request.idempotency_key,
+            self._options.limits,
+        )
+        latest = await self._index.latest_version(script.project)
+        if script.idempotency_key:
+            return await self._upload_once(script, latest)
+        record = await self._shielded(self._store_and_record(script, latest))
+        return UploadResult(record)
+
+    async def _store_and_record(self, script: ValidScript, latest: int) -> VersionRecord:
+        record = await self._put_next_version(script, latest)
+        await self._record(record)
+        return record
+
+    async def _put_next_version(self, script: ValidScript, latest: int) -> VersionRecord:
+        """Writes the script as the first free version above `latest`; S3 decides which."""
+        project = script.project
+        upload_id = self._new_id()
+        async with self._queue.hold(project):
+            version = max(latest, self._queue.latest(project)) + 1
+            uploaded_at = self._clock()
+            for attempt in range(1, self._options.max_version_attempts + 1):
+                record = new_record(script, version, uploaded_at, upload_id)
+                stored = await self._put(record, script.body)
+                self._queue.saw(project, version)
+                if stored:
+                    if attempt > 1:
+                        logger.info(
+                            "project %s: version %d after %d attempts", project, version, attempt
+                        )
+                    return record
+                version = await self.first_absent_after(project, version)
+                self._queue.saw(project, version - 1)
+        raise VersionConflict(
+            f"project {project!r}: concurrent uploads took each of the "
+            f"{self._options.max_version_attempts} versions this upload tried; nothing was "
+            "stored, try again"
+        )
+
+    async def _put(self, record: VersionRecord, body: bytes) -> bool:
+        """True when the object at record.key is this upload's. A conditional put whose
+        response was lost and that the SDK retried answers 412 to its own first write, and a put
+        that failed may still have landed: in both cases the object's upload-id tells."""
+        try:
+            if await self._store.put_if_absent(record, body):
+                return True
+        except Unavailable:
+            if await self._is_ours(record):
+                return True
+            raise
+        return await self._is_ours(record)
+
+    async def _is_ours(self, record: VersionRecord) -> bool:
+        found = await self._store.describe(record.project, record.version)
+        return found is not None and found.upload_id == record.upload_id
+
+    async def first_absent_after(self, project: str, version: int) -> int:
+        """The first version above `version` that S3 does not hold, `version` being held (or 0).
+
+        Versions are contiguous (a version is only written once the one below it exists), so
+        HEAD probes at version+1, +2, +4, ... find a free one and a binary search between the
+        last held and the first free finds the boundary: O(log k) requests for k versions
+        this process did not know about. A listing would be O(all versions), as S3 lists
+        p_v10.py before p_v2.py.
+        """
+        held, step = version, 1
+        free = version + step
+        while await self._store.exists(project, free):
+            held = free
+            step *= 2
+            free = version + step
+        while free - held > 1:
+            middle = (held + free) // 2
+            if await self._store.exists(project, middle):
+                held = middle
+            else:
+                free = middle
+        return free
+
+    async def _record(self, record: VersionRecord) -> None:
+        """Outbox entry and version document for a stored version. Both are idempotent."""
+        try:
+            await asyncio.gather(
+                self._outbox.add(uploaded_event(record)), self._index.record_version(record)
+            )
+        except Unavailable as error:
+            raise Unavailable(
+                f"the script was stored as version {record.version} of {record.project!r} but "
+                f"could not be recorded ({error}); a reindex will record it"
+            ) from error
+        self._on_event()
+
+    async def _shielded(self, work: Awaitable[T]) -> T:
+        """Runs work to its end even if the caller is cancelled (client gone, deadline): the
+        steps after an S3 write must not be cut short."""
+        task: asyncio.Task[T] = asyncio.ensure_future(work)
+        self._tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        return await asyncio.shield(task)
+
+    async def wait_idle(self) -> None:
+        """Waits for uploads whose callers went away (at shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- upload with an idempotency key ---------------------------------------------------
+
+    async def _upload_once(self, script: ValidScript, latest: int) -> UploadResult:
+        """Claim the key with a unique insert, then upload. A second caller with the same key
+        waits (bounded) for the first to finish and replays its version; a claim left pending
+        by a crashed owner is taken over after `idempotency_stale` seconds."""
+        project, key = script.project, script.idempotency_key
+        mine = Claim(
+            project=project,
+            key=key,
+            owner=self._new_id(),
+            fingerprint=script.fingerprint,
+            created_at=self._clock(),
+            from_version=latest,
+        )
+        stale_after = dt.timedelta(seconds=self._options.idempotency_stale)
+        deadline = time.monotonic() + self._options.idempotency_wait
+        held = await self._claims.claim(mine)
+        while held is not None:
+            if held.fingerprint != mine.fingerprint:
+                raise IdempotencyMismatch(
+                    f"idempotency key {key!r} of project {project!r} was first used with a "
+                    "different script or metadata"
+                )
+            if held.state == "done":
+                return UploadResult(await self._replay(project, held.version), replayed=True)
+            if held.is_stale(self._clock(), stale_after):
+                mine = replace(mine, created_at=self._clock(), from_version=held.from_version)
+                if await self._claims.take_over(held, mine):
+                    logger.warning(
+                        "project %s: took over idempotency key %r abandoned by %s",
+                        project,
+                        key,
+                        held.owner,
+                    )
+                    return await self._shielded(self._finish_abandoned(script, mine, latest))
+            elif time.monotonic() >= deadline:
+                raise IdempotencyInProgress(
+                    f"an upload with idempotency key {key!r} of project {project!r} is still "
+                    "in progress; retry later to get its version"
+                )
+            else:
+                await self._sleep(self._options.idempotency_poll)
+            held = await self._claims.get(project, key)
+            if held is None:  # the owner stored nothing and let go: claim it afresh
+                mine = replace(mine, created_at=self._clock())
+                held = await self._claims.claim(mine)
+        return await self._shielded(self._store_claimed(script, mine, latest))
+
+    async def _store_claimed(self, script: ValidScript, claim: Claim, latest: int) -> UploadResult:
+        try:
+            record = await self._put_next_version(script, latest)
+        except VersionConflict:
+            # every put lost: nothing of ours is in S3, so a retry may claim the key afresh
+            await self._claims.release(claim.project, claim.key, claim.owner)
+            raise
+        # Any other failure leaves the claim pending: the put may have landed. Whoever takes
+        # the claim over once it is stale looks for the version in S3 first.
+        await self._record(record)
+        await self._claims.complete(claim.project, claim.key, claim.owner, record.version)
+        return UploadResult(record)
+
+    async def _finish_abandoned(
+        self, script: ValidScript, claim: Claim, latest: int
+    ) -> UploadResult:
+        """The previous owner died after claiming; it may or may not have stored its version."""
+        found = await self._find_by_idempotency_key(claim.project, claim.key, claim.from_version)
+        if found is None:
+            return await self._store_claimed(script, claim, latest)
+        await self._record(found)
+        await self._claims.complete(claim.project, claim.key, claim.owner, found.version)
+        return UploadResult(found, replayed=True)
+
+    async def _find_by_idempotency_key(
+        self, project: str, key: str, from_version: int
+    ) -> VersionRecord | None:
+        version = from_version + 1
+        while (record := await self._store.describe(project, version)) is not None:
+            if record.idempotency_key == key:
+                return record
+            version += 1
+        return None
+
+    async def _replay(self, project: str, version: int) -> VersionRecord:
+        record = await self._index.get_version(project, version)
+        if record is None:  # indexed elsewhere or not yet: S3 has it
+            record = await self._store.describe(project, version)
+        if record is None:
+            raise Unavailable(f"version {version} of {project!r} is recorded but not in S3")
+        return record
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def get_version(self, project: str, version: int) -> tuple[VersionRecord, bytes]:
+        check_project(project)
+        check_version(version)
+        found = await self._store.read(project, version)
+        if found is None:
+            raise NotFound(f"project {project!r} has no version {version}")
+        return found
+
+    async def list_versions(self, project: str, requested_size: int, page_token: str) -> Page:
+        """Versions in order, a page at a time, from the index, checked against S3.
+
+        The index may lag behind S3 (a version stored by a replica that crashed before
+        indexing it, or whose MongoDB is another). Versions being contiguous, S3's truth is one
+        number, its latest version: on the last page it is found by HEAD probes above the
+        index's latest, and any version the index lacks is read from S3 and indexed.
+        """
+        check_project(project)
+        size = page_size(requested_size)
+        after = decode_page_token(page_token, project)
+        latest = await self._index.latest_version(project)
+        if after + size >= latest:
+            latest = await self.first_absent_after(project, latest) - 1
+        last = min(after + size, latest)
+        if last <= after:
+            return Page([], "")
+        found = await self._index.versions(project, after + 1, last)
+        missing = [v for v in range(after + 1, last + 1) if v not in found]
+        if missing:
+            found.update(await self._index_from_s3(project, missing))
+        records = [found[v] for v in range(after + 1, last + 1) if v in found]
+        return Page(records, encode_page_token(project, last) if last < latest else "")
+
+    async def _index_from_s3(self, project: str, versions: list[int]) -> dict[int, VersionRecord]:
+        logger.info("project %s: indexing %d versions from S3", project, len(versions))
+        limit = asyncio.Semaphore(16)
+
+        async def one(version: int) -> VersionRecord | None:
+            async with limit:
+                record = await self._store.describe(project, version)
+                if record is None:
+                    logger.warning("project %s: version %d missing from S3", project, version)
+                    return None
+                await self._index.record_version(record)
+                return record
+
+        results = await asyncio.gather(*(one(v) for v in versions))
+        return {r.version: r for r in results if r is not None}
