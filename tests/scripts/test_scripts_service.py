@@ -12,8 +12,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from scripts_harness import Service, bucket_listing
+from scripts_harness import Service, bucket_listing, fetch_uploaded
 
 from cadpipe import layout, messaging
 from cadpipe.v1 import events_pb2, scripts_pb2
@@ -31,29 +30,6 @@ Part.export([box], os.path.join(os.environ["FREECAD_OUTPUT"], "box.step"))
 async def upload(service: Service, project: str, script: str = SCRIPT, **kw: Any) -> Any:
     request = scripts_pb2.UploadScriptRequest(project=project, script=script, **kw)
     return await service.stub.UploadScript(request, timeout=10)
-
-
-async def fetch_uploaded(js: Any, project: str, at_least: int, within: float = 5.0) -> list[Any]:
-    """Every uploaded event of the project in the stream, waiting until at least `at_least`
-    arrived, then a short quiet period so that a duplicate would show up."""
-    sub = await js.pull_subscribe(
-        messaging.uploaded_subject(project),
-        durable=None,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-    )
-    messages: list[Any] = []
-    deadline = time.monotonic() + within
-    while len(messages) < at_least and time.monotonic() < deadline:
-        try:
-            messages += await sub.fetch(at_least - len(messages), timeout=0.5)
-        except TimeoutError:
-            pass
-    try:
-        messages += await sub.fetch(10, timeout=0.3)
-    except TimeoutError:
-        pass
-    await sub.unsubscribe()
-    return messages
 
 
 async def test_upload_list_get_round_trip(

@@ -1,0 +1,87 @@
+"""NATS goes away under a running script service: uploads go on, and each event reaches the
+stream once NATS is back, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from scripts_harness import fetch_uploaded, scripts_settings
+
+from cadpipe import messaging
+from cadpipe.adapters import s3
+from cadpipe.devstack import NatsServer
+from cadpipe.settings import MongoSettings, NatsSettings, S3Settings
+from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
+from services.scripts.bootstrap import start
+
+
+async def eventually(check: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_an_upload_while_nats_is_down_is_announced_once_it_is_back(
+    bucket: s3.Bucket,
+    s3_settings: S3Settings,
+    mongo_settings: MongoSettings,
+    mongo_db: Any,
+    unique: str,
+    tmp_path: pathlib.Path,
+) -> None:
+    project = f"outage-{unique}"
+    outbox = mongo_db["outbox"]
+
+    def entry(version: int) -> dict[str, Any]:
+        return outbox.find_one({"_id": messaging.uploaded_msg_id(project, version)}) or {}
+
+    nats = NatsServer(store_dir=str(tmp_path / "nats")).start()  # this test's own, to stop
+    try:
+        settings = scripts_settings(
+            s3_settings,
+            mongo_settings,
+            nats.url,
+            outbox_max_backoff_seconds=0.5,
+            publish_timeout_seconds=0.5,
+        )
+        async with (
+            start(settings) as running,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        ):
+            stub = scripts_pb2_grpc.ScriptServiceStub(channel)
+            await asyncio.wait_for(running.publisher.connected.wait(), 10)
+            await stub.UploadScript(
+                scripts_pb2.UploadScriptRequest(project=project, script="a = 1\n"), timeout=10
+            )
+            await eventually(lambda: entry(1).get("sent_at") is not None, 10, "version 1's event")
+
+            await asyncio.to_thread(nats.stop)
+            started = time.monotonic()
+            reply = await stub.UploadScript(
+                scripts_pb2.UploadScriptRequest(project=project, script="a = 2\n"), timeout=10
+            )
+            assert reply.script.version == 2
+            assert time.monotonic() - started < 2  # the upload does not wait for NATS
+            await eventually(lambda: entry(2).get("attempts", 0) >= 1, 10, "a failed publish")
+            assert entry(2)["sent_at"] is None
+
+            await asyncio.to_thread(nats.start)  # same port, same store: the stream is back
+            await eventually(lambda: entry(2).get("sent_at") is not None, 20, "version 2's event")
+
+        nc = await messaging.connect(NatsSettings(nats_url=nats.url), name="test")
+        try:
+            messages = await fetch_uploaded(nc.jetstream(), project, at_least=2)
+        finally:
+            await nc.close()
+        assert [m.headers["Nats-Msg-Id"] for m in messages] == [
+            messaging.uploaded_msg_id(project, 1),
+            messaging.uploaded_msg_id(project, 2),
+        ]
+    finally:
+        nats.stop()
