@@ -1,0 +1,233 @@
+"""The worker's composition root: every adapter is built here from one Settings.
+
+The worker serves no API of its own; its gRPC server carries the standard health service (for
+Kubernetes' probes) and reflection. Ready means: S3 answers, NATS is connected and the FreeCAD
+sandbox is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NatsClient
+
+from cadpipe import messaging
+from cadpipe.adapters import s3
+from cadpipe.grpc_server import GrpcServer
+from services.worker import domain
+from services.worker.intake import Intake, IntakeConfig, NatsNotifier
+from services.worker.jobs import JobConfig, JobService
+from services.worker.sandbox import (
+    FreshSandbox,
+    RunnerCommand,
+    Sandbox,
+    SandboxUnavailable,
+    ZygoteSandbox,
+    probe,
+)
+from services.worker.scratch import ScratchRoot
+from services.worker.settings import Settings
+from services.worker.storage import S3JobStorage
+
+logger = logging.getLogger(__name__)
+
+NOBODY = 65534
+
+
+@dataclass(frozen=True)
+class Running:
+    port: int
+    worker_name: str
+    freecad_version: str
+    sandbox_mode: str
+    isolation: domain.Isolation
+    intake: Intake
+
+
+def limits_from(settings: Settings) -> domain.Limits:
+    return domain.Limits(
+        timeout_seconds=settings.job_timeout_seconds,
+        address_space=settings.memory_limit_bytes,
+        cpu_seconds=settings.cpu_limit_seconds,
+        processes=settings.max_processes,
+        file_size=settings.max_file_size_bytes,
+        open_files=settings.max_open_files,
+    )
+
+
+def pids_cgroup(root: str) -> str:
+    """A parent cgroup for per-job pids limits, when a cgroup v1 pids hierarchy is mounted at
+    root and writable; else "" (cgroup v2 delegation is left to the platform: on Kubernetes
+    the pod's own pids limit applies)."""
+    if not root or not os.path.isfile(os.path.join(root, "cgroup.procs")):
+        return ""
+    parent = os.path.join(root, "cadpipe")
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError:
+        return ""
+    if not os.path.isfile(os.path.join(parent, "pids.max")):
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)
+        return ""
+    return parent
+
+
+async def _isolation(
+    settings: Settings, command_for: Callable[[str], RunnerCommand]
+) -> tuple[domain.Isolation, str]:
+    home = tempfile.mkdtemp(prefix="cadpipe-probe-")
+    try:
+        found = await probe(command_for(home))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    isolation = domain.Isolation(
+        pid_namespace=found.pid_namespace,
+        mount_namespace=found.mount_namespace,
+        network_namespace=found.network_namespace,
+        drop_privileges=found.setuid,
+        pids_cgroup=bool(pids_cgroup(settings.pids_cgroup_root)),
+    )
+    if not isolation.complete:
+        missing = ", ".join(isolation.missing())
+        if settings.sandbox_isolation == "strict":
+            raise RuntimeError(
+                f"this machine does not allow a complete sandbox (missing: {missing}); the "
+                "worker needs root, or CAP_SYS_ADMIN with CAP_SETUID and CAP_SETGID, in its "
+                "container. SANDBOX_ISOLATION=best_effort runs scripts anyway, less isolated"
+            )
+        logger.warning("running scripts in a WEAK sandbox; missing: %s", missing)
+    return isolation, found.freecad_version
+
+
+def _uid_picker(settings: Settings, isolation: domain.Isolation) -> Callable[[], int]:
+    """A uid per job that no other job has, so that jobs cannot read each other's files or
+    count against each other's process limit. Without a mount namespace the job cannot be
+    shown an /etc/passwd naming a random uid (FreeCAD insists on one): nobody it is."""
+    if not isolation.mount_namespace:
+        return lambda: NOBODY
+    return lambda: settings.sandbox_uid_base + secrets.randbelow(settings.sandbox_uid_count)
+
+
+async def _open_sandbox(
+    settings: Settings,
+    stack: AsyncExitStack,
+    scratch: ScratchRoot,
+    isolation: domain.Isolation,
+    freecad_version: str,
+) -> Sandbox:
+    command = RunnerCommand(
+        settings.freecad_python, settings.resolved_freecad_lib_dir(), scratch.zygote_home
+    )
+    cgroup = pids_cgroup(settings.pids_cgroup_root)
+    if settings.sandbox_mode == "fresh":
+        return FreshSandbox(command, isolation, freecad_version, cgroup)
+    zygote = ZygoteSandbox(command, isolation, freecad_version, cgroup)
+    await zygote.start()
+    stack.push_async_callback(zygote.close)
+    return zygote
+
+
+@asynccontextmanager
+async def start(settings: Settings) -> AsyncIterator[Running]:
+    worker_name = f"{socket.gethostname()}/{os.getpid()}"
+    async with AsyncExitStack() as stack:
+        s3_client = s3.make_client(settings)
+        stack.callback(s3_client.close)
+        storage = S3JobStorage(s3.Bucket(s3_client, settings.s3_bucket))
+
+        lib_dir = settings.resolved_freecad_lib_dir()
+        isolation, freecad_version = await _isolation(
+            settings, lambda home: RunnerCommand(settings.freecad_python, lib_dir, home)
+        )
+        scratch = ScratchRoot(
+            settings.scratch_root,
+            _uid_picker(settings, isolation),
+            drop_privileges=isolation.drop_privileges,
+        )
+        await asyncio.to_thread(scratch.open)
+        stack.callback(scratch.close)
+        sandbox = await _open_sandbox(settings, stack, scratch, isolation, freecad_version)
+
+        nc = await messaging.connect(settings, name="cadpipe-worker")
+        stack.push_async_callback(_drain, nc)
+        js = nc.jetstream()
+        await messaging.ensure_streams(js, replicas=settings.nats_stream_replicas)
+
+        service = JobService(
+            storage,
+            sandbox,
+            scratch,
+            NatsNotifier(nc),
+            JobConfig(
+                limits=limits_from(settings),
+                max_deliver=settings.max_deliver,
+                max_outputs=settings.max_outputs,
+                max_log_stream_bytes=settings.max_log_stream_bytes,
+                worker_name=worker_name,
+            ),
+        )
+        intake = Intake(
+            js,
+            IntakeConfig(
+                consumer_name=settings.consumer_name,
+                filter_subjects=tuple(settings.consumer_filter_subjects),
+                ack_wait_seconds=settings.ack_wait_seconds,
+                max_deliver=settings.max_deliver,
+                concurrency=settings.concurrency,
+                fetch_timeout_seconds=settings.fetch_timeout_seconds,
+            ),
+            service,
+        )
+
+        async def ready() -> None:
+            await storage.ping()
+            if not nc.is_connected:
+                raise ConnectionError("NATS is not connected")
+            if not sandbox.alive():
+                raise SandboxUnavailable("the FreeCAD sandbox is not running")
+
+        server = GrpcServer(
+            settings.grpc_host,
+            settings.grpc_port,
+            service_names=[],
+            readiness=ready,
+            readiness_interval=settings.readiness_interval_seconds,
+        )
+        await intake.start()
+        try:
+            await server.start()
+            logger.info(
+                "worker %s ready: FreeCAD %s, %s sandbox (%s)",
+                worker_name,
+                freecad_version,
+                sandbox.mode,
+                isolation.describe(),
+            )
+            yield Running(
+                port=server.port,
+                worker_name=worker_name,
+                freecad_version=freecad_version,
+                sandbox_mode=sandbox.mode,
+                isolation=isolation,
+                intake=intake,
+            )
+        finally:
+            await server.shutdown(settings.shutdown_grace_seconds)
+            await intake.stop(settings.drain_timeout_seconds)
+            logger.info("worker stopped")
+
+
+async def _drain(nc: NatsClient) -> None:
+    with contextlib.suppress(Exception):
+        await nc.drain()

@@ -1,0 +1,299 @@
+"""Running one version: script from S3 into a scratch directory, the sandbox, then outputs,
+report, log and (last) the processed marker into S3. The ports are small protocols so that the
+unit tests drive this with fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from cadpipe import layout
+from cadpipe.marker import Marker, MarkerOutput, MarkerStatus
+from services.worker import domain
+from services.worker.sandbox import Sandbox, SandboxJob
+from services.worker.scratch import JobDir
+
+logger = logging.getLogger(__name__)
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+class Storage(Protocol):
+    async def get_script(self, key: str) -> bytes | None: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def put_bytes(self, key: str, body: bytes, content_type: str) -> None: ...
+
+    async def put_file(self, key: str, path: str, content_type: str) -> None: ...
+
+    async def list_keys(self, prefix: str) -> list[str]: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
+class Scratch(Protocol):
+    def new_job(self, job: domain.Job, script: bytes) -> JobDir: ...
+
+
+class Notifier(Protocol):
+    async def worker_finished(self, project: str, version: int) -> None: ...
+
+
+class ScriptMissing(LookupError):
+    """The event names a script the bucket does not hold."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    limits: domain.Limits
+    max_deliver: int
+    max_outputs: int
+    max_log_stream_bytes: int
+    worker_name: str
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class JobService:
+    def __init__(
+        self,
+        storage: Storage,
+        sandbox: Sandbox,
+        scratch: Scratch,
+        notifier: Notifier,
+        config: JobConfig,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self._storage = storage
+        self._sandbox = sandbox
+        self._scratch = scratch
+        self._notifier = notifier
+        self._config = config
+        self._clock = clock
+
+    async def handle(self, job: domain.Job, attempt: int) -> Marker | None:
+        """Finishes the version, exactly once as far as the bucket shows: a version with a
+        marker is left alone (a redelivery after the marker was written); the last delivery
+        the stream allows finishes it as an error without running it again, since the runs
+        before it never got to an end (their worker died or was stopped mid-job).
+        Returns the marker written, or None when there was one already. Raises when S3 or
+        the sandbox fails: the caller lets the stream redeliver."""
+        marker_key = layout.marker_key(job.project, job.version)
+        if await self._storage.exists(marker_key):
+            logger.info("%s is finished already; not run again", job.name)
+            return None
+        if attempt >= self._config.max_deliver:
+            marker = await self._give_up(job, attempt)
+        else:
+            marker = await self._run(job, attempt)
+        try:
+            await self._notifier.worker_finished(job.project, job.version)
+        except Exception as error:  # a nudge is best effort; the watcher polls
+            logger.warning("could not nudge the watcher about %s: %s", job.name, error)
+        return marker
+
+    async def _run(self, job: domain.Job, attempt: int) -> Marker:
+        started_at = self._clock()
+        started = time.monotonic()
+        script = await self._storage.get_script(job.script_key)
+        if script is None:
+            raise ScriptMissing(f"{job.script_key} is not in the bucket")
+        if job.sha256 and hashlib.sha256(script).hexdigest() != job.sha256:
+            # Scripts are immutable once written: a different body is not the one uploaded.
+            verdict = domain.Verdict(
+                "worker_error", f"{job.script_key} does not match the sha256 of its upload"
+            )
+            return await self._finish(job, attempt, started_at, started, verdict)
+
+        jobdir = await asyncio.to_thread(self._scratch.new_job, job, script)
+        try:
+            outcome = await self._sandbox.run(
+                SandboxJob(
+                    id=secrets.token_hex(8),
+                    sandbox_dir=jobdir.sandbox_dir,
+                    script_name=jobdir.script_name,
+                    stdout_path=jobdir.stdout_path,
+                    stderr_path=jobdir.stderr_path,
+                    identity_files=jobdir.identity_files,
+                    uid=jobdir.uid,
+                    gid=jobdir.gid,
+                    limits=self._config.limits,
+                )
+            )
+            return await self._collect(job, attempt, jobdir, outcome, started_at, started)
+        finally:
+            await asyncio.to_thread(jobdir.remove)
+
+    async def _collect(
+        self,
+        job: domain.Job,
+        attempt: int,
+        jobdir: JobDir,
+        outcome: domain.SandboxOutcome,
+        started_at: dt.datetime,
+        started: float,
+    ) -> Marker:
+        keep = self._config.max_log_stream_bytes
+        stdout, stderr = await asyncio.gather(
+            asyncio.to_thread(jobdir.read_stream, jobdir.stdout_path, keep),
+            asyncio.to_thread(jobdir.read_stream, jobdir.stderr_path, keep),
+        )
+        verdict = domain.judge(outcome, self._config.limits, stderr)
+        plan = domain.OutputPlan(())
+        rejected: list[str] = []
+        if verdict.ok:
+            produced, rejected = await asyncio.to_thread(jobdir.produced_files)
+            plan = domain.plan_outputs(job.project, job.version, produced, self._config.max_outputs)
+            if not plan.outputs:
+                verdict = domain.no_outputs_verdict()
+
+        stored: list[MarkerOutput] = []
+        report_key = ""
+        if verdict.ok:
+            files = await asyncio.to_thread(
+                lambda: [jobdir.output_file(o.path) for o in plan.outputs]
+            )
+            report = domain.finish_report(
+                await asyncio.to_thread(jobdir.read_report),
+                plan,
+                project=job.project,
+                version=job.version,
+            )
+            report_key = layout.output_key(job.project, job.version, layout.REPORT_NAME)
+            await asyncio.gather(
+                *(
+                    self._storage.put_file(o.key, f.path, o.content_type)
+                    for o, f in zip(plan.outputs, files, strict=True)
+                ),
+                self._storage.put_bytes(
+                    report_key, json.dumps(report, indent=2).encode(), JSON_CONTENT_TYPE
+                ),
+            )
+            stored = [
+                MarkerOutput(o.key, o.name, o.format, f.size, f.sha256, o.content_type)
+                for o, f in zip(plan.outputs, files, strict=True)
+            ]
+        if attempt > 1:
+            await self._remove_stale_outputs(job, keep={o.key for o in stored} | {report_key})
+        return await self._finish(
+            job,
+            attempt,
+            started_at,
+            started,
+            verdict,
+            outcome=outcome,
+            plan=plan,
+            outputs=stored,
+            report_key=report_key,
+            ignored=[*plan.ignored, *rejected],
+            stdout=stdout,
+            stderr=stderr,
+        )
+
+    async def _remove_stale_outputs(self, job: domain.Job, keep: set[str]) -> None:
+        """An earlier attempt may have stored outputs before its worker died; what this attempt
+        did not produce must not be mistaken for its result."""
+        prefix = layout.output_prefix(job.project, job.version)
+        stale = [k for k in await self._storage.list_keys(prefix) if k not in keep]
+        await asyncio.gather(*(self._storage.delete(k) for k in stale))
+
+    async def _give_up(self, job: domain.Job, attempt: int) -> Marker:
+        logger.error("%s was delivered %d times without finishing; giving up", job.name, attempt)
+        await self._remove_stale_outputs(job, keep=set())
+        verdict = domain.Verdict(
+            "redelivery_limit",
+            f"delivered {attempt} times without finishing: the workers running it stopped "
+            "mid-job (killed, crashed or shut down); not run again",
+        )
+        return await self._finish(job, attempt, self._clock(), time.monotonic(), verdict)
+
+    async def _finish(
+        self,
+        job: domain.Job,
+        attempt: int,
+        started_at: dt.datetime,
+        started: float,
+        verdict: domain.Verdict,
+        *,
+        outcome: domain.SandboxOutcome | None = None,
+        plan: domain.OutputPlan | None = None,
+        outputs: list[MarkerOutput] | None = None,
+        report_key: str = "",
+        ignored: list[str] | None = None,
+        stdout: str = "",
+        stderr: str = "",
+    ) -> Marker:
+        """Writes the log, then the marker: the marker is the word that the version is done,
+        so it goes last, for success and failure alike."""
+        status: MarkerStatus = "completed" if verdict.ok else "error"
+        finished_at = self._clock()
+        duration = time.monotonic() - started
+        log_key = layout.log_key(
+            job.project, job.version, "info" if verdict.ok else "error", finished_at
+        )
+        record = domain.LogRecord(
+            job=job,
+            status=status,
+            verdict=verdict,
+            attempt=attempt,
+            started_at=_iso(started_at),
+            finished_at=_iso(finished_at),
+            duration_seconds=duration,
+            freecad_version=self._sandbox.freecad_version,
+            worker=self._config.worker_name,
+            sandbox=f"{self._sandbox.mode}; {self._sandbox.isolation.describe()}; limits: "
+            + self._config.limits.describe(),
+            outcome=outcome,
+            outputs=plan.outputs if plan and verdict.ok else (),
+            ignored=ignored or (),
+            stdout=stdout,
+            stderr=stderr,
+            notes=[]
+            if self._sandbox.isolation.complete
+            else ["WEAK SANDBOX: missing " + ", ".join(self._sandbox.isolation.missing())],
+        )
+        await self._storage.put_bytes(
+            log_key, domain.render_log(record).encode(), layout.LOG_CONTENT_TYPE
+        )
+        marker = Marker(
+            status=status,
+            outputs=tuple(outputs or ()),
+            log_key=log_key,
+            report_key=report_key,
+            started_at=_iso(started_at),
+            finished_at=_iso(finished_at),
+            duration_seconds=round(duration, 3),
+            freecad_version=self._sandbox.freecad_version,
+            exit_reason=verdict.exit_reason,
+            error=verdict.error,
+            attempts=attempt,
+            project=job.project,
+            version=job.version,
+        )
+        await self._storage.put_bytes(
+            layout.marker_key(job.project, job.version), marker.to_json(), JSON_CONTENT_TYPE
+        )
+        logger.info(
+            "%s %s (%s) in %.3f s",
+            job.name,
+            status,
+            verdict.exit_reason,
+            duration,
+            extra={"project": job.project, "version": job.version, "attempt": attempt},
+        )
+        return marker

@@ -1,0 +1,677 @@
+"""The FreeCAD side of the sandbox: runs untrusted FreeCAD scripts, one fresh process per job.
+
+Executed by the Python FreeCAD's modules are built for (Debian's /usr/bin/python3), never by the
+worker's virtualenv, so it uses the standard library only and is started by path:
+
+    python3 -I sandbox_runner.py probe            capabilities and FreeCAD version, one JSON line
+    python3 -I sandbox_runner.py zygote LIBDIR    imports FreeCAD once, then forks a job per request
+    python3 -I sandbox_runner.py once LIBDIR      runs one request in a fresh interpreter
+
+Requests and replies are JSON lines on stdin and stdout (see SandboxRequest in sandbox.py).
+Every job is three processes deep:
+
+    zygote (root, FreeCAD imported, never runs user code, holds no secret)
+      └ supervisor (root): new PID namespace for its child, wall-clock deadline, reports the result
+          └ job (PID 1 of that namespace): new mount and network namespaces, read-only view of
+            the machine with its scratch directory as /tmp, unprivileged uid of its own, rlimits,
+            no new privileges, an environment built from nothing; then the user script.
+
+The job is PID 1 of its namespace, so when it ends, or the supervisor kills it at the deadline,
+the kernel kills every process the script started, however it tried to detach. The worker's own
+process (which holds the S3 and NATS credentials) is never forked into a job: the zygote is a
+separate program started with an empty environment.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import resource
+import runpy
+import select
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+# Exit codes of the job process; the worker maps them to exit reasons (domain.classify).
+EXIT_OK = 0
+EXIT_EXCEPTION = 1
+EXIT_MEMORY = 3
+EXIT_FILE_SIZE = 4
+EXIT_PROCESSES = 5
+EXIT_OPEN_FILES = 6
+EXIT_SETUP_FAILED = 120
+
+SANDBOX_TMP = "/tmp"
+OUTPUT_DIR_NAME = "output"
+REPORT_DIR_NAME = ".cadpipe"
+REPORT_FILE_NAME = "report.json"
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_RELATIME = 0x200000
+MS_STRICTATIME = 0x1000000
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+_MOUNT_OPTION_FLAGS = {
+    "nosuid": MS_NOSUID,
+    "nodev": MS_NODEV,
+    "noexec": MS_NOEXEC,
+    "noatime": MS_NOATIME,
+    "nodiratime": MS_NODIRATIME,
+    "relatime": MS_RELATIME,
+    "strictatime": MS_STRICTATIME,
+}
+MESH_FORMATS = ("stl", "obj")
+BREP_FORMATS = ("step", "stp", "iges", "igs", "brep", "brp")
+
+_libc: Any = None
+
+
+def _lib() -> Any:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_lib().unshare(ctypes.c_int(flags)), "unshare")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
+    _check(
+        _lib().mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            None,
+        ),
+        f"mount {target}",
+    )
+
+
+def prctl(option: int, value: int) -> None:
+    _check(_lib().prctl(ctypes.c_int(option), ctypes.c_ulong(value), 0, 0, 0), "prctl")
+
+
+def write_line(fd: int, message: dict[str, Any]) -> None:
+    """One JSON line in one write(): lines from concurrent supervisors never interleave, as long
+    as they stay under PIPE_BUF (4096 bytes); error strings are cut to keep them there."""
+    os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+# --- the job process (PID 1 of its namespace) ------------------------------------------------
+
+
+def _mounts() -> list[tuple[str, set[str]]]:
+    """Mount points with their per-mount options, from /proc/self/mountinfo."""
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as info:
+        for line in info:
+            fields = line.split()
+            point = fields[4].encode().decode("unicode_escape")
+            found.append((point, set(fields[5].split(","))))
+    return found
+
+
+def _read_only_view(sandbox_dir: str, identity_files: dict[str, str]) -> None:
+    """Makes this mount namespace a read-only, nosuid copy of the machine, with the job's own
+    scratch directory as its only writable place, at /tmp; a /proc of the new PID namespace
+    only, so no other process (the worker's environment included) is visible; and /etc/passwd
+    and /etc/group naming the job's uid (FreeCAD asks getpwuid() for the home directory)."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for point, options in _mounts():
+        if "ro" in options or point == "/proc":
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
+        for name, flag in _MOUNT_OPTION_FLAGS.items():
+            if name in options:
+                flags |= flag
+        try:
+            mount(None, point, None, flags)
+        except OSError as error:
+            # A mount point hidden under a later mount (a stacked /dev/shm) cannot be reached
+            # by path; the mount on top of it is what the job sees, and it is made read-only.
+            if error.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
+    for target, source in identity_files.items():
+        mount(source, target, None, MS_BIND)
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    mount(sandbox_dir, SANDBOX_TMP, None, MS_BIND)
+    mount(None, SANDBOX_TMP, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
+    # Anything left writable for everyone (/var/tmp, /dev/shm) is read-only now; /tmp is ours.
+
+
+def _apply_limits(limits: dict[str, int]) -> None:
+    def set_limit(which: int, value: int | None, hard: int | None = None) -> None:
+        if value is not None and value > 0:
+            resource.setrlimit(which, (value, hard if hard is not None else value))
+
+    set_limit(resource.RLIMIT_AS, limits.get("address_space"))
+    cpu = limits.get("cpu_seconds")
+    # The soft limit sends SIGXCPU (terminates); the hard limit a second later is SIGKILL, for a
+    # script that ignores SIGXCPU.
+    set_limit(resource.RLIMIT_CPU, cpu, (cpu + 1) if cpu else None)
+    set_limit(resource.RLIMIT_NPROC, limits.get("processes"))
+    set_limit(resource.RLIMIT_FSIZE, limits.get("file_size"))
+    set_limit(resource.RLIMIT_NOFILE, limits.get("open_files"))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _enter_sandbox(request: dict[str, Any], go_fd: int) -> str:
+    """Everything between fork() and the user script; runs as root and ends unprivileged.
+    Returns the directory the job sees as its scratch (HOME, cwd, /tmp)."""
+    # Wait until the supervisor has put this process into its pids cgroup.
+    os.read(go_fd, 1)
+    os.close(go_fd)
+    os.setsid()
+    # The log files live outside the scratch directory, where the job cannot reach them by path
+    # once its view of the machine is narrowed: open them first.
+    null = os.open("/dev/null", os.O_RDONLY)
+    out = os.open(request["stdout_path"], os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    err = os.open(request["stderr_path"], os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    flags = 0
+    if request["mount_namespace"]:
+        flags |= CLONE_NEWNS
+    if request["network_namespace"]:
+        flags |= CLONE_NEWNET
+    if flags:
+        unshare(flags)
+    home = request["sandbox_dir"]
+    if request["mount_namespace"]:
+        _read_only_view(request["sandbox_dir"], request.get("identity_files") or {})
+        home = SANDBOX_TMP
+
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    # Nothing the zygote holds (its pipes to the worker above all) stays open in the job.
+    os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+    if request["drop_privileges"]:
+        uid, gid = request["uid"], request["gid"]
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    # Set after the uid change, which clears both: the job dies with its supervisor, and neither
+    # it nor anything it starts can gain privileges (setuid binaries, file capabilities).
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _apply_limits(request["limits"])
+
+    os.chdir(home)
+    os.environ.clear()
+    os.environ.update(
+        {
+            "PATH": SANDBOX_PATH,
+            "HOME": home,
+            "LANG": "C.UTF-8",
+            "FREECAD_OUTPUT": os.path.join(home, OUTPUT_DIR_NAME),
+        }
+    )
+    for name in ("SIGINT", "SIGTERM", "SIGPIPE", "SIGCHLD", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in a normal Python start
+    return home
+
+
+def _reopen_stdio() -> None:
+    # Line-buffered and written through, so a job killed at its deadline keeps what it printed.
+    sys.stdin = open(0, encoding="utf-8", closefd=False)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        stream = open(  # lives as long as the process
+            fd, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False
+        )
+        setattr(sys, name, stream)
+
+
+def _exit_code_for(error: BaseException) -> int:
+    """Tells a limit the sandbox imposed from a bug in the script."""
+    if isinstance(error, MemoryError):
+        return EXIT_MEMORY
+    if isinstance(error, OSError):
+        if error.errno == errno.EFBIG:
+            return EXIT_FILE_SIZE
+        if error.errno in (errno.EMFILE, errno.ENFILE):
+            return EXIT_OPEN_FILES
+        if error.errno == errno.EAGAIN and isinstance(error, BlockingIOError):
+            return EXIT_PROCESSES  # fork()/thread start refused by RLIMIT_NPROC
+    return EXIT_EXCEPTION
+
+
+def _print_script_traceback(error: BaseException, script_path: str) -> None:
+    """The traceback from the script's first frame on: this runner's and runpy's frames above
+    it say nothing to the script's author. A SyntaxError has no frame in the script and prints
+    as Python prints it (file, line, caret)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != script_path:
+        tb = tb.tb_next
+    traceback.print_exception(type(error), error, tb)
+
+
+def run_script(script_path: str, home: str) -> int:
+    """Runs the user script as __main__ (freecadcmd would not) and turns an exception into a
+    traceback on stderr and a non-zero exit (freecadcmd exits 0)."""
+    main_pid = os.getpid()
+    sys.argv = [script_path]
+    sys.path.insert(0, os.path.dirname(script_path))
+    code = EXIT_OK
+    try:
+        runpy.run_path(script_path, run_name="__main__")
+    except SystemExit as stop:
+        if stop.code not in (None, 0):
+            print(f"the script called sys.exit({stop.code!r})", file=sys.stderr)
+            code = EXIT_EXCEPTION
+    except BaseException as error:  # every failure of the script is reported
+        _print_script_traceback(error, script_path)
+        code = _exit_code_for(error)
+        if code != EXIT_EXCEPTION:
+            print(f"cadpipe: limit exceeded: {_LIMIT_NAMES[code]}", file=sys.stderr)
+        del error
+    if os.getpid() != main_pid:
+        os._exit(code)  # a process the script forked: only the job itself writes the report
+    if code == EXIT_OK:
+        try:
+            report = geometry_report(os.path.join(home, OUTPUT_DIR_NAME))
+            report_dir = os.path.join(home, REPORT_DIR_NAME)
+            os.makedirs(report_dir, exist_ok=True)
+            with open(os.path.join(report_dir, REPORT_FILE_NAME), "w", encoding="utf-8") as f:
+                json.dump(report, f)
+        except Exception:  # a report failure must not fail a good run
+            print("cadpipe: the geometry report failed:", file=sys.stderr)
+            traceback.print_exc()
+    return code
+
+
+_LIMIT_NAMES = {
+    EXIT_MEMORY: "memory",
+    EXIT_FILE_SIZE: "file size",
+    EXIT_PROCESSES: "processes",
+    EXIT_OPEN_FILES: "open files",
+}
+
+
+# --- the geometry report (runs in the job, after the script) ---------------------------------
+
+
+def _bound_box(box: Any) -> dict[str, float]:
+    return {
+        "x_min": box.XMin,
+        "y_min": box.YMin,
+        "z_min": box.ZMin,
+        "x_max": box.XMax,
+        "y_max": box.YMax,
+        "z_max": box.ZMax,
+    }
+
+
+def _solids(shape: Any, source: str = "") -> list[dict[str, Any]]:
+    found = []
+    for solid in shape.Solids:
+        entry: dict[str, Any] = {
+            "valid": bool(solid.isValid()),
+            "volume": float(solid.Volume),
+            "area": float(solid.Area),
+            "bounding_box": _bound_box(solid.BoundBox),
+            "faces": len(solid.Faces),
+        }
+        if source:
+            entry["object"] = source
+        found.append(entry)
+    return found
+
+
+def _brep_entry(path: str) -> dict[str, Any]:
+    import Part  # type: ignore[import-not-found]
+
+    shape = Part.read(path)
+    return {
+        "kind": "brep",
+        "solids": _solids(shape),
+        "shells": len(shape.Shells),
+        "faces": len(shape.Faces),
+        "valid": bool(shape.isValid()) if not shape.isNull() else False,
+    }
+
+
+def _fcstd_entry(path: str) -> dict[str, Any]:
+    import FreeCAD  # type: ignore[import-not-found]
+
+    doc = FreeCAD.openDocument(path)
+    try:
+        solids: list[dict[str, Any]] = []
+        # The results of a document are the objects nothing else is built from; the boxes and
+        # cylinders a Cut consumed are inputs, not parts of the model.
+        for obj in doc.Objects:
+            shape = getattr(obj, "Shape", None)
+            if shape is None or obj.InList or shape.isNull():
+                continue
+            solids.extend(_solids(shape, obj.Label))
+        return {"kind": "document", "solids": solids, "objects": len(doc.Objects)}
+    finally:
+        FreeCAD.closeDocument(doc.Name)
+
+
+def _mesh_entry(path: str) -> dict[str, Any]:
+    import Mesh  # type: ignore[import-not-found]
+
+    mesh = Mesh.Mesh(path)
+    closed = bool(mesh.isSolid())
+    entry: dict[str, Any] = {
+        "kind": "mesh",
+        "triangles": int(mesh.CountFacets),
+        "points": int(mesh.CountPoints),
+        "closed": closed,
+        "area": float(mesh.Area),
+    }
+    if closed:
+        entry["volume"] = float(mesh.Volume)
+    return entry
+
+
+def geometry_report(output_dir: str) -> dict[str, Any]:
+    """Per output file: its solids (validity, volume, area, bounding box) for B-rep formats and
+    FreeCAD documents, its triangle count and closedness for meshes."""
+    import FreeCAD
+
+    files = []
+    for root, dirs, names in os.walk(output_dir):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            ext = name.rpartition(".")[2].lower()
+            entry: dict[str, Any] = {"path": os.path.relpath(path, output_dir)}
+            try:
+                if ext in BREP_FORMATS:
+                    entry.update(_brep_entry(path))
+                elif ext == "fcstd":
+                    entry.update(_fcstd_entry(path))
+                elif ext in MESH_FORMATS:
+                    entry.update(_mesh_entry(path))
+                else:
+                    continue
+            except Exception as error:  # an unreadable file is reported as such
+                entry["error"] = f"{type(error).__name__}: {error}"[:500]
+            files.append(entry)
+    version = FreeCAD.Version()
+    return {"freecad_version": ".".join(version[:3]), "files": files}
+
+
+def _rehome_freecad(home: str) -> None:
+    """FreeCAD was initialised in the zygote, whose HOME its user paths (cache, config, macros)
+    point into; point them into the job's scratch directory instead."""
+    import FreeCAD
+
+    zygote_home = _zygote_home.rstrip("/")
+    for key, value in FreeCAD.ConfigDump().items():
+        if zygote_home and value.startswith(zygote_home + "/"):
+            FreeCAD.ConfigSet(key, home + value[len(zygote_home) :])
+    FreeCAD.ConfigSet("UserHomePath", home)
+    FreeCAD.ConfigSet("PATH", SANDBOX_PATH)
+
+
+_zygote_home = ""
+
+
+def _job_main(request: dict[str, Any], go_fd: int) -> None:
+    """The job process; never returns."""
+    code = EXIT_SETUP_FAILED
+    try:
+        try:
+            home = _enter_sandbox(request, go_fd)
+            _reopen_stdio()
+            if "FreeCAD" in sys.modules:
+                _rehome_freecad(home)
+            else:
+                _import_freecad(request["freecad_lib_dir"])
+        except BaseException:  # reported in the job's stderr, then exit
+            traceback.print_exc()
+            print("cadpipe: the sandbox could not be set up", file=sys.stderr)
+            code = EXIT_SETUP_FAILED
+        else:
+            code = run_script(os.path.join(home, request["script_name"]), home)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        # No interpreter or FreeCAD teardown: it could only write state the job does not need.
+        os._exit(code)
+
+
+# --- the supervisor --------------------------------------------------------------------------
+
+
+def _wait_with_deadline(pid: int, timeout: float) -> tuple[int, Any, bool]:
+    """wait4() on pid; kills it (and, as PID 1 of its namespace, everything it started) at the
+    deadline. Returns (wait status, rusage, timed out)."""
+    deadline = time.monotonic() + timeout
+    timed_out = False
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = -1
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            os.kill(pid, signal.SIGKILL)
+            _, status, usage = os.wait4(pid, 0)
+            break
+        if pidfd >= 0:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            poller.poll(max(1, int(left * 1000)))
+        else:
+            time.sleep(min(left, 0.01))
+    if pidfd >= 0:
+        os.close(pidfd)
+    return status, usage, timed_out
+
+
+def _kill_uid(uid: int) -> None:
+    """Kills every process running as uid (kill(-1) as that uid reaches exactly those): the
+    clean-up when there is no PID namespace to take them all down."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _pids_cgroup(request: dict[str, Any]) -> str | None:
+    parent = request.get("pids_cgroup")
+    if not parent:
+        return None
+    path = os.path.join(parent, "job-" + request["id"])
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "pids.max"), "w", encoding="ascii") as f:
+        f.write(str(request["limits"]["processes"]))
+    return path
+
+
+def supervise(request: dict[str, Any], out_fd: int) -> None:
+    """Runs one job to its end and writes its result line to out_fd."""
+    job_id = request["id"]
+    started = time.monotonic()
+    cgroup = None
+    try:
+        if request["pid_namespace"]:
+            unshare(CLONE_NEWPID)
+        cgroup = _pids_cgroup(request)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(write_fd)
+            _job_main(request, read_fd)
+        os.close(read_fd)
+        if cgroup:
+            with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as f:
+                f.write(str(pid))
+        os.write(write_fd, b"g")
+        os.close(write_fd)
+        status, usage, timed_out = _wait_with_deadline(pid, float(request["timeout"]))
+        if request["drop_privileges"] and not request["pid_namespace"]:
+            _kill_uid(request["uid"])
+        result: dict[str, Any] = {
+            "id": job_id,
+            "event": "finished",
+            "timed_out": timed_out,
+            "exit_code": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "wall_seconds": time.monotonic() - started,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "max_rss_kb": usage.ru_maxrss,
+        }
+    except Exception as error:  # the worker needs to hear of any failure
+        message = f"{type(error).__name__}: {error}"[:1000]
+        result = {"id": job_id, "event": "failed", "error": message}
+    finally:
+        if cgroup:
+            try:
+                os.rmdir(cgroup)
+            except OSError:
+                pass
+    write_line(out_fd, result)
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+def _import_freecad(lib_dir: str) -> Any:
+    if lib_dir not in sys.path:
+        sys.path.append(lib_dir)
+    import FreeCAD
+    import Import  # type: ignore[import-not-found]  # noqa: F401 - STEP/IGES, loaded once
+    import Mesh  # noqa: F401
+    import Part  # noqa: F401
+
+    return FreeCAD
+
+
+def _freecad_version(freecad: Any) -> str:
+    return ".".join(freecad.Version()[:3])
+
+
+def zygote(lib_dir: str) -> None:
+    """Imports FreeCAD once, then forks a supervisor per request line. Each job starts from this
+    clean, already-initialised state: nothing a script does reaches the next one."""
+    global _zygote_home
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the worker
+    _zygote_home = os.environ.get("HOME", "")
+    freecad = _import_freecad(lib_dir)
+    out_fd = sys.stdout.fileno()
+    version = _freecad_version(freecad)
+    write_line(out_fd, {"event": "ready", "pid": os.getpid(), "freecad_version": version})
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            try:
+                supervise(request, out_fd)
+            finally:
+                os._exit(0)
+        write_line(out_fd, {"id": request["id"], "event": "started", "pid": pid})
+
+
+def once() -> None:
+    """One job in a fresh interpreter: this process supervises, its child imports FreeCAD after
+    entering the sandbox. The slower, simpler alternative to the zygote."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    request = json.loads(sys.stdin.buffer.readline())
+    out_fd = sys.stdout.fileno()
+    write_line(out_fd, {"id": request["id"], "event": "started", "pid": os.getpid()})
+    supervise(request, out_fd)
+
+
+def _probe_child(flags: int) -> bool:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            unshare(flags)
+            os._exit(0)
+        except OSError:
+            os._exit(1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def probe(lib_dir: str) -> None:
+    """What this machine allows, for the worker to decide (and say) how strong the sandbox is."""
+    can_setuid = False
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            os._exit(0)
+        except OSError:
+            os._exit(1)
+    can_setuid = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    freecad_version = ""
+    try:
+        freecad_version = _freecad_version(_import_freecad(lib_dir))
+    except ImportError as error:
+        freecad_version = ""
+        print(f"FreeCAD cannot be imported from {lib_dir}: {error}", file=sys.stderr)
+    write_line(
+        sys.stdout.fileno(),
+        {
+            "event": "probe",
+            "freecad_version": freecad_version,
+            "setuid": can_setuid,
+            "network_namespace": _probe_child(CLONE_NEWNET),
+            "mount_namespace": _probe_child(CLONE_NEWNS),
+            "pid_namespace": _probe_child(CLONE_NEWPID),
+        },
+    )
+
+
+def main(argv: list[str]) -> None:
+    command = argv[1] if len(argv) > 1 else ""
+    lib_dir = argv[2] if len(argv) > 2 else "/usr/lib/freecad/lib"
+    if command == "zygote":
+        zygote(lib_dir)
+    elif command == "once":
+        once()
+    elif command == "probe":
+        probe(lib_dir)
+    else:
+        sys.exit("usage: sandbox_runner.py probe|zygote|once [FREECAD_LIB_DIR]")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,116 @@
+"""The worker's settings, read from the environment once, in main(). The worker needs S3 and
+NATS; no MongoDB."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cadpipe import messaging
+from cadpipe.settings import MODEL_CONFIG, GrpcServerSettings, NatsSettings, S3Settings
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+class Settings(S3Settings, NatsSettings, GrpcServerSettings):
+    model_config = MODEL_CONFIG
+
+    grpc_port: int = Field(default=50053, ge=0, le=65535)
+
+    # --- the job and its sandbox ---
+    job_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Wall clock per script; the whole process tree is killed"
+    )
+    memory_limit_bytes: int = Field(
+        default=2 * GIB, ge=256 * MIB, description="Address space of the job (RLIMIT_AS)"
+    )
+    cpu_limit_seconds: int = Field(
+        default=0, ge=0, description="CPU time of the job (RLIMIT_CPU); 0: the job timeout"
+    )
+    max_processes: int = Field(
+        default=64, ge=4, description="Processes and threads of the job (RLIMIT_NPROC, pids cgroup)"
+    )
+    max_file_size_bytes: int = Field(
+        default=1 * GIB, ge=MIB, description="Largest file the job may write (RLIMIT_FSIZE)"
+    )
+    max_open_files: int = Field(default=256, ge=32, description="RLIMIT_NOFILE of the job")
+    max_outputs: int = Field(default=64, ge=1, description="Output files stored per version")
+    max_log_stream_bytes: int = Field(
+        default=512 * 1024, ge=4096, description="stdout or stderr kept in the log (head + tail)"
+    )
+    concurrency: int = Field(default=1, ge=1, le=64, description="Jobs run at once per worker")
+
+    freecadcmd: str = Field(
+        default="freecadcmd",
+        description="FreeCAD's command-line program; its Python modules are found next to it",
+    )
+    freecad_lib_dir: str = Field(
+        default="", description="FreeCAD's Python modules; empty: found from freecadcmd"
+    )
+    freecad_python: str = Field(
+        default="/usr/bin/python3", description="The Python FreeCAD's modules are built for"
+    )
+    sandbox_mode: Literal["zygote", "fresh"] = Field(
+        default="zygote",
+        description="zygote: fork each job from a process with FreeCAD imported; "
+        "fresh: a new interpreter per job",
+    )
+    sandbox_isolation: Literal["strict", "best_effort"] = Field(
+        default="strict",
+        description="strict: refuse to start without namespaces and uid switching; "
+        "best_effort: run with what the machine allows, and say so in every log",
+    )
+    sandbox_uid_base: int = Field(default=200_000, ge=1000, description="First uid for jobs")
+    sandbox_uid_count: int = Field(
+        default=100_000, ge=1, description="Jobs run as a random uid in [base, base + count)"
+    )
+    pids_cgroup_root: str = Field(
+        default="/sys/fs/cgroup/pids",
+        description="cgroup v1 pids hierarchy for a per-job process limit; empty: none",
+    )
+    scratch_root: str = Field(
+        default_factory=lambda: os.path.join(tempfile.gettempdir(), "cadpipe-worker"),
+        description="Scratch directories of jobs (an emptyDir with a sizeLimit on Kubernetes)",
+    )
+
+    # --- work intake ---
+    consumer_name: str = Field(default="cadpipe-worker", description="JetStream durable name")
+    consumer_filter_subjects: list[str] = Field(
+        default_factory=lambda: [messaging.UPLOADED_SUBJECTS]
+    )
+    ack_wait_seconds: float = Field(
+        default=30.0, gt=0, description="Redelivery after this long without a heartbeat"
+    )
+    max_deliver: int = Field(
+        default=3, ge=2, description="Deliveries of one version; the last one finishes it as error"
+    )
+    fetch_timeout_seconds: float = Field(default=5.0, gt=0)
+    drain_timeout_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="On SIGTERM, how long running jobs may finish; 0: job timeout + 10 s",
+    )
+    readiness_interval_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _defaults_from_timeout(self) -> Settings:
+        if self.cpu_limit_seconds == 0:
+            self.cpu_limit_seconds = max(1, int(self.job_timeout_seconds + 0.999))
+        if self.drain_timeout_seconds == 0:
+            self.drain_timeout_seconds = self.job_timeout_seconds + 10
+        return self
+
+    def resolved_freecad_lib_dir(self) -> str:
+        """/usr/bin/freecadcmd links to /usr/lib/freecad/bin/freecadcmd-python3; the modules
+        are in /usr/lib/freecad/lib."""
+        if self.freecad_lib_dir:
+            return self.freecad_lib_dir
+        import shutil
+
+        found = shutil.which(self.freecadcmd) or self.freecadcmd
+        bin_dir = os.path.dirname(os.path.realpath(found))
+        return os.path.join(os.path.dirname(bin_dir), "lib")
