@@ -1,0 +1,128 @@
+"""The gateway's composition root: route table from the descriptors, gRPC channels from the
+settings, the ASGI app, and uvicorn serving it on a socket bound here (so http_port=0 works and
+the bound port is known before the first request).
+
+    async with start(Settings()) as running:
+        ... running.port ...
+
+On exit: event streams end and /readyz turns 503, uvicorn stops accepting and gives in-flight
+requests shutdown_grace_seconds, then the channels close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+
+from services.gateway.app import Gateway, create_app
+from services.gateway.backends import Backends, channel_options
+from services.gateway.routes import default_modules, derive_routes_from_modules
+from services.gateway.settings import Settings
+from services.gateway.transcode import check_bindings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Running:
+    port: int
+    app: Starlette
+    gateway: Gateway
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the process's main() owns SIGTERM/SIGINT
+    (cadpipe.grpc_server.stop_event_on_signals) and stops every service in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@asynccontextmanager
+async def start(settings: Settings) -> AsyncIterator[Running]:
+    table = derive_routes_from_modules(default_modules())
+    check_bindings(list(table))
+    addresses = settings.backend_addresses()
+    for service in table.services():
+        if service not in addresses:
+            logger.warning("no backend configured for %s: its routes answer 503", service)
+    async with AsyncExitStack() as stack:
+        backends = Backends(addresses, options=channel_options(settings.grpc_max_message_bytes))
+        stack.push_async_callback(backends.close)
+        gateway = Gateway(
+            table=table,
+            backends=backends,
+            deadline_seconds=settings.grpc_deadline_seconds,
+            max_body_bytes=settings.max_body_bytes,
+            keepalive_seconds=settings.sse_keepalive_seconds,
+            readiness_timeout_seconds=settings.readiness_timeout_seconds,
+        )
+        app = create_app(gateway)
+        sock = stack.enter_context(_bind(settings.http_host, settings.http_port))
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,  # RequestIdMiddleware logs each request with its id
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
+        )
+        server = _Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="gateway-http")
+        await _started(server, serving)
+        port = int(sock.getsockname()[1])
+        logger.info(
+            "gateway listening on %s:%d (%d routes; backends %s)",
+            settings.http_host,
+            port,
+            len(table),
+            addresses,
+        )
+        try:
+            yield Running(port=port, app=app, gateway=gateway)
+        finally:
+            gateway.closing.set()
+            server.should_exit = True
+            await serving
+            logger.info("gateway stopped")
+
+
+@contextlib.contextmanager
+def _bind(host: str, port: int) -> Iterator[socket.socket]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.set_inheritable(True)
+        yield sock
+    finally:
+        sock.close()
+
+
+async def _started(
+    server: uvicorn.Server, serving: asyncio.Task[None], within: float = 10.0
+) -> None:
+    """Returns once uvicorn accepts connections; raises what stopped it otherwise."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not server.started:
+        if serving.done():
+            serving.result()
+            raise RuntimeError("the HTTP server stopped while starting")
+        if asyncio.get_running_loop().time() > deadline:
+            server.should_exit = True
+            raise TimeoutError(f"the HTTP server did not start within {within}s")
+        await asyncio.sleep(0.01)
