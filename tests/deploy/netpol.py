@@ -94,11 +94,11 @@ def _isolates(policy: Obj, pod: Endpoint, kind: str) -> bool:
 def _port_matches(spec: Obj, dst: Endpoint, port: int, protocol: str) -> bool:
     if spec.get("protocol", "TCP") != protocol:
         return False
-    wanted = spec.get("port")
+    wanted: int | str | None = spec.get("port")
     if wanted is None:
         return True
     if isinstance(wanted, str):
         # a named port means the destination pod's port of that name
-        resolved = dst.ports.get(wanted)
-        return resolved == port
-    return int(wanted) <= port <= int(spec.get("endPort", wanted))
+        return dst.ports.get(wanted) == port
+    last = int(spec.get("endPort", wanted))
+    return int(wanted) <= port <= last
