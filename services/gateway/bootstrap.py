@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from services.gateway.app import Gateway, create_app
 from services.gateway.backends import Backends, channel_options
@@ -71,7 +73,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             keepalive_seconds=settings.sse_keepalive_seconds,
             readiness_timeout_seconds=settings.readiness_timeout_seconds,
         )
-        app = create_app(gateway)
+        app = create_app(gateway, middleware=_cors(settings.cors_origins()))
         sock = stack.enter_context(_bind(settings.http_host, settings.http_port))
         config = uvicorn.Config(
             app,
@@ -98,6 +100,22 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             server.should_exit = True
             await serving
             logger.info("gateway stopped")
+
+
+def _cors(origins: list[str]) -> list[Middleware]:
+    """Browsers on another origin (the web frontend) may call the API and read X-Request-Id."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-Id"],
+            max_age=600,
+        )
+    ]
 
 
 @contextlib.contextmanager

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     sse_keepalive_seconds: float = Field(
         default=15.0, gt=0, description="Idle time before an SSE `: keepalive` comment"
     )
+    cors_allow_origins: str = Field(
+        default="",
+        description="Comma-separated origins browsers may call from ('*': any); empty: no CORS",
+    )
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="In-flight HTTP requests get this long after SIGTERM"
     )
@@ -50,3 +54,6 @@ class Settings(BaseSettings):
             ARTIFACT_SERVICE: self.watcher_addr,
         }
         return {service: address.strip() for service, address in wanted.items() if address.strip()}
+
+    def cors_origins(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_allow_origins.split(",") if origin.strip()]

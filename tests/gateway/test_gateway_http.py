@@ -317,3 +317,29 @@ async def test_the_port_is_free_again_after_exit() -> None:
             pass
         else:
             raise AssertionError("the gateway still answers after its context exited")
+
+
+async def test_cors_lets_a_configured_browser_origin_in() -> None:
+    async with AsyncExitStack() as stack:
+        gw = await start_stack(
+            stack, cors_allow_origins="http://app.example, http://localhost:5173"
+        )
+        preflight = await gw.http.options(
+            "/api/projects/p/upload-script",
+            headers={
+                "Origin": "http://localhost:5173",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,idempotency-key",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+        simple = await gw.http.get(
+            "/api/projects/p/status", headers={"Origin": "http://app.example"}
+        )
+        assert simple.headers["access-control-allow-origin"] == "http://app.example"
+        assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()
+        other = await gw.http.get(
+            "/api/projects/p/status", headers={"Origin": "http://evil.example"}
+        )
+        assert "access-control-allow-origin" not in other.headers
