@@ -106,7 +106,17 @@ def create_app(gateway: Gateway, middleware: Sequence[Middleware] = ()) -> Starl
         except GatewayError as error:
             return error_response(error)
         except grpc.aio.AioRpcError as error:
-            return error_response(from_rpc_error(error))
+            failure = from_rpc_error(error)
+            if failure.http_status >= 500:
+                # the client gets the status; the operator needs to know which backend failed
+                logger.warning(
+                    "%s %s: backend answered %s: %s",
+                    request.method,
+                    request.url.path,
+                    failure.code.name,
+                    failure.message,
+                )
+            return error_response(failure)
 
     routes = [
         StarletteRoute("/healthz", healthz, methods=["GET"]),

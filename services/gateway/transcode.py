@@ -185,6 +185,8 @@ def _json(body: bytes) -> Any:
         raise invalid_argument(f"request body is not UTF-8: {error}") from None
     except json.JSONDecodeError as error:
         raise invalid_argument(f"request body is not valid JSON: {error}") from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise invalid_argument(f"request body: {error}") from None
     except RecursionError:
         raise invalid_argument("request body is nested too deeply") from None
 

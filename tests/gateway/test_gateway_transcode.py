@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import grpc
@@ -143,6 +144,8 @@ def test_the_idempotency_header_fills_the_field_and_must_agree_with_the_body() -
         (b'{"script_bytes": 5}', "script_bytes"),
         (b'{"script": "\\ud800"}', "request body"),
         (b"[" * 100_000 + b"]" * 100_000, "request body"),
+        (b'{"script": ' + b"1" * 5000 + b"}", "digits"),
+        (b'{"script": 1e999}', "script"),
     ],
 )
 def test_bad_json_bodies_are_invalid_argument_with_the_reason(body: bytes, complaint: str) -> None:
@@ -337,3 +340,83 @@ def test_responses_are_proto3_json_with_proto_names_and_defaults() -> None:
         },
         "replayed": False,
     }
+
+
+def test_arbitrary_input_is_a_4xx_or_a_request_never_anything_else() -> None:
+    """A seeded fuzz over paths, queries, content types and bodies: every outcome is a request
+    message or a GatewayError with a 4xx status (a crash here would be a 500 in production)."""
+    rng = random.Random(20260101)
+    fragments = [
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b'"script"',
+        b":",
+        b",",
+        b'"x"',
+        b"1e999",
+        b"null",
+        b"\\u0000",
+        b'"\\ud800"',
+        b"\xff",
+        b"true",
+        b'"metadata"',
+        b'{"a":1}',
+        b"-1",
+        b"9" * 30,
+        b" ",
+    ]
+    segments = [
+        "p",
+        "",
+        "..%2Fx",
+        "%FF",
+        "%00",
+        "1",
+        "-1",
+        "abc",
+        "2147483648",
+        "%E2%80%8B",
+        "a%2Fb",
+    ]
+    paths = [
+        "/api/projects/{}/upload-script",
+        "/api/projects/{}/scripts",
+        "/api/projects/{}/script/{}",
+        "/api/projects/{}/download/{}",
+        "/api/projects/{}/logs/{}",
+    ]
+    query_names = ["version", "page_size", "page_token", "pageSize", "x", ""]
+    query_values = ["1", "", "-3", "abc", "1.5", "\x00", "99999999999"]
+    content_types = [
+        "application/json",
+        "text/x-python",
+        "text/plain",
+        "",
+        "image/png",
+        "application/ld+json",
+    ]
+    outcomes = {"request": 0, "refused": 0}
+    for _ in range(3000):
+        template = rng.choice(paths)
+        path = template.format(*(rng.choice(segments) for _ in range(template.count("{}"))))
+        method = "POST" if "upload" in path else "GET"
+        try:
+            request(
+                CADPIPE,
+                method,
+                path,
+                query=[
+                    (rng.choice(query_names), rng.choice(query_values))
+                    for _ in range(rng.randint(0, 2))
+                ],
+                body=b"".join(rng.choice(fragments) for _ in range(rng.randint(0, 8))),
+                content_type=rng.choice(content_types),
+                headers={"idempotency-key": rng.choice([b"k", b"\xff", b""])},
+            )
+            outcomes["request"] += 1
+        except GatewayError as error:
+            assert 400 <= error.http_status < 500, (path, error)
+            outcomes["refused"] += 1
+    assert outcomes["request"] > 100 and outcomes["refused"] > 100, outcomes
