@@ -102,7 +102,7 @@ class Isolation:
         }
         return [name for name, present in wanted.items() if not present]
 
-    def describe(self) -> str:
+    def describe(self, uid: int | None = None) -> str:
         parts = [
             name
             for name, present in (
@@ -113,7 +113,10 @@ class Isolation:
             if present
         ]
         text = f"namespaces: {'+'.join(parts) or 'none'}"
-        text += "; own uid" if self.drop_privileges else "; NO uid switch (runs as the worker)"
+        if not self.drop_privileges:
+            text += "; NO uid switch (runs as the worker)"
+        else:
+            text += "; own uid" + (f" {uid}" if uid is not None else "")
         if self.pids_cgroup:
             text += "; pids cgroup"
         return text

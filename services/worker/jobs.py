@@ -203,6 +203,7 @@ class JobService:
             ignored=[*plan.ignored, *rejected],
             stdout=stdout,
             stderr=stderr,
+            uid=jobdir.uid,
         )
 
     async def _remove_stale_outputs(self, job: domain.Job, keep: set[str]) -> None:
@@ -237,6 +238,7 @@ class JobService:
         ignored: list[str] | None = None,
         stdout: str = "",
         stderr: str = "",
+        uid: int | None = None,
     ) -> Marker:
         """Writes the log, then the marker: the marker is the word that the version is done,
         so it goes last, for success and failure alike."""
@@ -256,8 +258,8 @@ class JobService:
             duration_seconds=duration,
             freecad_version=self._sandbox.freecad_version,
             worker=self._config.worker_name,
-            sandbox=f"{self._sandbox.mode}; {self._sandbox.isolation.describe()}; limits: "
-            + self._config.limits.describe(),
+            sandbox=f"{self._sandbox.mode}; {self._sandbox.isolation.describe(uid)}; "
+            f"limits: {self._config.limits.describe()}",
             outcome=outcome,
             outputs=plan.outputs if plan and verdict.ok else (),
             ignored=ignored or (),

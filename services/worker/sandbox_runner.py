@@ -224,6 +224,8 @@ def _enter_sandbox(request: dict[str, Any], go_fd: int) -> str:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     _apply_limits(request["limits"])
 
+    # Files the job makes stay readable to the worker's group (see scratch.py), no one else's.
+    os.umask(0o007)
     os.chdir(home)
     os.environ.clear()
     os.environ.update(

@@ -11,8 +11,11 @@
             output/                      0700 uid    FREECAD_OUTPUT
             .cadpipe/report.json                     the geometry report, written after the script
 
-Directories are traversable but not listable (0711), and a job's own files belong to a uid no
-other job has, so one job cannot read another's even on a machine without mount namespaces.
+(w: the worker's group.) Directories are traversable but not listable (0711), and a job's own
+files belong to a uid no other job has, in a group no job is in, so one job cannot read
+another's even on a machine without mount namespaces. The worker reaches them through its
+group, so it needs no CAP_DAC_OVERRIDE (it runs with CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID,
+CAP_CHOWN and CAP_KILL only, on Kubernetes).
 
 Everything read back is read as data from a job that may be hostile: no symlink is followed, a
 file must be a regular file owned by the job's uid with a single link (so it cannot be a hard
@@ -30,6 +33,7 @@ import secrets
 import shutil
 import socket
 import stat
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +47,7 @@ LOCK_NAME = ".lock"
 MAX_REPORT_BYTES = 4 * 1024 * 1024
 MAX_WALK_ENTRIES = 10_000
 MAX_WALK_DEPTH = 8
+JOB_DIR_MODE = 0o2770
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,7 @@ class JobDir:
         return domain.cut(head, tail, size, keep)
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove_tree(self.path)
 
 
 class ScratchRoot:
@@ -220,7 +225,7 @@ class ScratchRoot:
                 os.close(fd)
                 continue
             logger.info("removing the scratch of a worker that is gone: %s", entry.path)
-            shutil.rmtree(entry.path, ignore_errors=True)
+            remove_tree(entry.path)
             os.close(fd)
 
     def new_job(self, job: domain.Job, script: bytes) -> JobDir:
@@ -236,14 +241,49 @@ class ScratchRoot:
             os.close(os.open(stream, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
         _write(jd.passwd_path, _passwd(uid, gid).encode(), 0o644)
         _write(jd.group_path, f"root:x:0:\nnogroup:x:65534:\ncadpipe:x:{gid}:\n".encode(), 0o644)
-        os.mkdir(jd.sandbox_dir, 0o700)
-        os.mkdir(jd.output_dir, 0o700)
+        # Owned by the job's uid, group the worker's: the worker reads and removes what the job
+        # leaves through the group bits (set-group-ID directories, and the job's umask 007), so
+        # it needs no CAP_DAC_OVERRIDE; other jobs, of other uids and not in that group, get
+        # nothing.
+        for directory in (jd.sandbox_dir, jd.output_dir):
+            os.mkdir(directory)
+            os.chmod(directory, JOB_DIR_MODE)
         script_path = os.path.join(jd.sandbox_dir, jd.script_name)
-        _write(script_path, script, 0o400)
+        _write(script_path, script, 0o440)
         if self._drop_privileges:
             for owned in (jd.sandbox_dir, jd.output_dir, script_path):
-                os.chown(owned, uid, gid)
+                os.chown(owned, uid, os.getegid())
         return jd
+
+
+def remove_tree(path: str) -> None:
+    """Removes a scratch tree. What a job made unwritable to the worker's group (a chmod of its
+    own) is removed by a process of the job's uid, which owns it."""
+    shutil.rmtree(path, ignore_errors=True)
+    if not os.path.lexists(path):
+        return
+    owners: set[tuple[str, int]] = set()
+    for root, dirs, _ in os.walk(path):
+        for name in dirs:
+            st = os.lstat(os.path.join(root, name))
+            if st.st_uid != os.geteuid():
+                owners.add((os.path.join(root, name), st.st_uid))
+    for tree, uid in owners:
+        subprocess.run(
+            ["/bin/sh", "-c", 'chmod -R u+rwx -- "$1"; rm -rf -- "$1"/* "$1"/.[!.]* "$1"/..?*', "-",
+             tree],
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            env={"PATH": "/usr/bin:/bin"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            timeout=60,
+        )
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        logger.warning("could not remove all of %s", path)
 
 
 def _passwd(uid: int, gid: int) -> str:
