@@ -1,0 +1,147 @@
+"""The watcher's composition root: every adapter built from one Settings, the gRPC server and the
+background tasks started, and everything shut down in order on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from cadpipe.adapters import mongo, s3
+from cadpipe.grpc_server import GrpcServer
+from cadpipe.settings import S3Settings
+from cadpipe.v1 import artifacts_pb2, artifacts_pb2_grpc, events_pb2, status_pb2, status_pb2_grpc
+from services.watcher import domain
+from services.watcher.broadcast import StatusBroadcast
+from services.watcher.mongo_jobs import MongoJobs
+from services.watcher.nats_events import NatsEvents
+from services.watcher.reads import Reads
+from services.watcher.s3_results import S3Results
+from services.watcher.servicer import ArtifactServicer, StatusServicer
+from services.watcher.settings import Settings
+from services.watcher.watching import Watcher, WatcherConfig
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name,
+    artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+)
+
+
+@dataclass(frozen=True)
+class Running:
+    port: int
+    watcher: Watcher
+    bucket: s3.Bucket
+    """The watcher's own S3 adapter (the benchmark counts its requests)."""
+
+
+def watcher_config(settings: Settings) -> WatcherConfig:
+    return WatcherConfig(
+        policy=domain.Policy(
+            timeout=dt.timedelta(seconds=settings.watcher_job_timeout_seconds),
+            error_log_grace=dt.timedelta(seconds=settings.watcher_error_log_grace_seconds),
+        ),
+        poll=domain.PollPolicy(
+            interval=settings.watcher_poll_interval_seconds,
+            max_interval=settings.watcher_poll_max_interval_seconds,
+            backoff_ratio=settings.watcher_poll_backoff_ratio,
+        ),
+        lease=dt.timedelta(seconds=settings.watcher_lease_seconds),
+        sweep_after=dt.timedelta(seconds=settings.watcher_sweep_after_seconds),
+        max_concurrent_checks=settings.watcher_max_concurrent_checks,
+    )
+
+
+@asynccontextmanager
+async def start(settings: Settings) -> AsyncIterator[Running]:
+    async with AsyncExitStack() as stack:
+        s3_client = s3.make_client(settings)
+        stack.callback(s3_client.close)
+        bucket = s3.Bucket(s3_client, settings.s3_bucket)
+        presign_bucket = None
+        if settings.s3_presign_endpoint_url:
+            presign_settings = S3Settings(
+                **{**settings.model_dump(), "s3_endpoint_url": settings.s3_presign_endpoint_url}
+            )
+            presign_client = s3.make_client(presign_settings)
+            stack.callback(presign_client.close)
+            presign_bucket = s3.Bucket(presign_client, settings.s3_bucket)
+        results = S3Results(bucket, presign_bucket=presign_bucket)
+
+        mongo_client, db = mongo.connect(settings)
+        stack.callback(mongo_client.close)
+        jobs = MongoJobs(db)
+        await jobs.ensure_indexes()
+
+        statuses = StatusBroadcast()
+        events = NatsEvents(
+            settings,
+            durable=settings.watcher_consumer_durable,
+            publish_timeout=settings.publish_timeout_seconds,
+        )
+        stack.push_async_callback(events.close)
+        watcher = Watcher(
+            jobs, results, events, statuses, watcher_config(settings), owner=settings.watcher_id
+        )
+        await events.connect(on_nudge=watcher.nudge, on_status=statuses.publish)
+
+        async def ready() -> None:
+            await results.ping()
+            await jobs.ping()
+            await events.check()
+
+        server = GrpcServer(
+            settings.grpc_host,
+            settings.grpc_port,
+            service_names=SERVICE_NAMES,
+            readiness=ready,
+            readiness_interval=settings.readiness_interval_seconds,
+        )
+        reads = Reads(
+            jobs,
+            results,
+            presign_expiry_seconds=settings.presign_expiry_seconds,
+            max_log_bytes=settings.max_log_bytes,
+        )
+        status_pb2_grpc.add_StatusServiceServicer_to_server(
+            StatusServicer(reads, statuses), server.server
+        )
+        artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(
+            ArtifactServicer(reads), server.server
+        )
+
+        async def accept(event: events_pb2.ScriptUploaded) -> None:
+            await watcher.accept_upload(
+                event.project,
+                event.version,
+                uploaded_at=domain.timestamp_to_datetime(event.uploaded_at),
+                script_key=event.key,
+            )
+
+        tasks = [
+            asyncio.create_task(watcher.run(), name="watcher-poll"),
+            asyncio.create_task(events.consume_forever(accept), name="watcher-consume"),
+        ]
+        await server.start()
+        logger.info("watcher %s serving on port %d", settings.watcher_id, server.port)
+        try:
+            yield Running(port=server.port, watcher=watcher, bucket=bucket)
+        finally:
+            # Not serving first; streams end so the grace period is not spent waiting on them;
+            # in-flight RPCs finish; then the background work stops and this replica's pending
+            # versions are handed to the others; NATS drains and clients close (exit stack).
+            await server.health.enter_graceful_shutdown()
+            statuses.close()
+            await server.shutdown(settings.shutdown_grace_seconds)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await watcher.release()
+            except Exception as error:  # the leases lapse on their own
+                logger.warning("could not release pending versions: %s", error)

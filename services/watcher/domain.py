@@ -1,0 +1,528 @@
+"""The watcher's rules, with no I/O: the status state machine, deciding a version's outcome from
+what S3 holds for it, when to look again, and the messages built from a job.
+
+A job is one version of one project. It starts `processing` and ends in exactly one of
+`completed`, `error` or `timeout`; a terminal state is final. What decides it:
+
+    our JSON marker                     -> its status (completed or error), outputs, log, error
+    an empty (older-contract) marker    -> completed, outputs listed from output/{p}/v{N}/
+    an _error_ log and no marker        -> error, once the log has been there a short grace
+    nothing, uploaded > timeout ago     -> timeout
+    anything else                       -> still processing; look again later
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cadpipe import layout
+from cadpipe.marker import Marker, MarkerOutput
+from cadpipe.v1 import artifacts_pb2, events_pb2, status_pb2
+
+JobState = Literal["processing", "completed", "error", "timeout"]
+TerminalState = Literal["completed", "error", "timeout"]
+PROCESSING: JobState = "processing"
+TERMINAL_STATES: tuple[TerminalState, ...] = ("completed", "error", "timeout")
+NO_SCRIPTS = "no_scripts"
+"""GetStatus's state for a project with no job at all."""
+
+REPORT_FORMAT = "json"
+ERROR_SUMMARY_CHARS = 2000
+
+
+class InvalidArgument(ValueError):
+    """The request is malformed; the message says what is wrong."""
+
+
+class NotFound(LookupError):
+    """What the request names does not exist; the message says what is missing."""
+
+
+class InvalidTransition(ValueError):
+    """A state change the state machine does not allow."""
+
+
+def check_transition(current: str, new: str) -> None:
+    """processing -> completed | error | timeout, and nothing else."""
+    if current != PROCESSING or new not in TERMINAL_STATES:
+        raise InvalidTransition(f"a job cannot move from {current!r} to {new!r}")
+
+
+def check_version(version: int, *, allow_latest: bool = True) -> int:
+    if version < 0 or (version == 0 and not allow_latest):
+        raise InvalidArgument(f"version must be 1 or more{' (or 0 for the latest)' * allow_latest}")
+    return version
+
+
+def check_project(project: str) -> str:
+    try:
+        return layout.check_project(project)
+    except layout.InvalidProject as error:
+        raise InvalidArgument(str(error)) from None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One version's processing status, as the jobs collection holds it."""
+
+    project: str
+    version: int
+    state: JobState
+    uploaded_at: dt.datetime
+    script_key: str = ""
+    outputs: tuple[MarkerOutput, ...] = ()
+    log_key: str = ""
+    error: str = ""
+    exit_reason: str = ""
+    finished_at: dt.datetime | None = None
+    detected_at: dt.datetime | None = None
+    duration_seconds: float = 0.0
+    event_published: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def formats(self) -> list[str]:
+        return formats_of(self.outputs)
+
+
+def new_job(project: str, version: int, *, uploaded_at: dt.datetime, script_key: str = "") -> Job:
+    check_project(project)
+    check_version(version, allow_latest=False)
+    return Job(
+        project=project,
+        version=version,
+        state=PROCESSING,
+        uploaded_at=uploaded_at,
+        script_key=script_key or layout.script_key(project, version),
+    )
+
+
+# --- what S3 holds for a pending version ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogObject:
+    """A log file of the bucket contract, with its parsed name."""
+
+    key: str
+    parsed: layout.LogName
+    size_bytes: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Found:
+    """What one check of a pending version found in S3."""
+
+    marker: Marker | None = None
+    marker_written_at: dt.datetime | None = None
+    outputs: tuple[MarkerOutput, ...] = ()
+    """Listed under output/{p}/v{N}/; read only for an older-contract (empty) marker."""
+    logs: tuple[LogObject, ...] = ()
+    """The version's logs; read when there is no marker, or a marker that names no log."""
+
+    @property
+    def error_logs(self) -> list[LogObject]:
+        return sorted((g for g in self.logs if g.parsed.level == "error"), key=_log_order)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: TerminalState
+    finished_at: dt.datetime
+    outputs: tuple[MarkerOutput, ...] = ()
+    log_key: str = ""
+    error: str = ""
+    exit_reason: str = ""
+    needs_error_summary: bool = False
+    """The error comes from an older-contract error log: summarise that log's end."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    timeout: dt.timedelta
+    error_log_grace: dt.timedelta
+
+
+def decide(
+    job: Job,
+    found: Found,
+    *,
+    now: dt.datetime,
+    policy: Policy,
+    error_log_seen_since: dt.datetime | None = None,
+) -> Outcome | None:
+    """The outcome of a pending job from what S3 holds for it, or None while it is undecided.
+
+    error_log_seen_since: when this watcher first saw an _error_ log with no marker. A worker may
+    write its error log a moment before its marker (ours does, and its marker says more), so
+    such a log decides only once it has stood alone for the grace period, or at the timeout.
+    """
+    if found.marker is not None:
+        return _from_marker(job, found)
+    timed_out = now - job.uploaded_at >= policy.timeout
+    error_logs = found.error_logs
+    if error_logs:
+        since = error_log_seen_since or now
+        if timed_out or now - since >= policy.error_log_grace:
+            latest = error_logs[-1]
+            return Outcome(
+                state="error",
+                finished_at=latest.parsed.written_at,
+                log_key=latest.key,
+                exit_reason="error_log",
+                needs_error_summary=True,
+            )
+        return None
+    if timed_out:
+        return Outcome(
+            state="timeout",
+            finished_at=now,
+            log_key=_latest_log_key(found.logs),
+            error=f"no result {policy.timeout.total_seconds():g} s after the upload",
+            exit_reason="timeout",
+        )
+    return None
+
+
+def _from_marker(job: Job, found: Found) -> Outcome:
+    marker = found.marker
+    assert marker is not None
+    listed = marker.outputs if not marker.legacy else found.outputs
+    outputs = own_outputs(job.project, job.version, listed)
+    finished_at = _parse_time(marker.finished_at) or found.marker_written_at or job.uploaded_at
+    log_key = marker.log_key if _is_own_log(job, marker.log_key) else ""
+    if not log_key:
+        log_key = _latest_log_key(found.logs, prefer_error=marker.status == "error")
+    if marker.status == "error":
+        reason = marker.exit_reason or "error"
+        return Outcome(
+            state="error",
+            finished_at=finished_at,
+            outputs=outputs,
+            log_key=log_key,
+            error=marker.error or f"the worker reported an error ({reason})",
+            exit_reason=reason,
+        )
+    return Outcome(
+        state="completed",
+        finished_at=finished_at,
+        outputs=outputs,
+        log_key=log_key,
+        exit_reason=marker.exit_reason or ("legacy_marker" if marker.legacy else "ok"),
+    )
+
+
+def own_outputs(
+    project: str, version: int, outputs: tuple[MarkerOutput, ...] | list[MarkerOutput]
+) -> tuple[MarkerOutput, ...]:
+    """Only files under output/{p}/v{N}/: a marker can never hand out another version's file."""
+    prefix = layout.output_prefix(project, version)
+    return tuple(
+        sorted(
+            (o for o in outputs if o.key.startswith(prefix) and "/" not in o.key[len(prefix) :]),
+            key=lambda o: o.name,
+        )
+    )
+
+
+def _is_own_log(job: Job, key: str) -> bool:
+    parsed = layout.parse_log_key(key) if key else None
+    return parsed is not None and (parsed.project, parsed.version) == (job.project, job.version)
+
+
+def _log_order(log: LogObject) -> tuple[dt.datetime, str]:
+    return (log.parsed.written_at, log.key)
+
+
+def _latest_log_key(logs: tuple[LogObject, ...], *, prefer_error: bool = False) -> str:
+    ordered = sorted(logs, key=_log_order)
+    if prefer_error and any(g.parsed.level == "error" for g in ordered):
+        ordered = [g for g in ordered if g.parsed.level == "error"]
+    return ordered[-1].key if ordered else ""
+
+
+def _parse_time(value: str) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def summarize_error_log(text: str, *, limit: int = ERROR_SUMMARY_CHARS) -> str:
+    """The end of an error log (where tracebacks end), at most `limit` characters."""
+    lines = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
+    summary = "\n".join(lines)
+    if len(summary) > limit:
+        summary = "..." + summary[-(limit - 3) :]
+    return summary or "the worker wrote an empty error log"
+
+
+def with_error_summary(outcome: Outcome, log_text: str | None) -> Outcome:
+    if log_text is None:
+        error = f"the worker wrote an error log ({outcome.log_key}) and no marker"
+    else:
+        error = summarize_error_log(log_text)
+    return replace(outcome, error=error, needs_error_summary=False)
+
+
+def finish(job: Job, outcome: Outcome, *, detected_at: dt.datetime) -> Job:
+    """The job in its terminal state. Its duration runs from the upload to the worker's finish
+    (to the detection for a timeout): what the user waited."""
+    check_transition(job.state, outcome.state)
+    end = outcome.finished_at if outcome.state != "timeout" else detected_at
+    return replace(
+        job,
+        state=outcome.state,
+        outputs=outcome.outputs,
+        log_key=outcome.log_key,
+        error=outcome.error,
+        exit_reason=outcome.exit_reason,
+        finished_at=outcome.finished_at,
+        detected_at=detected_at,
+        duration_seconds=max(0.0, (end - job.uploaded_at).total_seconds()),
+        event_published=False,
+    )
+
+
+# --- when to look again --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    interval: float
+    max_interval: float
+    backoff_ratio: float
+
+
+def next_check_in(
+    job: Job,
+    *,
+    now: dt.datetime,
+    poll: PollPolicy,
+    policy: Policy,
+    error_log_seen_since: dt.datetime | None = None,
+) -> float:
+    """Seconds until the next check: `interval` while the version is young, then a fraction of
+    its age up to `max_interval`; never past its timeout or the end of an error log's grace."""
+    age = max(0.0, (now - job.uploaded_at).total_seconds())
+    delay = min(max(poll.interval, age * poll.backoff_ratio), poll.max_interval)
+    deadlines = [(policy.timeout.total_seconds() - age)]
+    if error_log_seen_since is not None:
+        grace_left = policy.error_log_grace - (now - error_log_seen_since)
+        deadlines.append(grace_left.total_seconds())
+    return max(0.0, min(delay, *deadlines))
+
+
+# --- outputs, formats and logs --------------------------------------------------------------
+
+
+def formats_of(outputs: tuple[MarkerOutput, ...] | list[MarkerOutput]) -> list[str]:
+    """The CAD formats among the outputs, sorted, without duplicates (report.json is not one)."""
+    return sorted({o.format for o in outputs if o.format in layout.OUTPUT_FORMATS})
+
+
+def output_from_listing(project: str, version: int, key: str, size: int) -> MarkerOutput | None:
+    """An output file listed under output/{p}/v{N}/ (older contract), or None for a file that is
+    neither a CAD format nor the report."""
+    prefix = layout.output_prefix(project, version)
+    name = key[len(prefix) :] if key.startswith(prefix) else ""
+    if not name or "/" in name:
+        return None
+    fmt = layout.output_format(name)
+    if fmt is None:
+        if name != layout.REPORT_NAME:
+            return None
+        fmt, content_type = REPORT_FORMAT, "application/json"
+    else:
+        content_type = layout.OUTPUT_FORMATS[fmt]
+    return MarkerOutput(
+        key=key, name=name, format=fmt, size_bytes=size, sha256="", content_type=content_type
+    )
+
+
+def normalise_format(fmt: str) -> str:
+    """A requested format, aliases resolved (stp -> step, igs -> iges), case-insensitive."""
+    cleaned = fmt.strip().lstrip(".")
+    found = layout.output_format(f"file.{cleaned}") if cleaned and "." not in cleaned else None
+    if found is None:
+        known = ", ".join(sorted([*layout.OUTPUT_FORMATS, *layout.FORMAT_ALIASES]))
+        raise InvalidArgument(f"unknown format {fmt!r}; known formats: {known}")
+    return found
+
+
+def pick_output(
+    project: str, version: int, outputs: tuple[MarkerOutput, ...], fmt: str
+) -> MarkerOutput:
+    """The version's file of that format (the first by name when it made several). A version
+    without it is NotFound, saying which formats it has: never another version's file."""
+    mine = [o for o in own_outputs(project, version, outputs) if o.format == fmt]
+    if not mine:
+        has = formats_of(outputs)
+        produced = f"it produced: {', '.join(has)}" if has else "it produced no CAD file"
+        raise NotFound(f"version {version} of {project} has no {fmt} output; {produced}")
+    return mine[0]
+
+
+def log_object(project: str, key: str, size: int) -> LogObject | None:
+    """A listed key as a log of this project, or None when it is not one."""
+    parsed = layout.parse_log_key(key)
+    if parsed is None or parsed.project != project:
+        return None
+    return LogObject(key=key, parsed=parsed, size_bytes=size)
+
+
+def log_key_for_name(project: str, name: str) -> str:
+    """The key of a log named by GetLog; InvalidArgument unless it is a log of this project."""
+    if not name or "/" in name or "\\" in name:
+        raise InvalidArgument(f"invalid log name {name!r}")
+    key = layout.logs_prefix(project) + name
+    parsed = layout.parse_log_key(key)
+    if parsed is None or parsed.project != project:
+        raise InvalidArgument(
+            f"{name!r} is not a log name of {project} "
+            f"(expected {project}_v{{N}}_{{info|error}}_{{YYYYmmdd_HHMMSS}}.log)"
+        )
+    return key
+
+
+def sort_logs(logs: list[LogObject]) -> list[LogObject]:
+    return sorted(logs, key=lambda g: (g.parsed.version, g.parsed.written_at, g.key))
+
+
+def tail_text(body: bytes, limit: int) -> str:
+    """A log's content, its last `limit` bytes when it is longer (the end says what failed)."""
+    if len(body) <= limit:
+        return body.decode("utf-8", errors="replace")
+    dropped = len(body) - limit
+    return f"[... {dropped} earlier bytes not shown ...]\n" + body[-limit:].decode(
+        "utf-8", errors="replace"
+    )
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+def _timestamp(value: dt.datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(dt.UTC))
+    return stamp
+
+
+def timestamp_to_datetime(stamp: Timestamp) -> dt.datetime | None:
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        return None
+    return stamp.ToDatetime(tzinfo=dt.UTC)
+
+
+def output_message(output: MarkerOutput) -> artifacts_pb2.OutputFile:
+    return artifacts_pb2.OutputFile(
+        key=output.key,
+        name=output.name,
+        format=output.format,
+        size_bytes=output.size_bytes,
+        sha256=output.sha256,
+        content_type=output.content_type,
+    )
+
+
+def output_from_message(message: artifacts_pb2.OutputFile) -> MarkerOutput:
+    return MarkerOutput(
+        key=message.key,
+        name=message.name,
+        format=message.format,
+        size_bytes=message.size_bytes,
+        sha256=message.sha256,
+        content_type=message.content_type,
+    )
+
+
+def job_finished(job: Job) -> events_pb2.JobFinished:
+    """The completion event of a decided job."""
+    if not job.terminal:
+        raise InvalidTransition(f"{job.project} v{job.version} is still {job.state}")
+    return events_pb2.JobFinished(
+        project=job.project,
+        version=job.version,
+        status=job.state,
+        outputs=[output_message(o) for o in job.outputs],
+        log_key=job.log_key,
+        error=job.error,
+        uploaded_at=_timestamp(job.uploaded_at),
+        finished_at=_timestamp(job.finished_at),
+        detected_at=_timestamp(job.detected_at),
+        duration_seconds=job.duration_seconds,
+    )
+
+
+def project_status(project: str, job: Job | None) -> status_pb2.ProjectStatus:
+    """GetStatus's answer: the job's status, or `no_scripts` when the project has no job."""
+    if job is None:
+        return status_pb2.ProjectStatus(project=project, state=NO_SCRIPTS)
+    return status_pb2.ProjectStatus(
+        project=job.project,
+        version=job.version,
+        state=job.state,
+        uploaded_at=_timestamp(job.uploaded_at),
+        finished_at=_timestamp(job.finished_at),
+        detected_at=_timestamp(job.detected_at),
+        formats=job.formats,
+        outputs=[output_message(o) for o in job.outputs],
+        error=job.error,
+        log_key=job.log_key,
+        duration_seconds=job.duration_seconds,
+    )
+
+
+def status_from_uploaded(event: events_pb2.ScriptUploaded) -> status_pb2.ProjectStatus:
+    """A new version is processing (from the uploaded event, before any job doc may exist)."""
+    status = status_pb2.ProjectStatus(
+        project=event.project, version=event.version, state=PROCESSING
+    )
+    if event.HasField("uploaded_at"):
+        status.uploaded_at.CopyFrom(event.uploaded_at)
+    return status
+
+
+def status_from_finished(event: events_pb2.JobFinished) -> status_pb2.ProjectStatus:
+    outputs = [output_from_message(o) for o in event.outputs]
+    status = status_pb2.ProjectStatus(
+        project=event.project,
+        version=event.version,
+        state=event.status,
+        formats=formats_of(outputs),
+        outputs=list(event.outputs),
+        error=event.error,
+        log_key=event.log_key,
+        duration_seconds=event.duration_seconds,
+    )
+    for name in ("uploaded_at", "finished_at", "detected_at"):
+        if event.HasField(name):
+            getattr(status, name).CopyFrom(getattr(event, name))
+    return status
+
+
+def supersedes(new: status_pb2.ProjectStatus, last: status_pb2.ProjectStatus | None) -> bool:
+    """Whether a watcher of the project should be sent `new` after `last`: a later version, or
+    the same version leaving processing. Repeats (our own change and its echo on NATS) and
+    news of older versions are not changes of the project's status."""
+    if last is None or last.state == NO_SCRIPTS:
+        return new.state != NO_SCRIPTS
+    if new.version != last.version:
+        return new.version > last.version
+    return last.state == PROCESSING and new.state in TERMINAL_STATES

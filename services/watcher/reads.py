@@ -1,0 +1,108 @@
+"""The read side the servicers call: status from the jobs collection, outputs, download URLs and
+logs from S3 (the truth). Raises domain.InvalidArgument / domain.NotFound with messages meant for
+the user; the servicers turn them into gRPC codes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cadpipe.marker import MarkerOutput
+from cadpipe.v1 import status_pb2
+from services.watcher import domain
+from services.watcher.domain import LogObject
+from services.watcher.ports import JobRepository, ResultReader
+
+
+@dataclass(frozen=True)
+class Outputs:
+    project: str
+    version: int
+    files: tuple[MarkerOutput, ...]
+
+
+@dataclass(frozen=True)
+class Download:
+    url: str
+    expires_at: dt.datetime
+    file: MarkerOutput
+    version: int
+
+
+class Reads:
+    def __init__(
+        self,
+        jobs: JobRepository,
+        results: ResultReader,
+        *,
+        presign_expiry_seconds: int,
+        max_log_bytes: int,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._jobs = jobs
+        self._results = results
+        self._presign_expiry = presign_expiry_seconds
+        self._max_log_bytes = max_log_bytes
+        self._clock = clock
+
+    async def status(self, project: str, version: int = 0) -> status_pb2.ProjectStatus:
+        domain.check_project(project)
+        domain.check_version(version)
+        if version == 0:
+            return domain.project_status(project, await self._jobs.latest(project))
+        job = await self._jobs.get(project, version)
+        if job is None:
+            raise domain.NotFound(f"{project} has no version {version}")
+        return domain.project_status(project, job)
+
+    async def outputs(self, project: str, version: int = 0) -> Outputs:
+        """The outputs of that version, or of the latest completed one, as the marker lists them
+        (or, for an older-contract empty marker, as output/{p}/v{N}/ holds them)."""
+        domain.check_project(project)
+        domain.check_version(version)
+        if version == 0:
+            latest = await self._jobs.latest(project, state="completed")
+            if latest is None:
+                raise domain.NotFound(f"{project} has no completed version")
+            version = latest.version
+        marker = await self._results.marker(project, version)
+        if marker is None:
+            job = await self._jobs.get(project, version)
+            if job is None:
+                raise domain.NotFound(f"{project} has no version {version}")
+            raise domain.NotFound(f"version {version} of {project} has no outputs ({job.state})")
+        if marker.status == "error":
+            reason = marker.error.splitlines()[-1] if marker.error.strip() else "error"
+            raise domain.NotFound(f"version {version} of {project} failed: {reason}")
+        listed = (
+            marker.outputs
+            if not marker.legacy
+            else await self._results.list_outputs(project, version)
+        )
+        return Outputs(project, version, domain.own_outputs(project, version, listed))
+
+    async def download(self, project: str, fmt: str, version: int = 0) -> Download:
+        domain.check_project(project)
+        wanted = domain.normalise_format(fmt)
+        outputs = await self.outputs(project, version)
+        file = domain.pick_output(project, outputs.version, outputs.files, wanted)
+        expires_at = self._clock() + dt.timedelta(seconds=self._presign_expiry)
+        url = await self._results.presign(
+            file.key, expires_in=self._presign_expiry, filename=file.name
+        )
+        return Download(url=url, expires_at=expires_at, file=file, version=outputs.version)
+
+    async def logs(self, project: str, version: int = 0) -> list[LogObject]:
+        domain.check_project(project)
+        domain.check_version(version)
+        return domain.sort_logs(await self._results.list_logs(project, version or None))
+
+    async def log(self, project: str, name: str) -> tuple[LogObject, str]:
+        domain.check_project(project)
+        key = domain.log_key_for_name(project, name)
+        found = await self._results.read_log(project, key)
+        if found is None:
+            raise domain.NotFound(f"{project} has no log {name}")
+        log, body = found
+        return log, domain.tail_text(body, self._max_log_bytes)

@@ -1,0 +1,101 @@
+"""What the workers left in S3, read through cadpipe's Bucket on exact keys and prefixes.
+
+One check of a pending version costs a GET of its marker key and, while there is no marker (or
+one that names no log), a LIST of its own log prefix, logs/{p}/{p}_v{N}_: two requests, however
+many projects or objects the bucket holds. An older-contract (empty) marker adds a LIST of
+output/{p}/v{N}/, once, when it is found. Blocking boto3 calls run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+from cadpipe import layout
+from cadpipe import marker as markers
+from cadpipe.adapters.s3 import Bucket
+from cadpipe.marker import Marker, MarkerOutput
+from services.watcher.domain import Found, LogObject, log_object, output_from_listing
+
+T = TypeVar("T")
+
+
+class S3Results:
+    def __init__(self, bucket: Bucket, *, presign_bucket: Bucket | None = None) -> None:
+        self._bucket = bucket
+        # Download URLs may need another endpoint than ours (what clients can reach).
+        self._presign_bucket = presign_bucket or bucket
+
+    @staticmethod
+    async def _call(blocking: Callable[[], T]) -> T:
+        return await asyncio.to_thread(blocking)
+
+    async def ping(self) -> None:
+        await self._call(self._bucket.ping)
+
+    async def look(self, project: str, version: int) -> Found:
+        def blocking() -> Found:
+            stored = self._bucket.get(layout.marker_key(project, version))
+            if stored is None:
+                return Found(logs=tuple(self._logs(project, version)))
+            found = markers.parse(stored.body)
+            outputs = self._outputs(project, version) if found.legacy else ()
+            logs = tuple(self._logs(project, version)) if not found.log_key else ()
+            return Found(
+                marker=found,
+                marker_written_at=stored.last_modified,
+                outputs=outputs,
+                logs=logs,
+            )
+
+        return await self._call(blocking)
+
+    def _logs(self, project: str, version: int | None) -> list[LogObject]:
+        prefix = (
+            layout.version_logs_prefix(project, version) if version else layout.logs_prefix(project)
+        )
+        found = (log_object(project, o.key, o.size) for o in self._bucket.list(prefix))
+        return [g for g in found if g is not None and (not version or g.parsed.version == version)]
+
+    def _outputs(self, project: str, version: int) -> tuple[MarkerOutput, ...]:
+        listed = (
+            output_from_listing(project, version, o.key, o.size)
+            for o in self._bucket.list(layout.output_prefix(project, version))
+        )
+        return tuple(sorted((o for o in listed if o is not None), key=lambda o: o.name))
+
+    async def read_text(self, key: str) -> str | None:
+        def blocking() -> str | None:
+            stored = self._bucket.get(key)
+            return stored.body.decode("utf-8", errors="replace") if stored else None
+
+        return await self._call(blocking)
+
+    async def marker(self, project: str, version: int) -> Marker | None:
+        def blocking() -> Marker | None:
+            stored = self._bucket.get(layout.marker_key(project, version))
+            return markers.parse(stored.body) if stored else None
+
+        return await self._call(blocking)
+
+    async def list_outputs(self, project: str, version: int) -> tuple[MarkerOutput, ...]:
+        return await self._call(lambda: self._outputs(project, version))
+
+    async def list_logs(self, project: str, version: int | None) -> list[LogObject]:
+        return await self._call(lambda: self._logs(project, version))
+
+    async def read_log(self, project: str, key: str) -> tuple[LogObject, bytes] | None:
+        def blocking() -> tuple[LogObject, bytes] | None:
+            stored = self._bucket.get(key)
+            if stored is None:
+                return None
+            found = log_object(project, key, len(stored.body))
+            return (found, stored.body) if found else None
+
+        return await self._call(blocking)
+
+    async def presign(self, key: str, *, expires_in: int, filename: str) -> str:
+        return await self._call(
+            lambda: self._presign_bucket.presign_get(key, expires_in, filename=filename)
+        )

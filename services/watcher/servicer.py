@@ -1,0 +1,140 @@
+"""Thin gRPC entrypoints: request message -> reads / broadcast -> response message. User errors
+become INVALID_ARGUMENT or NOT_FOUND with the message the domain wrote."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cadpipe.v1 import artifacts_pb2, artifacts_pb2_grpc, status_pb2, status_pb2_grpc
+from services.watcher import domain
+from services.watcher.broadcast import StatusBroadcast
+from services.watcher.domain import LogObject
+from services.watcher.reads import Reads
+
+logger = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+async def _abort_for(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    if isinstance(error, domain.InvalidArgument):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    if isinstance(error, domain.NotFound):
+        await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+    logger.exception("request failed", exc_info=error)
+    await context.abort(grpc.StatusCode.UNAVAILABLE, f"a dependency failed: {error}")
+
+
+def _user_errors(
+    method: Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]:
+    @functools.wraps(method)
+    async def call(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return await method(self, request, context)
+        except Exception as error:  # user errors mapped; others UNAVAILABLE, logged
+            await _abort_for(error, context)
+        raise AssertionError("unreachable: context.abort raises")
+
+    return call
+
+
+def _timestamp(value: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(dt.UTC))
+    return stamp
+
+
+def _log_message(log: LogObject) -> artifacts_pb2.LogFile:
+    return artifacts_pb2.LogFile(
+        key=log.key,
+        name=log.name,
+        version=log.parsed.version,
+        level=log.parsed.level,
+        written_at=_timestamp(log.parsed.written_at),
+        size_bytes=log.size_bytes,
+    )
+
+
+class StatusServicer(status_pb2_grpc.StatusServiceServicer):
+    def __init__(self, reads: Reads, statuses: StatusBroadcast) -> None:
+        self._reads = reads
+        self._statuses = statuses
+
+    @_user_errors
+    async def GetStatus(
+        self, request: status_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> status_pb2.ProjectStatus:
+        return await self._reads.status(request.project, request.version)
+
+    async def WatchStatus(
+        self, request: status_pb2.WatchStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[status_pb2.ProjectStatus]:
+        # Subscribed before the current status is read, so no change falls in between; what
+        # was queued meanwhile and is not newer is skipped.
+        try:
+            domain.check_project(request.project)
+        except domain.InvalidArgument as error:
+            await _abort_for(error, context)
+        with self._statuses.subscribe(request.project) as changes:
+            try:
+                last = await self._reads.status(request.project)
+            except Exception as error:  # UNAVAILABLE, logged
+                await _abort_for(error, context)
+            yield last
+            async for status in changes:
+                if domain.supersedes(status, last):
+                    yield status
+                    last = status
+
+
+class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
+    def __init__(self, reads: Reads) -> None:
+        self._reads = reads
+
+    @_user_errors
+    async def ListOutputs(
+        self, request: artifacts_pb2.ListOutputsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> artifacts_pb2.ListOutputsResponse:
+        outputs = await self._reads.outputs(request.project, request.version)
+        return artifacts_pb2.ListOutputsResponse(
+            project=outputs.project,
+            version=outputs.version,
+            outputs=[domain.output_message(o) for o in outputs.files],
+        )
+
+    @_user_errors
+    async def GetDownloadUrl(
+        self,
+        request: artifacts_pb2.GetDownloadUrlRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> artifacts_pb2.DownloadUrl:
+        download = await self._reads.download(request.project, request.format, request.version)
+        return artifacts_pb2.DownloadUrl(
+            url=download.url,
+            expires_at=_timestamp(download.expires_at),
+            file=domain.output_message(download.file),
+            version=download.version,
+        )
+
+    @_user_errors
+    async def ListLogs(
+        self, request: artifacts_pb2.ListLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> artifacts_pb2.ListLogsResponse:
+        logs = await self._reads.logs(request.project, request.version)
+        return artifacts_pb2.ListLogsResponse(logs=[_log_message(g) for g in logs])
+
+    @_user_errors
+    async def GetLog(
+        self, request: artifacts_pb2.GetLogRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> artifacts_pb2.GetLogResponse:
+        log, content = await self._reads.log(request.project, request.name)
+        return artifacts_pb2.GetLogResponse(log=_log_message(log), content=content)

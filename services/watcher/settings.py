@@ -1,0 +1,102 @@
+"""The watcher's settings, read from the environment once, in main().
+
+Polling cost: each check of one pending version is one GET of its marker plus, while there is no
+marker, one LIST of that version's log prefix: two S3 requests, whatever the size of the bucket.
+A version is checked every `watcher_poll_interval_seconds` while it is young, then less often as
+it ages (a tenth of its age, at most `watcher_poll_max_interval_seconds` apart): the latency
+target holds for the parts most users submit, and a version stuck for minutes costs about one
+request a second instead of twenty. Our worker's nudge wakes the check at once anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from pydantic import Field, model_validator
+
+from cadpipe.settings import (
+    MODEL_CONFIG,
+    GrpcServerSettings,
+    MongoSettings,
+    NatsSettings,
+    S3Settings,
+)
+
+MIB = 1024 * 1024
+
+
+def _default_watcher_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings):
+    model_config = MODEL_CONFIG
+
+    grpc_port: int = Field(default=50052, ge=0, le=65535)
+
+    watcher_poll_interval_seconds: float = Field(
+        default=0.1, gt=0, description="Check interval of a young pending version"
+    )
+    watcher_poll_max_interval_seconds: float = Field(
+        default=2.0, gt=0, description="Check interval of a version pending for long"
+    )
+    watcher_poll_backoff_ratio: float = Field(
+        default=0.1, ge=0, description="Check interval as a fraction of the version's age"
+    )
+    watcher_job_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="No result this long after the upload means timeout"
+    )
+    watcher_error_log_grace_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="An _error_ log with no marker means error once it has been there this long "
+        "(a worker may write its error log just before its marker)",
+    )
+    watcher_lease_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A replica polls the pending versions it holds a lease on; another replica "
+        "takes over versions whose lease lapsed (a crashed replica's) after this long",
+    )
+    watcher_sweep_after_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="A decided version whose event is still unpublished this long after the "
+        "decision is published again by whichever replica sweeps first",
+    )
+    watcher_max_concurrent_checks: int = Field(default=16, ge=1, le=256)
+    watcher_consumer_durable: str = Field(
+        default="cadpipe-watcher",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="JetStream durable consumer of uploaded events, shared by every replica",
+    )
+    watcher_id: str = Field(
+        default_factory=_default_watcher_id,
+        min_length=1,
+        description="Owner name of this replica's leases; a stable one (a StatefulSet pod name) "
+        "takes its own pending versions back at once after a restart",
+    )
+    publish_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    presign_expiry_seconds: int = Field(
+        default=900, ge=1, le=7 * 24 * 3600, description="Lifetime of a download URL"
+    )
+    s3_presign_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint written into download URLs, when clients reach S3 at another "
+        "address than this service does (a MinIO service name inside a cluster)",
+    )
+    max_log_bytes: int = Field(
+        default=MIB, ge=1024, le=3 * MIB, description="GetLog returns at most this much (the end)"
+    )
+    readiness_interval_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _intervals_in_order(self) -> Settings:
+        if self.watcher_poll_max_interval_seconds < self.watcher_poll_interval_seconds:
+            raise ValueError(
+                "watcher_poll_max_interval_seconds must be at least watcher_poll_interval_seconds"
+            )
+        return self

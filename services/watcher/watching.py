@@ -1,0 +1,307 @@
+"""The watcher's service layer: which versions are pending, checking them in S3, deciding them
+once, and publishing each completion event once.
+
+* Pending versions come from the uploaded events (stored in MongoDB before the event is acked)
+  and, through leases, from MongoDB: on start, and whenever another replica's lease lapses.
+  Each replica checks only the versions it holds a lease on, so the S3 cost grows with the
+  pending versions, not with the replicas.
+* A check reads S3 (ports.ResultReader.look) and asks the domain for an outcome. A decision is
+  a compare-and-set in MongoDB; only the replica whose update matched publishes the event.
+* The compare-and-set records event_published: false; the event is marked published after
+  JetStream acknowledged it. A crash or a NATS outage in between leaves the job unpublished, and
+  the sweep (any replica) publishes it again. The version's Nats-Msg-Id makes a repeat a no-op on
+  the stream, so the event is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.watcher import domain
+from services.watcher.broadcast import StatusBroadcast
+from services.watcher.domain import Job, Outcome, Policy, PollPolicy
+from services.watcher.ports import EventPublisher, JobRepository, ResultReader
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+JobKey = tuple[str, int]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class WatcherConfig:
+    policy: Policy
+    poll: PollPolicy
+    lease: dt.timedelta = dt.timedelta(seconds=10)
+    sweep_after: dt.timedelta = dt.timedelta(seconds=5)
+    max_concurrent_checks: int = 16
+    claim_batch: int = 500
+
+    @property
+    def maintain_every(self) -> float:
+        """Leases are renewed three times per lease, so one slow round does not lose them."""
+        return self.lease.total_seconds() / 3
+
+
+@dataclass
+class _Pending:
+    job: Job
+    due: float  # time.monotonic() of the next check
+    error_log_seen_since: dt.datetime | None = None
+    checking: bool = False
+    nudged: bool = False
+
+
+@dataclass
+class Counters:
+    checks: int = 0
+    decided: int = 0
+    lost_races: int = 0
+    published: int = 0
+    republished: int = 0
+    publish_failures: int = 0
+    check_failures: int = 0
+    claimed: int = 0
+
+
+class Watcher:
+    def __init__(
+        self,
+        jobs: JobRepository,
+        results: ResultReader,
+        events: EventPublisher,
+        statuses: StatusBroadcast,
+        config: WatcherConfig,
+        *,
+        owner: str,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._jobs = jobs
+        self._results = results
+        self._events = events
+        self._statuses = statuses
+        self._config = config
+        self.owner = owner
+        self._clock = clock
+        self._pending: dict[JobKey, _Pending] = {}
+        self._wake = asyncio.Event()
+        self._checks: set[asyncio.Task[None]] = set()
+        self._limit = asyncio.Semaphore(config.max_concurrent_checks)
+        self.counters = Counters()
+
+    @property
+    def pending(self) -> set[JobKey]:
+        return set(self._pending)
+
+    # --- learning of versions ----------------------------------------------------------------
+
+    async def accept_upload(
+        self, project: str, version: int, *, uploaded_at: dt.datetime | None, script_key: str = ""
+    ) -> None:
+        """Stores the version as a processing job (idempotent) and starts checking it. Raises
+        when MongoDB does not take it: the caller must not ack the event then."""
+        now = self._clock()
+        job = domain.new_job(
+            project, version, uploaded_at=uploaded_at or now, script_key=script_key
+        )
+        stored, owner = await self._jobs.add(
+            job, owner=self.owner, lease_until=now + self._config.lease
+        )
+        if stored.terminal or owner != self.owner:
+            return  # a redelivery: decided already, or another replica holds it
+        if (project, version) not in self._pending:
+            logger.info("version %d of %s is pending", version, project)
+            self._statuses.publish(domain.project_status(project, stored))
+        self._track(stored)
+
+    def _track(self, job: Job) -> None:
+        key = (job.project, job.version)
+        if key not in self._pending:
+            self._pending[key] = _Pending(job=job, due=time.monotonic())
+            self._wake.set()
+
+    def nudge(self, project: str, version: int) -> None:
+        """Our worker says it finished this version: check it now (S3 still decides)."""
+        pending = self._pending.get((project, version))
+        if pending is None:
+            return  # not ours, or not known yet (its uploaded event brings a check at once)
+        if pending.checking:
+            pending.nudged = True  # the running check may have looked before the marker landed
+        else:
+            pending.due = time.monotonic()
+        self._wake.set()
+
+    # --- checking ----------------------------------------------------------------------------
+
+    async def check(self, project: str, version: int) -> Job | None:
+        """One check of a pending version. Returns the terminal job when this check decided it
+        (or found it decided elsewhere), None while it is still processing."""
+        pending = self._pending.get((project, version))
+        if pending is None:
+            return None
+        self.counters.checks += 1
+        found = await self._results.look(project, version)
+        now = self._clock()
+        if found.marker is None and found.error_logs:
+            pending.error_log_seen_since = pending.error_log_seen_since or now
+        else:
+            pending.error_log_seen_since = None
+        outcome = domain.decide(
+            pending.job,
+            found,
+            now=now,
+            policy=self._config.policy,
+            error_log_seen_since=pending.error_log_seen_since,
+        )
+        if outcome is None:
+            delay = domain.next_check_in(
+                pending.job,
+                now=now,
+                poll=self._config.poll,
+                policy=self._config.policy,
+                error_log_seen_since=pending.error_log_seen_since,
+            )
+            pending.due = time.monotonic() + delay
+            return None
+        return await self._decide(pending.job, outcome, now)
+
+    async def _decide(self, job: Job, outcome: Outcome, now: dt.datetime) -> Job:
+        if outcome.needs_error_summary:
+            outcome = domain.with_error_summary(
+                outcome, await self._results.read_text(outcome.log_key)
+            )
+        finished = domain.finish(job, outcome, detected_at=now)
+        won = await self._jobs.finish(finished)
+        self._pending.pop((job.project, job.version), None)
+        if not won:
+            # Another replica decided first (its lease overlapped ours); it publishes.
+            self.counters.lost_races += 1
+            logger.info("version %d of %s was decided by another watcher", job.version, job.project)
+            return await self._jobs.get(job.project, job.version) or finished
+        self.counters.decided += 1
+        logger.info(
+            "version %d of %s: %s after %.2f s",
+            job.version,
+            job.project,
+            finished.state,
+            finished.duration_seconds,
+        )
+        self._statuses.publish(domain.project_status(job.project, finished))
+        await self._publish(finished)
+        return finished
+
+    async def _publish(self, job: Job, *, again: bool = False) -> bool:
+        try:
+            await self._events.publish_finished(domain.job_finished(job))
+        except Exception as error:  # logged; the sweep publishes it later
+            self.counters.publish_failures += 1
+            logger.warning(
+                "completion event of %s v%d not published (%s); the sweep retries it",
+                job.project,
+                job.version,
+                error,
+            )
+            return False
+        if again:
+            self.counters.republished += 1
+        else:
+            self.counters.published += 1
+        try:
+            await self._jobs.mark_published(job.project, job.version)
+        except Exception as error:  # a repeat is deduplicated by Nats-Msg-Id
+            logger.warning("could not mark %s v%d published (%s)", job.project, job.version, error)
+        return True
+
+    async def _run_check(self, pending: _Pending) -> None:
+        key = (pending.job.project, pending.job.version)
+        try:
+            async with self._limit:
+                await self.check(*key)
+        except Exception as error:  # logged; the version is checked again later
+            self.counters.check_failures += 1
+            logger.warning("check of %s v%d failed: %s", key[0], key[1], error)
+            pending.due = time.monotonic() + self._config.poll.max_interval
+        finally:
+            pending.checking = False
+            if pending.nudged:
+                pending.nudged = False
+                pending.due = time.monotonic()
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Checks pending versions as they fall due, and keeps leases and events in order,
+        until cancelled."""
+        maintenance = asyncio.create_task(self._maintain_forever(), name="watcher-maintenance")
+        try:
+            await self._poll_forever()
+        finally:
+            maintenance.cancel()
+            for task in list(self._checks):
+                task.cancel()
+            await asyncio.gather(maintenance, *self._checks, return_exceptions=True)
+
+    async def _poll_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            now = time.monotonic()
+            next_due: float | None = None
+            for pending in list(self._pending.values()):
+                if pending.checking:
+                    continue
+                if pending.due <= now:
+                    pending.checking = True
+                    task = asyncio.create_task(self._run_check(pending))
+                    self._checks.add(task)
+                    task.add_done_callback(self._checks.discard)
+                else:
+                    next_due = pending.due if next_due is None else min(next_due, pending.due)
+            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    # --- leases and the sweep ----------------------------------------------------------------
+
+    async def maintain(self) -> None:
+        """One round: renew this replica's leases, take over lapsed ones, publish events a crash
+        or an outage left unpublished."""
+        now = self._clock()
+        until = now + self._config.lease
+        await self._jobs.renew_leases(self.owner, until=until)
+        claimed = await self._jobs.claim_lapsed(
+            self.owner, now=now, until=until, limit=self._config.claim_batch
+        )
+        for job in claimed:
+            if (job.project, job.version) not in self._pending:
+                self.counters.claimed += 1
+                logger.info("took over pending version %d of %s", job.version, job.project)
+            self._track(job)
+        for job in await self._jobs.unpublished(
+            decided_before=now - self._config.sweep_after, limit=self._config.claim_batch
+        ):
+            logger.info("publishing the completion event of %s v%d again", job.project, job.version)
+            await self._publish(job, again=True)
+
+    async def _maintain_forever(self) -> None:
+        while True:
+            try:
+                await self.maintain()
+            except Exception as error:  # logged; the next round retries
+                logger.warning("lease and event maintenance failed: %s", error)
+            await asyncio.sleep(self._config.maintain_every)
+
+    async def release(self) -> None:
+        """Orderly shutdown: other replicas take this one's pending versions at once."""
+        released = await self._jobs.release(self.owner)
+        self._pending.clear()
+        if released:
+            logger.info("released %d pending versions to other watchers", released)

@@ -1,0 +1,355 @@
+"""The watcher against real servers: a worker simulated by writing its keys into S3, uploads by
+publishing ScriptUploaded on JetStream, completion events read back from NATS."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import grpc
+import pytest
+from conftest import Service, ServiceFactory
+from watcher_harness import (
+    JobEvents,
+    finish_like_older_worker,
+    finish_like_our_worker,
+    publish_upload,
+    put_log,
+    stored_job_events,
+    wait_until,
+)
+
+from cadpipe import layout, messaging
+from cadpipe.adapters.s3 import Bucket
+from cadpipe.v1 import events_pb2, status_pb2
+from services.watcher.mongo_jobs import MongoJobs
+
+STEP = b"ISO-10303-21;\nHEADER;\nENDSEC;\nEND-ISO-10303-21;\n"
+STL = b"solid part\nfacet normal 0 0 1\nendfacet\nendsolid part\n"
+
+
+async def status_of(service: Service, project: str, version: int = 0) -> status_pb2.ProjectStatus:
+    return await service.status.GetStatus(
+        status_pb2.GetStatusRequest(project=project, version=version)
+    )
+
+
+async def test_our_json_marker_completes_the_version_with_its_outputs(
+    service: Service, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
+) -> None:
+    project = f"json-{unique}"
+    assert (await status_of(service, project)).state == "no_scripts"
+    await publish_upload(js, project, 1)
+    await wait_until(lambda: (project, 1) in service.running.watcher.pending, what="pending")
+    assert (await status_of(service, project)).state == "processing"
+
+    marker = finish_like_our_worker(
+        bucket, project, 1, {"MyHeadlessModel.step": STEP, "MyHeadlessModel.stl": STL}
+    )
+
+    [event] = await job_events.wait_for(project)
+    assert (event.version, event.status, event.error) == (1, "completed", "")
+    assert [(o.name, o.format, o.size_bytes, o.sha256) for o in event.outputs] == [
+        (o.name, o.format, o.size_bytes, o.sha256)
+        for o in sorted(marker.outputs, key=lambda o: o.name)
+    ]
+    assert event.log_key == marker.log_key
+    assert event.detected_at.ToDatetime() >= event.uploaded_at.ToDatetime()
+    assert event.duration_seconds >= 0
+
+    status = await status_of(service, project)
+    assert (status.state, status.version, list(status.formats)) == ("completed", 1, ["step", "stl"])
+    assert status.log_key == marker.log_key and status.HasField("finished_at")
+
+
+async def test_our_error_marker_gives_error_with_the_workers_message(
+    service: Service, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
+) -> None:
+    project = f"err-{unique}"
+    await publish_upload(js, project, 1)
+    finish_like_our_worker(bucket, project, 1, {}, error="NameError: name 'Part' is not defined")
+
+    [event] = await job_events.wait_for(project)
+    assert event.status == "error"
+    assert event.error == "NameError: name 'Part' is not defined"
+    assert layout.parse_log_key(event.log_key) is not None
+    status = await status_of(service, project, 1)
+    assert (status.state, status.error) == ("error", event.error)
+
+
+async def test_an_empty_marker_of_the_older_contract_completes_with_the_listed_outputs(
+    service: Service, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
+) -> None:
+    project = f"legacy-{unique}"
+    await publish_upload(js, project, 1)
+    outputs = finish_like_older_worker(
+        bucket, project, 1, {"MyHeadlessModel.step": STEP, "MyHeadlessModel.stl": STL}
+    )
+
+    [event] = await job_events.wait_for(project)
+    assert event.status == "completed"
+    assert sorted((o.key, o.format, o.size_bytes) for o in event.outputs) == sorted(
+        (o.key, o.format, o.size_bytes) for o in outputs
+    )
+    assert layout.parse_log_key(event.log_key).level == "info"  # type: ignore[union-attr]
+
+
+async def test_an_error_log_with_no_marker_means_error_with_the_end_of_that_log(
+    make_service: ServiceFactory, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
+) -> None:
+    project = f"errlog-{unique}"
+    async with make_service(watcher_error_log_grace_seconds=0.2):
+        await publish_upload(js, project, 1)
+        key = put_log(
+            bucket, project, 1, "error", "Traceback (most recent call last):\nValueError: bad\n"
+        )
+        [event] = await job_events.wait_for(project)
+    assert (event.status, event.log_key) == ("error", key)
+    assert event.error.endswith("ValueError: bad")
+
+
+async def test_no_result_within_the_timeout_gives_timeout_and_exactly_one_event(
+    make_service: ServiceFactory, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
+) -> None:
+    project = f"timeout-{unique}"
+    async with make_service(watcher_job_timeout_seconds=1.0) as service:
+        await publish_upload(js, project, 1)
+        [event] = await job_events.wait_for(project)
+        assert event.status == "timeout" and event.error
+        assert event.duration_seconds >= 1.0
+        assert (await status_of(service, project)).state == "timeout"
+        # A marker written after the timeout changes nothing: terminal states are final.
+        finish_like_our_worker(bucket, project, 1, {"late.stl": STL})
+        [stored] = await stored_job_events(js, project)
+        assert stored.status == "timeout"
+    assert len(job_events.of(project)) == 1
+
+
+async def test_two_watchers_at_once_publish_exactly_one_event_per_version(
+    make_service: ServiceFactory, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
+) -> None:
+    project = f"pair-{unique}"
+    versions = range(1, 11)
+    async with make_service(watcher_id="a") as a, make_service(watcher_id="b") as b:
+        for version in versions:
+            await publish_upload(js, project, version)
+        watchers = (a.running.watcher, b.running.watcher)
+        await wait_until(
+            lambda: set().union(*(w.pending for w in watchers)) >= {(project, v) for v in versions},
+            what="every version pending on one watcher or the other",
+        )
+        for version in versions:
+            finish_like_our_worker(bucket, project, version, {"part.stl": STL})
+        await job_events.wait_for(project, len(versions))
+        stored = await stored_job_events(js, project)
+    assert sorted(e.version for e in stored) == list(versions)
+    assert sorted(e.version for e in job_events.of(project)) == list(versions)
+
+
+async def test_two_watchers_checking_the_same_versions_still_publish_once(
+    make_service: ServiceFactory, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
+) -> None:
+    """Two replicas misconfigured with one watcher id both take every pending version: the
+    compare-and-set on the job, not the lease, keeps each decision and event single."""
+    project = f"race-{unique}"
+    versions = range(1, 11)
+    same = {"watcher_id": "twin", "watcher_lease_seconds": 0.6}
+    async with make_service(**same) as a, make_service(**same) as b:
+        for version in versions:
+            await publish_upload(js, project, version)
+        everything = {(project, v) for v in versions}
+        await wait_until(
+            lambda: (
+                a.running.watcher.pending >= everything and b.running.watcher.pending >= everything
+            ),
+            what="both watchers checking every version",
+        )
+        for version in versions:
+            finish_like_our_worker(bucket, project, version, {"part.stl": STL})
+        await job_events.wait_for(project, len(versions))
+        counters = (a.running.watcher.counters, b.running.watcher.counters)
+        await wait_until(
+            lambda: sum(c.decided + c.lost_races for c in counters) == 2 * len(versions),
+            what="both watchers tried to decide every version",
+        )
+        stored = await stored_job_events(js, project)
+    assert sum(c.decided for c in counters) == len(versions)
+    assert sum(c.published for c in counters) == len(versions)
+    assert sorted(e.version for e in job_events.of(project)) == list(versions)
+    assert sorted(e.version for e in stored) == list(versions)
+
+
+async def test_a_restarted_watcher_completes_the_versions_pending_before(
+    make_service: ServiceFactory, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
+) -> None:
+    project = f"restart-{unique}"
+    async with make_service(watcher_id="first") as first:
+        for version in (1, 2, 3):
+            await publish_upload(js, project, version)
+        await wait_until(
+            lambda: {(project, v) for v in (1, 2, 3)} <= first.running.watcher.pending,
+            what="three versions pending",
+        )
+    # No watcher runs while the worker finishes.
+    for version in (1, 2, 3):
+        finish_like_our_worker(bucket, project, version, {"part.stl": STL})
+    async with make_service(watcher_id="second") as second:
+        events = await job_events.wait_for(project, 3)
+        assert sorted(e.version for e in events) == [1, 2, 3]
+        assert second.running.watcher.counters.claimed == 3
+
+
+async def test_versions_of_a_crashed_watcher_are_taken_over_when_its_lease_lapses(
+    make_service: ServiceFactory,
+    mongo_db: Any,
+    bucket: Bucket,
+    job_events: JobEvents,
+    unique: str,
+) -> None:
+    """A replica that died holding leases (no orderly release): its versions wait for the lease
+    to lapse, then another replica completes them."""
+    from services.watcher import domain
+
+    project = f"crash-{unique}"
+    jobs = MongoJobs(mongo_db)
+    now = dt.datetime.now(dt.UTC)
+    for version in (1, 2):
+        job = domain.new_job(project, version, uploaded_at=now)
+        await jobs.add(job, owner="dead", lease_until=now + dt.timedelta(seconds=1))
+        finish_like_our_worker(bucket, project, version, {"part.stl": STL})
+    async with make_service(watcher_lease_seconds=0.6):
+        events = await job_events.wait_for(project, 2)
+    assert sorted(e.version for e in events) == [1, 2]
+    assert all(e.status == "completed" for e in events)
+
+
+async def test_an_event_left_unpublished_by_a_crash_is_published_once_by_the_sweep(
+    make_service: ServiceFactory, mongo_db: Any, js: Any, job_events: JobEvents, unique: str
+) -> None:
+    """A replica decided two versions (compare-and-set done) and died before publishing one
+    and before marking the other published. The sweep publishes both; the stream keeps one
+    event per version."""
+    from services.watcher import domain
+
+    project = f"sweep-{unique}"
+    jobs = MongoJobs(mongo_db)
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    for version in (1, 2):
+        job = domain.new_job(project, version, uploaded_at=long_ago)
+        await jobs.add(job, owner="dead", lease_until=long_ago)
+        outcome = domain.Outcome(state="completed", finished_at=long_ago)
+        assert await jobs.finish(domain.finish(job, outcome, detected_at=long_ago))
+    published_before_crash = domain.job_finished(await jobs.get(project, 2))  # type: ignore[arg-type]
+    await js.publish(
+        messaging.job_subject("completed", project),
+        messaging.encode(published_before_crash),
+        headers={"Nats-Msg-Id": messaging.job_msg_id(project, 2)},
+    )
+
+    async with make_service():
+        await job_events.wait_for(project, 3)  # ours for v2, then the sweep's v1 and v2
+        await wait_until(
+            lambda: _all_published(jobs, project, (1, 2)), what="both marked published"
+        )
+    stored = await stored_job_events(js, project)
+    assert sorted(e.version for e in stored) == [1, 2]
+
+
+async def _all_published(jobs: MongoJobs, project: str, versions: tuple[int, ...]) -> bool:
+    found = [await jobs.get(project, v) for v in versions]
+    return all(j is not None and j.event_published for j in found)
+
+
+async def test_the_worker_nudge_wakes_the_check_before_the_next_poll(
+    make_service: ServiceFactory,
+    js: Any,
+    bucket: Bucket,
+    job_events: JobEvents,
+    unique: str,
+) -> None:
+    """With polling slowed to 30 s (as the system we replace), the nudge alone brings the
+    decision within a second."""
+    project = f"nudge-{unique}"
+    slow = {"watcher_poll_interval_seconds": 30.0, "watcher_poll_max_interval_seconds": 30.0}
+    async with make_service(**slow) as service:
+        await publish_upload(js, project, 1)
+        await wait_until(lambda: (project, 1) in service.running.watcher.pending, what="pending")
+        await wait_until(
+            lambda: service.running.watcher.counters.checks >= 1, what="the first check"
+        )
+        finish_like_our_worker(bucket, project, 1, {"part.stl": STL})
+        await job_events.nc.publish(
+            messaging.worker_finished_subject(project),
+            messaging.encode(events_pb2.WorkerFinished(project=project, version=1)),
+        )
+        [event] = await job_events.wait_for(project, within=3.0)
+    assert event.status == "completed"
+
+
+async def test_watch_status_streams_processing_then_completed(
+    service: Service, js: Any, bucket: Bucket, unique: str
+) -> None:
+    project = f"stream-{unique}"
+    call = service.status.WatchStatus(status_pb2.WatchStatusRequest(project=project))
+    first = await call.read()
+    assert first.state == "no_scripts"
+
+    await publish_upload(js, project, 1)
+    processing = await call.read()
+    assert (processing.version, processing.state) == (1, "processing")
+
+    finish_like_our_worker(bucket, project, 1, {"part.stl": STL, "part.step": STEP})
+    completed = await call.read()
+    assert (completed.version, completed.state, list(completed.formats)) == (
+        1,
+        "completed",
+        ["step", "stl"],
+    )
+    call.cancel()
+
+
+async def test_watch_status_hears_versions_decided_by_another_replica(
+    make_service: ServiceFactory, js: Any, bucket: Bucket, unique: str
+) -> None:
+    project = f"fanout-{unique}"
+    async with make_service(watcher_id="a") as a, make_service(watcher_id="b") as b:
+        calls = [
+            s.status.WatchStatus(status_pb2.WatchStatusRequest(project=project)) for s in (a, b)
+        ]
+        for call in calls:
+            assert (await call.read()).state == "no_scripts"
+        await publish_upload(js, project, 1)
+        finish_like_our_worker(bucket, project, 1, {"part.stl": STL})
+        for call in calls:
+            states = []
+            while not states or states[-1] != "completed":
+                states.append((await call.read()).state)
+            assert states in (["processing", "completed"], ["completed"])
+            call.cancel()
+
+
+async def test_invalid_project_names_are_invalid_argument(service: Service) -> None:
+    for bad in ("", "../etc", "a/b", "x" * 65):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await status_of(service, bad)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        call = service.status.WatchStatus(status_pb2.WatchStatusRequest(project=bad))
+        with pytest.raises(grpc.aio.AioRpcError) as streamed:
+            await call.read()
+        assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_status_of_a_version_that_does_not_exist_is_not_found(
+    service: Service, unique: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await status_of(service, f"none-{unique}", 3)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_health_is_serving_once_s3_mongodb_and_nats_answer(service: Service) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(service.channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
