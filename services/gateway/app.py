@@ -115,6 +115,7 @@ def create_app(gateway: Gateway, middleware: Sequence[Middleware] = ()) -> Starl
                     request.url.path,
                     failure.code.name,
                     failure.message,
+                    extra={"request_id": request.scope.get("state", {}).get("request_id")},
                 )
             return error_response(failure)
 
