@@ -1,0 +1,46 @@
+"""Helpers the benchmarks share: percentiles and a fresh moto + nats-server + bucket."""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cadpipe.adapters import s3
+from cadpipe.devstack import MotoS3, NatsServer
+from cadpipe.settings import S3Settings
+
+
+def percentile(values: list[float], q: float) -> float:
+    """q in [0, 100]; linear interpolation between closest ranks."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if q < 100 else max(values)
+
+
+def summary(label: str, latencies: list[float], wall: float | None = None) -> str:
+    ms = [v * 1000 for v in latencies]
+    text = f"{label:<34} n={len(ms):<4} p50={percentile(ms, 50):8.1f} ms  p95={percentile(ms, 95):8.1f} ms  p99={percentile(ms, 99):8.1f} ms"
+    if wall:
+        text += f"  {len(ms) / wall:8.1f} /s"
+    return text
+
+
+@dataclass(frozen=True)
+class Backends:
+    moto: MotoS3
+    nats: NatsServer
+    s3_settings: S3Settings
+    bucket: s3.Bucket
+
+
+@contextmanager
+def backends() -> Iterator[Backends]:
+    with MotoS3() as moto, NatsServer() as nats:
+        name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
+        settings = S3Settings(**{k.lower(): v for k, v in moto.env(name).items()})
+        bucket = s3.Bucket(s3.make_client(settings), name)
+        bucket.create_if_missing()
+        yield Backends(moto, nats, settings, bucket)

@@ -1,0 +1,1 @@
+"""`make run`: the whole system in one process, on one machine, with real backing servers."""

@@ -1,0 +1,84 @@
+"""`make run`: cadpipe all-in-one. Starts moto's S3 server, nats-server with JetStream and an
+in-process MongoDB (mongomock), then every service (services/allinone/stack.py); prints the URLs;
+Ctrl-C stops everything in reverse order.
+
+Nothing here is for production: there each service runs alone against real S3, MongoDB and NATS
+(see README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import tempfile
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from cadpipe.adapters import s3
+from cadpipe.devstack import MotoS3, NatsServer
+from cadpipe.grpc_server import stop_event_on_signals
+from cadpipe.logs import configure_logging
+from cadpipe.settings import MODEL_CONFIG, S3Settings
+from services.allinone import stack
+
+logger = logging.getLogger("cadpipe.allinone")
+
+
+class AllInOneSettings(BaseSettings):
+    model_config = MODEL_CONFIG
+
+    http_port: int = Field(default=8080, description="gateway: REST, /docs")
+    scripts_grpc_port: int = 50051
+    watcher_grpc_port: int = 50052
+    worker_grpc_port: int = 50053
+    s3_port: int = 9000
+    nats_port: int = 4222
+    s3_bucket: str = "cadpipe"
+
+
+async def run(settings: AllInOneSettings) -> None:
+    stop = stop_event_on_signals()
+    with (
+        MotoS3(port=settings.s3_port) as moto,
+        tempfile.TemporaryDirectory(prefix="cadpipe-nats-") as nats_store,
+        NatsServer(port=settings.nats_port, store_dir=nats_store) as nats,
+    ):
+        s3_env = {k.lower(): v for k, v in moto.env(settings.s3_bucket).items()}
+        s3.Bucket(s3.make_client(S3Settings(**s3_env)), settings.s3_bucket).create_if_missing()
+        backends = stack.Backends(s3=s3_env, nats_url=nats.url, mongodb_uri="mongomock://allinone")
+        ports = stack.Ports(
+            http=settings.http_port,
+            scripts=settings.scripts_grpc_port,
+            watcher=settings.watcher_grpc_port,
+            worker=settings.worker_grpc_port,
+        )
+        async with stack.start(backends, ports) as running:
+            banner(running, moto, nats, settings.s3_bucket)
+            await stop.wait()
+            logger.info("stopping")
+
+
+def banner(running: stack.Stack, moto: MotoS3, nats: NatsServer, bucket: str) -> None:
+    api = running.api_url
+    sys.stdout.write(
+        "\ncadpipe is running (Ctrl-C stops it)\n"
+        f"  REST API   {api}/api   docs {api}/docs   OpenAPI {api}/openapi.json\n"
+        f"  gRPC       scripts 127.0.0.1:{running.scripts_port}  "
+        f"watcher 127.0.0.1:{running.watcher_port}  worker 127.0.0.1:{running.worker_port}\n"
+        f"  S3 (moto)  {moto.endpoint_url}  bucket {bucket}  "
+        f"credentials {moto.access_key} / {moto.secret_key}\n"
+        f"  NATS       {nats.url}\n"
+        "  MongoDB    in-process (mongomock)\n\n"
+    )
+    sys.stdout.flush()
+
+
+def main() -> None:
+    configure_logging("allinone")
+    asyncio.run(run(AllInOneSettings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Every cadpipe service started in this process against given S3, NATS and MongoDB, each
+through its own composition root. Used by `make run` (services/allinone/__main__.py), the
+end-to-end tests and the benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.gateway import bootstrap as gateway
+from services.gateway.settings import Settings as GatewaySettings
+from services.scripts import bootstrap as scripts
+from services.scripts.settings import Settings as ScriptsSettings
+from services.watcher import bootstrap as watcher
+from services.watcher.settings import Settings as WatcherSettings
+from services.worker import bootstrap as worker
+from services.worker.settings import Settings as WorkerSettings
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Where the shared state lives. s3 holds S3Settings fields (s3_bucket, s3_endpoint_url, ...)."""
+
+    s3: dict[str, Any]
+    nats_url: str
+    mongodb_uri: str
+    mongodb_database: str = "cadpipe"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """0 picks a free port."""
+
+    http: int = 0
+    scripts: int = 0
+    watcher: int = 0
+    worker: int = 0
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Extra settings per service (tests shorten timeouts this way)."""
+
+    scripts: dict[str, Any] = field(default_factory=dict)
+    watcher: dict[str, Any] = field(default_factory=dict)
+    worker: dict[str, Any] = field(default_factory=dict)
+    gateway: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stack:
+    http_port: int
+    scripts_port: int
+    watcher_port: int
+    worker_port: int
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+@asynccontextmanager
+async def start(
+    backends: Backends, ports: Ports = Ports(), overrides: Overrides = Overrides()
+) -> AsyncIterator[Stack]:
+    common = {**backends.s3, "nats_url": backends.nats_url, "grpc_host": "127.0.0.1"}
+    mongo = {"mongodb_uri": backends.mongodb_uri, "mongodb_database": backends.mongodb_database}
+    async with AsyncExitStack() as stack:
+        scripts_svc = await stack.enter_async_context(
+            scripts.start(ScriptsSettings(**common, **mongo, grpc_port=ports.scripts, **overrides.scripts))
+        )
+        watcher_svc = await stack.enter_async_context(
+            watcher.start(WatcherSettings(**common, **mongo, grpc_port=ports.watcher, **overrides.watcher))
+        )
+        worker_svc = await stack.enter_async_context(
+            worker.start(WorkerSettings(**common, grpc_port=ports.worker, **overrides.worker))
+        )
+        gateway_svc = await stack.enter_async_context(
+            gateway.start(
+                GatewaySettings(
+                    **{
+                        "http_host": "127.0.0.1",
+                        "http_port": ports.http,
+                        "scripts_addr": f"127.0.0.1:{scripts_svc.port}",
+                        "watcher_addr": f"127.0.0.1:{watcher_svc.port}",
+                        **overrides.gateway,
+                    }
+                )
+            )
+        )
+        yield Stack(gateway_svc.port, scripts_svc.port, watcher_svc.port, worker_svc.port)
