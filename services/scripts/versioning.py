@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import time
 import uuid
@@ -25,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from services.scripts.domain import (
     Claim,
@@ -87,6 +88,10 @@ class Options:
     idempotency_stale: float = 60.0
     """Seconds after which a pending claim is presumed abandoned and may be taken over."""
     idempotency_poll: float = 0.05
+
+
+class _CallerGone(Exception):
+    """The caller went away before anything was stored."""
 
 
 class _ProjectQueue:
@@ -169,22 +174,29 @@ class Scripts:
         latest = await self._index.latest_version(script.project)
         if script.idempotency_key:
             return await self._upload_once(script, latest)
-        record = await self._shielded(self._store_and_record(script, latest))
+        record = await self._shielded(functools.partial(self._store_and_record, script, latest))
         return UploadResult(record)
 
-    async def _store_and_record(self, script: ValidScript, latest: int) -> VersionRecord:
-        record = await self._put_next_version(script, latest)
+    async def _store_and_record(
+        self, script: ValidScript, latest: int, gone: asyncio.Event
+    ) -> VersionRecord:
+        record = await self._put_next_version(script, latest, gone)
         await self._record(record)
         return record
 
-    async def _put_next_version(self, script: ValidScript, latest: int) -> VersionRecord:
-        """Writes the script as the first free version above `latest`; S3 decides which."""
+    async def _put_next_version(
+        self, script: ValidScript, latest: int, gone: asyncio.Event
+    ) -> VersionRecord:
+        """Writes the script as the first free version above `latest`; S3 decides which.
+        Stops before a put, with nothing stored, once the caller is `gone`."""
         project = script.project
         upload_id = self._new_id()
         async with self._queue.hold(project):
             version = max(latest, self._queue.latest(project)) + 1
             uploaded_at = self._clock()
             for attempt in range(1, self._options.max_version_attempts + 1):
+                if gone.is_set():
+                    raise _CallerGone(f"project {project!r}: the caller went away; nothing stored")
                 record = new_record(script, version, uploaded_at, upload_id)
                 stored = await self._put(record, script.body)
                 self._queue.saw(project, version)
@@ -255,13 +267,27 @@ class Scripts:
             ) from error
         self._on_event()
 
-    async def _shielded(self, work: Awaitable[T]) -> T:
-        """Runs work to its end even if the caller is cancelled (client gone, deadline): the
-        steps after an S3 write must not be cut short."""
-        task: asyncio.Task[T] = asyncio.ensure_future(work)
+    async def _shielded(self, work: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+        """Runs work in a task of its own that the caller's cancellation (client gone, deadline)
+        does not interrupt: the steps after an S3 write must not be cut short. The work is
+        told through the event that the caller is gone, so that it stores nothing new."""
+        gone = asyncio.Event()
+        task: asyncio.Task[T] = asyncio.ensure_future(work(gone))
         self._tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
-        return await asyncio.shield(task)
+        task.add_done_callback(self._task_done)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            gone.set()
+            raise
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved here: nobody may be waiting for it any more
+        if error is not None and not isinstance(error, _CallerGone):
+            logger.debug("upload task ended with %r", error)
 
     async def wait_idle(self) -> None:
         """Waits for uploads whose callers went away (at shutdown)."""
@@ -303,7 +329,9 @@ class Scripts:
                         key,
                         held.owner,
                     )
-                    return await self._shielded(self._finish_abandoned(script, mine, latest))
+                    return await self._shielded(
+                        functools.partial(self._finish_abandoned, script, mine, latest)
+                    )
             elif time.monotonic() >= deadline:
                 raise IdempotencyInProgress(
                     f"an upload with idempotency key {key!r} of project {project!r} is still "
@@ -315,13 +343,15 @@ class Scripts:
             if held is None:  # the owner stored nothing and let go: claim it afresh
                 mine = replace(mine, created_at=self._clock())
                 held = await self._claims.claim(mine)
-        return await self._shielded(self._store_claimed(script, mine, latest))
+        return await self._shielded(functools.partial(self._store_claimed, script, mine, latest))
 
-    async def _store_claimed(self, script: ValidScript, claim: Claim, latest: int) -> UploadResult:
+    async def _store_claimed(
+        self, script: ValidScript, claim: Claim, latest: int, gone: asyncio.Event
+    ) -> UploadResult:
         try:
-            record = await self._put_next_version(script, latest)
-        except VersionConflict:
-            # every put lost: nothing of ours is in S3, so a retry may claim the key afresh
+            record = await self._put_next_version(script, latest, gone)
+        except (VersionConflict, _CallerGone):
+            # no put of ours landed: nothing is in S3, so a retry may claim the key afresh
             await self._claims.release(claim.project, claim.key, claim.owner)
             raise
         # Any other failure leaves the claim pending: the put may have landed. Whoever takes
@@ -331,12 +361,12 @@ class Scripts:
         return UploadResult(record)
 
     async def _finish_abandoned(
-        self, script: ValidScript, claim: Claim, latest: int
+        self, script: ValidScript, claim: Claim, latest: int, gone: asyncio.Event
     ) -> UploadResult:
         """The previous owner died after claiming; it may or may not have stored its version."""
         found = await self._find_by_idempotency_key(claim.project, claim.key, claim.from_version)
         if found is None:
-            return await self._store_claimed(script, claim, latest)
+            return await self._store_claimed(script, claim, latest, gone)
         await self._record(found)
         await self._claims.complete(claim.project, claim.key, claim.owner, found.version)
         return UploadResult(found, replayed=True)

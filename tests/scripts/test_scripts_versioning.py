@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import itertools
 import math
+from collections.abc import Callable
 
 import pytest
 from scripts_fakes import FakeClaims, FakeIndex, FakeOutbox, FakeStore, no_sleep
@@ -206,6 +207,40 @@ async def test_a_caller_that_goes_away_mid_upload_still_gets_its_version_announc
     assert world.store.versions("demo") == [1]
     assert "demo.v1.uploaded" in world.outbox.entries
     assert world.index.latest["demo"] == 1
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never met")
+
+
+async def test_a_caller_that_goes_away_before_its_put_stores_nothing() -> None:
+    world = World()
+    in_put = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_first(record: VersionRecord) -> None:
+        if record.version == 1:
+            in_put.set()
+            await release.wait()
+
+    world.store.before_put = slow_first
+    first = asyncio.create_task(world.upload("a = 1\n"))
+    await in_put.wait()
+    second = asyncio.create_task(world.upload("b = 2\n", idempotency_key="k"))
+    await until(lambda: ("demo", "k") in world.claims.claims)  # claimed, now queued behind first
+    await until(lambda: len(world.scripts._tasks) == 2)
+    second.cancel()
+    release.set()
+    assert await first == 1
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    await world.scripts.wait_idle()
+    assert world.store.versions("demo") == [1]
+    assert world.claims.claims == {}  # released: a retry with the key starts afresh
 
 
 async def test_bad_input_stores_nothing() -> None:
