@@ -239,10 +239,15 @@ class EventStream(Response):
         cls, gateway: Gateway, route: Route, message: Message, metadata: Metadata
     ) -> EventStream:
         """Starts the call and waits for the backend's first answer, so that a refusal (bad
-        project, backend down) is an HTTP error status rather than a 200 with an error frame."""
+        project, backend down) is an HTTP error status rather than a 200 with an error frame.
+        A backend that says nothing within the deadline gets its stream opened all the same
+        (a later failure is then an `event: error`)."""
         call = gateway.backends.server_stream(route, message, metadata=metadata)
         try:
-            await call.initial_metadata()
+            # not wait_for: cancelling initial_metadata() would cancel the call
+            answered = asyncio.ensure_future(call.initial_metadata())
+            answered.add_done_callback(_retrieve)
+            await asyncio.wait({answered}, timeout=gateway.deadline_seconds)
             if call.done() and await call.code() != grpc.StatusCode.OK:
                 await call.read()  # raises the call's AioRpcError, details and all
         except grpc.aio.AioRpcError as error:
@@ -294,6 +299,12 @@ class EventStream(Response):
                 read = asyncio.ensure_future(self.call.read())
         finally:
             read.cancel()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Marks a background future's outcome as seen (the call's own status reports it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def _client_gone(receive: Receive) -> None:

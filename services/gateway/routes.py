@@ -33,7 +33,9 @@ logger = logging.getLogger(__name__)
 HTTP_VERBS = ("get", "put", "post", "delete", "patch")
 
 _VARIABLE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?:=\*)?\}$")
-_LITERAL = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@-]+$")
+# RFC 3986 pchar without ':' (the HttpRule verb separator), '*' (wildcards) and '%' (a literal
+# is matched against the decoded path, so it is written decoded)
+_LITERAL = re.compile(r"^[A-Za-z0-9._~!$&'()+,;=@-]+$")
 
 
 class RouteError(ValueError):
@@ -62,7 +64,7 @@ class PathTemplate:
             variable = _VARIABLE.match(part)
             if variable:
                 segments.append(Segment(field=variable.group(1)))
-            elif _LITERAL.match(part) and "{" not in part and "*" not in part and ":" not in part:
+            elif _LITERAL.match(part):
                 segments.append(Segment(literal=part))
             else:
                 raise RouteError(
@@ -246,7 +248,7 @@ def default_modules() -> list[ModuleType]:
 
 
 def _route(method: MethodDescriptor, rule: http_pb2.HttpRule) -> Route:
-    where = f"{method.full_name}"
+    where = str(method.full_name)
     pattern = rule.WhichOneof("pattern")
     if pattern is None:
         raise RouteError(f"{where}: google.api.http has no method and path")

@@ -142,7 +142,10 @@ class FakeStatus(status_pb2_grpc.StatusServiceServicer):
         await self.recorder.record("WatchStatus", request, context)
         self.watching.set()
         try:
-            yield status_pb2.ProjectStatus(project=request.project, version=1, state="processing")
+            if request.project != "quiet":  # "quiet" says nothing until a test puts an update
+                yield status_pb2.ProjectStatus(
+                    project=request.project, version=1, state="processing"
+                )
             while True:
                 update = await self.updates.get()
                 if isinstance(update, grpc.StatusCode):

@@ -124,6 +124,15 @@ async def test_an_idle_stream_carries_keepalive_comments() -> None:
             assert (await frames.data())["state"] == "error"
 
 
+async def test_a_backend_silent_past_the_deadline_still_gets_its_stream_opened() -> None:
+    async with AsyncExitStack() as stack:
+        gw = await start_stack(stack, grpc_deadline_seconds=0.2)
+        async with gw.http.stream("GET", "/api/projects/quiet/events") as response:
+            assert response.status_code == 200  # headers came without any event
+            await gw.status.updates.put(status("completed"))
+            assert (await Frames(response).data())["state"] == "completed"
+
+
 async def test_stopping_the_gateway_ends_open_streams_at_once() -> None:
     # a grace period far longer than the test may take: only ending the streams lets it pass
     stack = AsyncExitStack()
