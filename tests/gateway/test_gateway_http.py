@@ -10,9 +10,15 @@ import grpc
 import httpx
 from conftest import Stack, start_stack
 from openapi_spec_validator import validate as validate_spec
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cadpipe.grpc_server import NOT_SERVING, SERVING
 from cadpipe.v1 import artifacts_pb2, scripts_pb2
+from services.gateway.app import FORWARD_METADATA, Gateway, create_app
+from services.gateway.backends import Backends
+from services.gateway.routes import default_modules, derive_routes_from_modules
 from services.gateway.settings import SCRIPT_SERVICE
 
 
@@ -343,3 +349,44 @@ async def test_cors_lets_a_configured_browser_origin_in() -> None:
             "/api/projects/p/status", headers={"Origin": "http://evil.example"}
         )
         assert "access-control-allow-origin" not in other.headers
+
+
+class StampIdentity:
+    """What an authentication middleware will do through the seam: refuse, or tell the
+    backends who calls (scope state `grpc_metadata`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if dict(scope["headers"]).get(b"authorization") != b"Bearer good":
+                refusal = JSONResponse(
+                    {"code": 16, "message": "no valid token", "details": []}, 401
+                )
+                await refusal(scope, receive, send)
+                return
+            scope.setdefault("state", {})[FORWARD_METADATA] = [("x-cadpipe-identity", "alice")]
+        await self.app(scope, receive, send)
+
+
+async def test_a_middleware_can_refuse_or_forward_the_callers_identity(gw: Stack) -> None:
+    backends = Backends(gw.settings.backend_addresses())
+    try:
+        gateway = Gateway(table=derive_routes_from_modules(default_modules()), backends=backends)
+        app = create_app(gateway, middleware=[Middleware(StampIdentity)])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            refused = await client.get("/api/projects/p/status")
+            assert refused.status_code == 401
+            assert refused.headers["x-request-id"]  # the request id wraps every response
+            assert gw.recorder.received == []
+            allowed = await client.get(
+                "/api/projects/p/status", headers={"Authorization": "Bearer good"}
+            )
+            assert allowed.status_code == 200
+        seen = gw.recorder.last("GetStatus").metadata
+        assert seen["x-cadpipe-identity"] == "alice"
+        assert seen["x-request-id"] == allowed.headers["x-request-id"]
+    finally:
+        await backends.close()
