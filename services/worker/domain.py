@@ -433,7 +433,8 @@ _BANNER = re.compile(
     r"^(FreeCAD \d+\.\d+.*Libs:.*|\(c\) Juergen Riegel.*|FreeCAD is free and open-source.*"
     r"|FreeCAD wouldn't be possible.*|[ #]*#[ #]*)$"
 )
-_NOISE = re.compile(r"^(Recompute|saving|Loading|Saving)\.*$")
+_NOISE = re.compile(r"^(Recompute|saving)\.{3,}$")
+"""FreeCAD's progress headings, as its console sequencer prints them."""
 
 
 def clean_output(text: str) -> str:
@@ -446,7 +447,7 @@ def clean_output(text: str) -> str:
             line = _PROGRESS.sub("", line)
             if not line.strip() or _NOISE.match(line.strip()):
                 continue
-        if _BANNER.match(line):
+        if _BANNER.match(line) or _NOISE.match(line.strip()):
             continue
         kept.append(line)
     cleaned = "\n".join(kept).strip("\n")

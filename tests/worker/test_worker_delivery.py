@@ -1,0 +1,213 @@
+"""Work intake under real conditions: replicas sharing the stream, a worker killed mid-job, a
+worker told to stop mid-job. Real nats-server, moto's S3 server, FreeCAD."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import signal
+import uuid
+from collections import Counter
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from worker_harness import (
+    STL_SCRIPT,
+    WorkerProcess,
+    keys,
+    processes_of,
+    read_text,
+    submit,
+    wait_marker,
+    wait_until,
+    worker_env,
+)
+
+from cadpipe import layout
+from cadpipe.adapters import s3
+from cadpipe.devstack import MotoS3
+from cadpipe.settings import NatsSettings, S3Settings
+from services.worker.bootstrap import start
+from services.worker.settings import Settings
+
+pytestmark = pytest.mark.freecad
+
+SLOW_SCRIPT = "import time\ntime.sleep({seconds})\n" + STL_SCRIPT
+
+
+def settings_for(
+    s3_settings: S3Settings, nats_settings: NatsSettings, scratch_root: str, **extra: Any
+) -> Settings:
+    return Settings(
+        **s3_settings.model_dump(),
+        nats_url=nats_settings.nats_url,
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        scratch_root=scratch_root,
+        **extra,
+    )
+
+
+def process_env(
+    moto: MotoS3, bucket: s3.Bucket, nats: NatsSettings, root: str, **extra: str
+) -> dict[str, str]:
+    return worker_env(moto.env(bucket.name), nats.nats_url, root, **extra)
+
+
+def job_dirs(root: str, project: str) -> list[str]:
+    return glob.glob(os.path.join(root, "w-*", f"j-{project}-v*"))
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return found
+
+
+async def serving(port: int) -> bool:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=2
+        )
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def test_two_workers_run_each_of_twenty_versions_exactly_once(
+    bucket: s3.Bucket,
+    s3_settings: S3Settings,
+    nats_settings: NatsSettings,
+    js: Any,
+    scratch_root: str,
+) -> None:
+    project = f"pair-{uuid.uuid4().hex[:8]}"
+    # One replica forks jobs from its zygote, the other starts a fresh interpreter per job:
+    # both sandboxes, one stream.
+    async with (
+        start(settings_for(s3_settings, nats_settings, scratch_root, sandbox_mode="zygote")) as a,
+        start(settings_for(s3_settings, nats_settings, scratch_root, sandbox_mode="fresh")) as b,
+    ):
+        assert await serving(a.port) and await serving(b.port)
+        for version in range(1, 21):
+            await submit(js, bucket, project, version, STL_SCRIPT.encode())
+        markers = await asyncio.gather(
+            *(wait_marker(bucket, project, v, within=60) for v in range(1, 21))
+        )
+
+    assert [m["status"] for m in markers] == ["completed"] * 20
+    assert [m["attempts"] for m in markers] == [1] * 20
+    logs = keys(bucket, layout.logs_prefix(project))
+    parsed = [layout.parse_log_key(k) for k in logs]
+    assert sorted(p.version for p in parsed if p) == list(range(1, 21))  # one run per version
+    ran_on = Counter(
+        line.split()[-1]
+        for key in logs
+        for line in read_text(bucket, key).splitlines()
+        if line.startswith("worker:")
+    )
+    assert set(ran_on) <= {a.worker_name, b.worker_name}
+    assert sum(ran_on.values()) == 20
+
+
+async def test_a_worker_killed_mid_job_hands_the_job_to_another(
+    moto_server: MotoS3,
+    bucket: s3.Bucket,
+    s3_settings: S3Settings,
+    nats_settings: NatsSettings,
+    js: Any,
+    scratch_root: str,
+) -> None:
+    project = f"killed-{uuid.uuid4().hex[:8]}"
+    env = process_env(moto_server, bucket, nats_settings, scratch_root, ACK_WAIT_SECONDS="1.5")
+    first = WorkerProcess(env).start()
+    try:
+        await submit(js, bucket, project, 1, SLOW_SCRIPT.format(seconds=2).encode())
+        await asyncio.to_thread(
+            wait_until, lambda: job_dirs(scratch_root, project), 10, "the job did not start"
+        )
+        assert first.process is not None
+        sandbox_uid = os.stat(os.path.join(job_dirs(scratch_root, project)[0], "sandbox")).st_uid
+        zygotes = children(first.process.pid)
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        first.stop()
+
+    # The zygote, the job's supervisor and the job all die with their worker.
+    def all_gone() -> bool:
+        return not processes_of(sandbox_uid) and not any(
+            os.path.exists(f"/proc/{p}") for p in zygotes
+        )
+
+    await asyncio.to_thread(wait_until, all_gone, 10, "processes of the killed worker survived it")
+    assert not await asyncio.to_thread(bucket.exists, layout.marker_key(project, 1))
+
+    async with start(settings_for(s3_settings, nats_settings, scratch_root, ack_wait_seconds=1.5)):
+        # The dead worker's scratch is cleared by the next worker on the machine.
+        assert not job_dirs(scratch_root, project)
+        marker = await wait_marker(bucket, project, 1, within=30)
+
+    assert marker["status"] == "completed"
+    assert marker["attempts"] == 2
+    assert len(keys(bucket, layout.version_logs_prefix(project, 1))) == 1  # finished once
+    assert [o["name"] for o in marker["outputs"]] == ["tiny.stl"]
+
+
+async def test_sigterm_lets_the_running_job_finish(
+    moto_server: MotoS3,
+    bucket: s3.Bucket,
+    nats_settings: NatsSettings,
+    js: Any,
+    scratch_root: str,
+) -> None:
+    project = f"term-{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(process_env(moto_server, bucket, nats_settings, scratch_root)).start()
+    try:
+        await submit(js, bucket, project, 1, SLOW_SCRIPT.format(seconds=1).encode())
+        await asyncio.to_thread(
+            wait_until, lambda: job_dirs(scratch_root, project), 10, "the job did not start"
+        )
+        worker.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 20) == 0
+    finally:
+        worker.stop()
+    marker = await wait_marker(bucket, project, 1, within=1)
+    assert marker["status"] == "completed"
+    assert marker["attempts"] == 1
+
+
+async def test_sigterm_hands_back_a_job_that_outlasts_the_drain_timeout(
+    moto_server: MotoS3,
+    bucket: s3.Bucket,
+    s3_settings: S3Settings,
+    nats_settings: NatsSettings,
+    js: Any,
+    scratch_root: str,
+) -> None:
+    project = f"handback-{uuid.uuid4().hex[:8]}"
+    env = process_env(moto_server, bucket, nats_settings, scratch_root, DRAIN_TIMEOUT_SECONDS="0.2")
+    worker = WorkerProcess(env).start()
+    try:
+        await submit(js, bucket, project, 1, SLOW_SCRIPT.format(seconds=1.5).encode())
+        await asyncio.to_thread(
+            wait_until, lambda: job_dirs(scratch_root, project), 10, "the job did not start"
+        )
+        worker.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 20) == 0
+    finally:
+        worker.stop()
+    assert not await asyncio.to_thread(bucket.exists, layout.marker_key(project, 1))
+
+    async with start(settings_for(s3_settings, nats_settings, scratch_root)):
+        marker = await wait_marker(bucket, project, 1, within=20)
+    assert marker["status"] == "completed"
+    assert marker["attempts"] == 2
