@@ -22,15 +22,24 @@ class Subscription:
     def __init__(self, project: str, size: int) -> None:
         self.project = project
         self._queue: asyncio.Queue[status_pb2.ProjectStatus | None] = asyncio.Queue(size)
+        self._closed = False
 
-    def offer(self, status: status_pb2.ProjectStatus | None) -> None:
+    def offer(self, status: status_pb2.ProjectStatus) -> None:
+        if self._closed:
+            return
         if self._queue.full():
             self._queue.get_nowait()
             logger.info("a status watcher of %s is slow; dropped its oldest update", self.project)
         self._queue.put_nowait(status)
 
+    def close(self) -> None:
+        """The stream ends once it has taken what is queued."""
+        self._closed = True
+        if not self._queue.full():
+            self._queue.put_nowait(None)  # wakes a reader waiting on an empty queue
+
     async def __aiter__(self) -> AsyncIterator[status_pb2.ProjectStatus]:
-        while True:
+        while not (self._closed and self._queue.empty()):
             status = await self._queue.get()
             if status is None:
                 return
@@ -47,7 +56,7 @@ class StatusBroadcast:
     def subscribe(self, project: str) -> Iterator[Subscription]:
         subscription = Subscription(project, self._queue_size)
         if self._closed:
-            subscription.offer(None)
+            subscription.close()
         self._subscribers.setdefault(project, set()).add(subscription)
         try:
             yield subscription
@@ -66,7 +75,7 @@ class StatusBroadcast:
         self._closed = True
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
-                subscription.offer(None)
+                subscription.close()
 
     @property
     def watching(self) -> int:

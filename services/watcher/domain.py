@@ -369,9 +369,10 @@ def pick_output(
 ) -> MarkerOutput:
     """The version's file of that format (the first by name when it made several). A version
     without it is NotFound, saying which formats it has: never another version's file."""
-    mine = [o for o in own_outputs(project, version, outputs) if o.format == fmt]
+    own = own_outputs(project, version, outputs)
+    mine = [o for o in own if o.format == fmt]
     if not mine:
-        has = formats_of(outputs)
+        has = formats_of(own)
         produced = f"it produced: {', '.join(has)}" if has else "it produced no CAD file"
         raise NotFound(f"version {version} of {project} has no {fmt} output; {produced}")
     return mine[0]

@@ -321,7 +321,7 @@ async def test_watch_status_hears_versions_decided_by_another_replica(
         await publish_upload(js, project, 1)
         finish_like_our_worker(bucket, project, 1, {"part.stl": STL})
         for call in calls:
-            states = []
+            states: list[str] = []
             while not states or states[-1] != "completed":
                 states.append((await call.read()).state)
             assert states in (["processing", "completed"], ["completed"])
@@ -353,3 +353,44 @@ async def test_health_is_serving_once_s3_mongodb_and_nats_answer(service: Servic
     health = health_pb2_grpc.HealthStub(service.channel)
     reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_health_follows_nats_and_the_watcher_carries_on_after_nats_restarts(
+    make_service: ServiceFactory,
+    nats_server: Any,
+    js: Any,
+    bucket: Bucket,
+    job_events: JobEvents,
+    unique: str,
+) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    project = f"natsout-{unique}"
+    async with make_service() as service:
+        health = health_pb2_grpc.HealthStub(service.channel)
+
+        async def serving() -> bool:
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+        await wait_until(serving, what="SERVING")
+        nats_server.stop()
+        await wait_until(lambda: _not(serving()), what="NOT_SERVING without NATS")
+        nats_server.start()
+        await wait_until(serving, within=15, what="SERVING again")
+
+        async def uploaded() -> bool:
+            try:
+                await publish_upload(js, project, 1)
+            except Exception:  # the test's own client may still be reconnecting
+                return False
+            return True
+
+        await wait_until(uploaded, what="upload published after the restart")
+        finish_like_our_worker(bucket, project, 1, {"part.stl": STL})
+        [event] = await job_events.wait_for(project, within=15)
+    assert event.status == "completed"
+
+
+async def _not(value: Any) -> bool:
+    return not await value

@@ -1,0 +1,319 @@
+"""The watcher's pure rules: state machine, outcome decisions, polling schedule, formats, logs,
+messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from cadpipe import layout
+from cadpipe.marker import Marker, MarkerOutput
+from services.watcher import domain
+from services.watcher.domain import Found, Job, LogObject, Outcome, Policy, PollPolicy
+
+T0 = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.UTC)
+POLICY = Policy(timeout=dt.timedelta(seconds=600), error_log_grace=dt.timedelta(seconds=1))
+POLL = PollPolicy(interval=0.1, max_interval=2.0, backoff_ratio=0.1)
+
+
+def job(project: str = "part", version: int = 3) -> Job:
+    return domain.new_job(project, version, uploaded_at=T0)
+
+
+def output(name: str, project: str = "part", version: int = 3) -> MarkerOutput:
+    fmt = layout.output_format(name) or "json"
+    return MarkerOutput(
+        key=layout.output_key(project, version, name),
+        name=name,
+        format=fmt,
+        size_bytes=10,
+        sha256="ab" * 32,
+        content_type=layout.OUTPUT_FORMATS.get(fmt, "application/json"),
+    )
+
+
+def log(level: layout.LogLevel, at: dt.datetime = T0, version: int = 3) -> LogObject:
+    key = layout.log_key("part", version, level, at)
+    parsed = layout.parse_log_key(key)
+    assert parsed is not None
+    return LogObject(key=key, parsed=parsed, size_bytes=5)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+# --- state machine -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("terminal", ["completed", "error", "timeout"])
+def test_processing_moves_to_each_terminal_state_and_terminal_states_are_final(
+    terminal: str,
+) -> None:
+    domain.check_transition("processing", terminal)
+    for target in ("processing", "completed", "error", "timeout"):
+        with pytest.raises(domain.InvalidTransition):
+            domain.check_transition(terminal, target)
+    with pytest.raises(domain.InvalidTransition):
+        domain.check_transition("processing", "processing")
+    with pytest.raises(domain.InvalidTransition):
+        domain.check_transition("processing", "no_scripts")
+
+
+def test_finishing_a_decided_job_again_is_refused() -> None:
+    done = domain.finish(job(), Outcome(state="completed", finished_at=at(2)), detected_at=at(3))
+    with pytest.raises(domain.InvalidTransition):
+        domain.finish(done, Outcome(state="error", finished_at=at(4)), detected_at=at(5))
+
+
+def test_new_job_checks_its_project_and_version() -> None:
+    with pytest.raises(domain.InvalidArgument):
+        domain.new_job("../x", 1, uploaded_at=T0)
+    with pytest.raises(domain.InvalidArgument):
+        domain.new_job("part", 0, uploaded_at=T0)
+    assert job().script_key == "input/part/part_v3.py"
+
+
+# --- deciding ------------------------------------------------------------------------------
+
+
+def test_our_completed_marker_decides_completed_with_its_own_outputs_only() -> None:
+    stray = MarkerOutput(
+        key="output/part/v2/old.stl",
+        name="old.stl",
+        format="stl",
+        size_bytes=1,
+        sha256="",
+        content_type="model/stl",
+    )
+    marker = Marker(
+        status="completed",
+        outputs=(output("m.stl"), output("m.step"), stray),
+        log_key=log("info").key,
+        finished_at=at(1.5).isoformat(),
+    )
+    outcome = domain.decide(job(), Found(marker=marker), now=at(2), policy=POLICY)
+    assert outcome is not None
+    assert outcome.state == "completed"
+    assert [o.name for o in outcome.outputs] == ["m.step", "m.stl"]  # never another version's
+    assert (outcome.log_key, outcome.finished_at) == (log("info").key, at(1.5))
+
+
+def test_our_error_marker_decides_error_with_its_message() -> None:
+    marker = Marker(status="error", error="boom", exit_reason="exception")
+    outcome = domain.decide(
+        job(), Found(marker=marker, logs=(log("error"),)), now=at(2), policy=POLICY
+    )
+    assert outcome is not None
+    assert (outcome.state, outcome.error, outcome.exit_reason) == ("error", "boom", "exception")
+    assert outcome.log_key == log("error").key  # the marker named none: the version's error log
+
+
+def test_an_error_marker_without_a_message_says_why() -> None:
+    outcome = domain.decide(
+        job(), Found(marker=Marker(status="error", exit_reason="timeout")), now=at(1), policy=POLICY
+    )
+    assert outcome is not None and "timeout" in outcome.error
+
+
+def test_an_empty_marker_decides_completed_with_the_listed_outputs() -> None:
+    found = Found(
+        marker=Marker(status="completed", legacy=True),
+        marker_written_at=at(4),
+        outputs=(output("m.stl"),),
+        logs=(log("info"),),
+    )
+    outcome = domain.decide(job(), found, now=at(5), policy=POLICY)
+    assert outcome is not None
+    assert (outcome.state, [o.name for o in outcome.outputs]) == ("completed", ["m.stl"])
+    assert (outcome.log_key, outcome.finished_at) == (log("info").key, at(4))
+
+
+def test_a_marker_wins_over_an_error_log_and_over_the_timeout() -> None:
+    found = Found(marker=Marker(status="completed", legacy=True), logs=(log("error"),))
+    outcome = domain.decide(job(), found, now=at(10_000), policy=POLICY)
+    assert outcome is not None and outcome.state == "completed"
+
+
+def test_an_error_log_alone_decides_error_only_after_the_grace_period() -> None:
+    found = Found(logs=(log("info"), log("error", at(1))))
+    assert domain.decide(job(), found, now=at(2), policy=POLICY) is None
+    assert (
+        domain.decide(job(), found, now=at(2.5), policy=POLICY, error_log_seen_since=at(2)) is None
+    )
+    outcome = domain.decide(job(), found, now=at(3), policy=POLICY, error_log_seen_since=at(2))
+    assert outcome is not None
+    assert (outcome.state, outcome.log_key) == ("error", log("error", at(1)).key)
+    assert outcome.needs_error_summary and outcome.finished_at == at(1)
+
+
+def test_an_error_log_at_the_timeout_decides_error_not_timeout() -> None:
+    found = Found(logs=(log("error"),))
+    outcome = domain.decide(job(), found, now=at(600), policy=POLICY, error_log_seen_since=at(600))
+    assert outcome is not None and outcome.state == "error"
+
+
+def test_nothing_before_the_timeout_is_undecided_and_after_it_is_timeout() -> None:
+    assert domain.decide(job(), Found(logs=(log("info"),)), now=at(599.9), policy=POLICY) is None
+    outcome = domain.decide(job(), Found(logs=(log("info"),)), now=at(600), policy=POLICY)
+    assert outcome is not None
+    assert (outcome.state, outcome.finished_at, outcome.log_key) == (
+        "timeout",
+        at(600),
+        log("info").key,
+    )
+    assert "600" in outcome.error
+
+
+def test_the_error_summary_is_the_end_of_the_log() -> None:
+    outcome = Outcome(state="error", finished_at=T0, log_key="k", needs_error_summary=True)
+    text = "\n".join(f"line {i}" for i in range(1000)) + "\nValueError: bad\n\n"
+    summarised = domain.with_error_summary(outcome, text)
+    assert summarised.error.endswith("ValueError: bad")
+    assert len(summarised.error) <= domain.ERROR_SUMMARY_CHARS
+    assert not summarised.needs_error_summary
+    assert "k" in domain.with_error_summary(outcome, None).error
+
+
+def test_duration_runs_from_upload_to_finish_or_to_detection_for_a_timeout() -> None:
+    done = domain.finish(
+        job(), Outcome(state="completed", finished_at=at(1.25)), detected_at=at(1.3)
+    )
+    assert done.duration_seconds == pytest.approx(1.25)
+    assert (done.detected_at, done.event_published) == (at(1.3), False)
+    late = domain.finish(job(), Outcome(state="timeout", finished_at=at(600)), detected_at=at(601))
+    assert late.duration_seconds == pytest.approx(601)
+
+
+# --- polling schedule ----------------------------------------------------------------------
+
+
+def test_young_versions_are_checked_every_interval_then_less_often_up_to_the_maximum() -> None:
+    assert domain.next_check_in(job(), now=at(0.2), poll=POLL, policy=POLICY) == pytest.approx(0.1)
+    assert domain.next_check_in(job(), now=at(5), poll=POLL, policy=POLICY) == pytest.approx(0.5)
+    assert domain.next_check_in(job(), now=at(300), poll=POLL, policy=POLICY) == pytest.approx(2.0)
+
+
+def test_the_next_check_never_passes_the_timeout_or_the_end_of_the_grace() -> None:
+    assert domain.next_check_in(job(), now=at(599.5), poll=POLL, policy=POLICY) == pytest.approx(
+        0.5
+    )
+    assert domain.next_check_in(job(), now=at(700), poll=POLL, policy=POLICY) == 0.0
+    assert domain.next_check_in(
+        job(), now=at(100), poll=POLL, policy=POLICY, error_log_seen_since=at(99.7)
+    ) == pytest.approx(0.7)
+
+
+# --- outputs, formats, logs ----------------------------------------------------------------
+
+
+def test_formats_aliases_and_unknown_formats() -> None:
+    assert [domain.normalise_format(f) for f in ("STL", "stp", "igs", ".step", "FCStd")] == [
+        "stl",
+        "step",
+        "iges",
+        "step",
+        "fcstd",
+    ]
+    for bad in ("dwg", "", "stl.exe", "json"):
+        with pytest.raises(domain.InvalidArgument):
+            domain.normalise_format(bad)
+
+
+def test_pick_output_names_the_formats_the_version_has_when_it_lacks_one() -> None:
+    outputs = (output("m.step"), output("m.stl"), output("report.json"))
+    assert domain.pick_output("part", 3, outputs, "stl").name == "m.stl"
+    with pytest.raises(
+        domain.NotFound, match=r"version 3 .* no iges output; it produced: step, stl"
+    ):
+        domain.pick_output("part", 3, outputs, "iges")
+    other_version = (output("m.iges", version=2),)
+    with pytest.raises(domain.NotFound, match="no CAD file"):
+        domain.pick_output("part", 3, other_version, "iges")
+
+
+def test_formats_leave_out_the_report() -> None:
+    assert domain.formats_of([output("report.json"), output("b.stl"), output("a.stl")]) == ["stl"]
+
+
+def test_outputs_listed_under_the_version_prefix() -> None:
+    assert domain.output_from_listing("part", 3, "output/part/v3/a.STP", 5) == MarkerOutput(
+        key="output/part/v3/a.STP",
+        name="a.STP",
+        format="step",
+        size_bytes=5,
+        sha256="",
+        content_type="model/step",
+    )
+    assert domain.output_from_listing("part", 3, "output/part/v3/report.json", 5) is not None
+    assert domain.output_from_listing("part", 3, "output/part/v3/notes.txt", 5) is None
+    assert domain.output_from_listing("part", 3, "output/part/v3/sub/a.stl", 5) is None
+    assert domain.output_from_listing("part", 3, "output/part/v30/a.stl", 5) is None
+
+
+def test_log_names_must_be_logs_of_the_project() -> None:
+    name = "part_v3_info_20261124_101500.log"
+    assert domain.log_key_for_name("part", name) == f"logs/part/{name}"
+    for bad in (
+        "../part_v3_info_20261124_101500.log",
+        "other_v3_info_20261124_101500.log",
+        "part_v3_debug_20261124_101500.log",
+        "part_v3.log",
+        "",
+    ):
+        with pytest.raises(domain.InvalidArgument):
+            domain.log_key_for_name("part", bad)
+    assert domain.log_object("part", "logs/part/" + name, 1) is not None
+    assert domain.log_object("other", "logs/part/" + name, 1) is None
+
+
+def test_long_logs_keep_their_end() -> None:
+    assert domain.tail_text(b"short", 10) == "short"
+    text = domain.tail_text(b"a" * 50 + b"THE END", 7)
+    assert text.endswith("THE END") and "50 earlier bytes" in text
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+def test_job_finished_carries_what_listeners_need() -> None:
+    done = domain.finish(
+        job(),
+        Outcome(state="completed", finished_at=at(1), outputs=(output("m.stl"),), log_key="lk"),
+        detected_at=at(1.1),
+    )
+    event = domain.job_finished(done)
+    assert (event.project, event.version, event.status, event.log_key) == (
+        "part",
+        3,
+        "completed",
+        "lk",
+    )
+    assert [o.key for o in event.outputs] == ["output/part/v3/m.stl"]
+    assert event.uploaded_at.ToDatetime(tzinfo=dt.UTC) == T0
+    assert event.finished_at.ToDatetime(tzinfo=dt.UTC) == at(1)
+    assert event.detected_at.ToDatetime(tzinfo=dt.UTC) == at(1.1)
+    assert event.duration_seconds == pytest.approx(1.0)
+    with pytest.raises(domain.InvalidTransition):
+        domain.job_finished(job())
+
+    status = domain.status_from_finished(event)
+    assert status == domain.project_status("part", done)
+
+
+def test_project_status_without_jobs_is_no_scripts() -> None:
+    status = domain.project_status("part", None)
+    assert (status.state, status.version) == ("no_scripts", 0)
+
+
+def test_a_watcher_hears_later_versions_and_the_end_of_processing_only() -> None:
+    def status(version: int, state: str) -> domain.status_pb2.ProjectStatus:
+        return domain.status_pb2.ProjectStatus(project="part", version=version, state=state)
+
+    assert domain.supersedes(status(1, "processing"), status(0, "no_scripts"))
+    assert domain.supersedes(status(1, "completed"), status(1, "processing"))
+    assert domain.supersedes(status(2, "processing"), status(1, "completed"))
+    assert not domain.supersedes(status(1, "completed"), status(1, "completed"))  # an echo
+    assert not domain.supersedes(status(1, "processing"), status(1, "completed"))
+    assert not domain.supersedes(status(1, "completed"), status(2, "processing"))  # older news
