@@ -349,6 +349,18 @@ def test_the_workers_capabilities_are_spelt_as_the_api_expects_and_documented() 
         assert f"`{capability}`" in documentation, capability
 
 
+def test_the_pod_emulation_script_grants_what_the_deployment_grants() -> None:
+    import re
+
+    from manifests import ROOT
+
+    script = (ROOT / "deploy" / "scripts" / "as-worker-pod.sh").read_text()
+    match = re.search(r'^CAPABILITIES="([A-Z_ ]+)"$', script, flags=re.MULTILINE)
+    assert match
+    context = container(named(BASE, "Deployment", "worker"))["securityContext"]
+    assert set(match.group(1).split()) == set(context["capabilities"]["add"])
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_tmp_is_a_bounded_scratch_volume(service: str) -> None:
     deployment = named(BASE, "Deployment", service)
