@@ -1,8 +1,9 @@
 """The script service's MongoDB collections, behind the ports of ports.py.
 
     projects     {_id: project, latest, latest_key, updated_at}
-    versions     {project, version, key, sha256, size_bytes, uploaded_at, content_type,
-                  metadata, idempotency_key, upload_id}          unique (project, version)
+    versions     {_id: "{project}.v{N}", project, version, key, sha256, size_bytes,
+                  uploaded_at, content_type, metadata, idempotency_key, upload_id}
+                                                                  unique (project, version)
     outbox       {_id: Nats-Msg-Id, subject, payload, project, version, created_at,
                   sent_at (null until JetStream acknowledged), attempts, last_error}
     idempotency  {project, key, owner, fingerprint, created_at, from_version, state, version}
@@ -61,6 +62,10 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def version_id(project: str, version: int) -> str:
+    return f"{project}.v{version}"
+
+
 def version_doc(record: VersionRecord) -> Doc:
     return {
         "project": record.project,
@@ -101,12 +106,13 @@ class MongoProjectIndex:
 
     async def record_version(self, record: VersionRecord) -> None:
         def blocking() -> None:
-            doc = version_doc(record)
-            key = {"project": record.project, "version": record.version}
+            # keyed by _id: an update by _id is cheap on mongomock as well as on MongoDB
+            by_id = {"_id": version_id(record.project, record.version)}
+            update = {"$set": version_doc(record)}
             try:
-                self._versions.replace_one(key, doc, upsert=True)
+                self._versions.update_one(by_id, update, upsert=True)
             except DuplicateKeyError:  # two upserts raced to insert: the other one did
-                self._versions.replace_one(key, doc)
+                self._versions.update_one(by_id, update)
             self._raise_latest(record)
 
         await _call(blocking)
@@ -139,7 +145,7 @@ class MongoProjectIndex:
         return await _call(blocking)
 
     async def get_version(self, project: str, version: int) -> VersionRecord | None:
-        doc = await _call(lambda: self._versions.find_one({"project": project, "version": version}))
+        doc = await _call(lambda: self._versions.find_one({"_id": version_id(project, version)}))
         return record_from_doc(doc) if doc else None
 
     async def projects(self) -> list[str]:
@@ -223,11 +229,14 @@ class MongoOutbox:
         )
 
     async def mark_sent(self, msg_ids: Sequence[str]) -> None:
-        await _call(
-            lambda: self._outbox.update_many(
-                {"_id": {"$in": list(msg_ids)}}, {"$set": {"sent_at": _now()}}
-            )
-        )
+        def blocking() -> None:
+            update = {"$set": {"sent_at": _now()}}
+            if len(msg_ids) == 1:  # the usual case; an _id match is cheap on mongomock too
+                self._outbox.update_one({"_id": msg_ids[0]}, update)
+            else:
+                self._outbox.update_many({"_id": {"$in": list(msg_ids)}}, update)
+
+        await _call(blocking)
 
     async def note_failure(self, msg_ids: Sequence[str], error: str) -> None:
         await _call(

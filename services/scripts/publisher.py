@@ -2,9 +2,11 @@
 
 Each entry is published with its Nats-Msg-Id and marked sent only after JetStream's ack, so an
 event is never lost; a repeat (a retry, two replicas publishing the same entry) is dropped by
-the stream's duplicate window. The publisher wakes at once when an upload records an entry
-(the usual path: the event is on the wire a few milliseconds after the upload), polls every
-`poll_interval` for entries other replicas left behind, and backs off while NATS is away.
+the stream's duplicate window. The publisher wakes at once when an upload records an entry and
+publishes the entry it is handed (the usual path: the event is on the wire a millisecond after
+the upload); every `poll_interval`, and after any failure, it reads the pending entries from
+the outbox instead, which also picks up entries other replicas left behind. It backs off while
+NATS is away.
 
 It owns its NATS connection: connecting waits for NATS for as long as it takes, while uploads
 keep working, and the streams are ensured on every (re)connection, since a NATS that lost its
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import nats.errors
@@ -61,12 +64,16 @@ class OutboxPublisher:
         self._stopping = False
         self._streams_ready = False
         self._nc: NatsClient | None = None
+        self._fresh: list[OutboxEntry] = []
         self.connected = asyncio.Event()
         """Set once the first connection is up and the streams are ensured."""
         self.published = 0
 
-    def wake(self) -> None:
-        """Called after an upload recorded its entry."""
+    def wake(self, entry: OutboxEntry | None = None) -> None:
+        """Called after an upload recorded its entry, which is handed over so that the usual
+        path publishes it without reading the outbox back."""
+        if entry is not None:
+            self._fresh.append(entry)
         self._wake.set()
 
     async def run(self) -> None:
@@ -79,16 +86,24 @@ class OutboxPublisher:
         js = self._nc.jetstream()
         logger.info("connected to NATS at %s", self._settings.nats_url)
         backoff = 0.0
+        next_scan = 0.0  # the outbox is read at start, every poll_interval, and after failures
         while not self._stopping:
             self._wake.clear()
+            fresh, self._fresh = self._fresh, []
             try:
                 if not self._streams_ready:
                     await messaging.ensure_streams(js, replicas=self._settings.nats_stream_replicas)
                     self._streams_ready = True
                     self.connected.set()
-                more = await self._publish_batch(js)
+                if time.monotonic() >= next_scan:
+                    # fresh entries are in the outbox already: the scan covers them
+                    more = await self._publish_batch(js, await self._feed.pending(self._batch_size))
+                    next_scan = 0.0 if more else time.monotonic() + self._poll_interval
+                else:
+                    await self._publish_batch(js, fresh)
             except Exception as error:  # logged; the loop must outlive any failure
                 backoff = min(max(backoff * 2, 0.1), self._max_backoff)
+                next_scan = 0.0  # what failed is still pending in the outbox
                 if isinstance(error, (*_PUBLISH_ERRORS, Unavailable)):
                     logger.warning("events not published (%s); retrying in %.1fs", error, backoff)
                 else:
@@ -100,12 +115,10 @@ class OutboxPublisher:
                 logger.info("events flow again")
                 backoff = 0.0
             await self._on_state(True)
-            if not more:
-                await self._sleep_or_wake(self._poll_interval)
+            await self._sleep_or_wake(max(0.0, next_scan - time.monotonic()))
 
-    async def _publish_batch(self, js: JetStreamContext) -> bool:
-        """Publishes one batch of pending entries; True when there may be more."""
-        entries = await self._feed.pending(self._batch_size)
+    async def _publish_batch(self, js: JetStreamContext, entries: list[OutboxEntry]) -> bool:
+        """Publishes entries, marks the acknowledged ones sent; True when the batch was full."""
         if not entries:
             return False
         results = await asyncio.gather(
@@ -133,6 +146,8 @@ class OutboxPublisher:
             logger.debug("event %s was already in the stream", entry.msg_id)
 
     async def _sleep_or_wake(self, seconds: float) -> None:
+        if self._fresh or self._stopping:
+            return
         try:
             await asyncio.wait_for(self._wake.wait(), seconds)
         except TimeoutError:

@@ -34,6 +34,7 @@ from services.scripts.domain import (
     IdempotencyMismatch,
     Limits,
     NotFound,
+    OutboxEntry,
     Unavailable,
     ValidScript,
     VersionConflict,
@@ -142,7 +143,7 @@ class Scripts:
         claims: IdempotencyClaims,
         options: Options = Options(),
         *,
-        on_event: Callable[[], None] = lambda: None,
+        on_event: Callable[[OutboxEntry], None] = lambda entry: None,
         clock: Clock = utc_now,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -256,16 +257,15 @@ class Scripts:
 
     async def _record(self, record: VersionRecord) -> None:
         """Outbox entry and version document for a stored version. Both are idempotent."""
+        entry = uploaded_event(record)
         try:
-            await asyncio.gather(
-                self._outbox.add(uploaded_event(record)), self._index.record_version(record)
-            )
+            await asyncio.gather(self._outbox.add(entry), self._index.record_version(record))
         except Unavailable as error:
             raise Unavailable(
                 f"the script was stored as version {record.version} of {record.project!r} but "
                 f"could not be recorded ({error}); a reindex will record it"
             ) from error
-        self._on_event()
+        self._on_event(entry)
 
     async def _shielded(self, work: Callable[[asyncio.Event], Awaitable[T]]) -> T:
         """Runs work in a task of its own that the caller's cancellation (client gone, deadline)

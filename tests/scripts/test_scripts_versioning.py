@@ -20,6 +20,7 @@ from services.scripts.domain import (
     IdempotencyMismatch,
     InvalidInput,
     NotFound,
+    OutboxEntry,
     Unavailable,
     VersionConflict,
     VersionRecord,
@@ -59,7 +60,8 @@ class World:
         self.polled.set()
         await no_sleep(seconds)
 
-    def _event(self) -> None:
+    def _event(self, entry: OutboxEntry) -> None:
+        assert entry.msg_id in self.outbox.entries  # recorded before the publisher hears of it
         self.events += 1
 
     async def upload(self, script: str = "x = 1\n", project: str = "demo", **kw: object) -> int:
