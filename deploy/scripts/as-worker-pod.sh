@@ -28,9 +28,9 @@ mount -t tmpfs -o size=1g,mode=1777 tmpfs /var/tmp
 
 bounding="-all"
 for capability in $CAPABILITIES; do
-    bounding="$bounding,+$(echo "$capability" | tr 'A-Z' 'a-z')"
+    bounding="$bounding,+$(echo "$capability" | tr '[:upper:]' '[:lower:]')"
 done
 # the pod's settings for the same reasons: no bytecode on a read-only disk, no per-job pids
 # cgroup on a read-only cgroupfs
-export PYTHONDONTWRITEBYTECODE=1 PIDS_CGROUP_ROOT= HOME=/tmp
+export PYTHONDONTWRITEBYTECODE=1 PIDS_CGROUP_ROOT='' HOME=/tmp
 exec setpriv --bounding-set="$bounding" --inh-caps=-all --no-new-privs "$@"

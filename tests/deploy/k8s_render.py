@@ -1,7 +1,7 @@
 """Renders a kustomization to a list of Kubernetes objects, in Python, for the subset of
 kustomize that deploy/k8s uses: so the manifest tests need no kustomize or kubectl binary.
 
-Supported: resources (files and directories), components, namespace, labels (metadata and,
+Supported: resources (files and directories), namespace, labels (metadata and,
 with includeTemplates, pod templates), configMapGenerator and secretGenerator (literals and
 env files, with generatorOptions.disableNameSuffixHash: true), patches (strategic merge, from
 a path or inline, matched by kind and name), replicas and images. Anything else raises
@@ -29,7 +29,6 @@ SUPPORTED_FIELDS = {
     "namespace",
     "labels",
     "resources",
-    "components",
     "patches",
     "replicas",
     "images",
@@ -69,7 +68,7 @@ class Unsupported(ValueError):
 
 
 def render(directory: pathlib.Path) -> list[Obj]:
-    objects = _build(directory, expected_kind="Kustomization")
+    objects = _build(directory)
     seen: set[tuple[str, str, str]] = set()
     for obj in objects:
         key = object_id(obj)
@@ -108,27 +107,22 @@ def _kustomization_file(directory: pathlib.Path) -> pathlib.Path:
     raise FileNotFoundError(f"no kustomization in {directory}")
 
 
-def _build(
-    directory: pathlib.Path, *, expected_kind: str, inherited: Iterable[Obj] = ()
-) -> list[Obj]:
-    """A Kustomization's objects; a Component's transformers also act on what it is given."""
+def _build(directory: pathlib.Path) -> list[Obj]:
     spec = load_documents(_kustomization_file(directory))[0]
     unknown = set(spec) - SUPPORTED_FIELDS
     if unknown:
         raise Unsupported(f"{directory}: unsupported kustomization fields {sorted(unknown)}")
-    if spec.get("kind", "Kustomization") != expected_kind:
-        raise Unsupported(f"{directory}: expected kind {expected_kind}, got {spec.get('kind')}")
+    if spec.get("kind", "Kustomization") != "Kustomization":
+        raise Unsupported(f"{directory}: kind {spec.get('kind')}")
 
-    objects: list[Obj] = list(inherited)
+    objects: list[Obj] = []
     for entry in spec.get("resources", []):
         path = directory / entry
         if path.is_dir():
-            objects.extend(_build(path, expected_kind="Kustomization"))
+            objects.extend(_build(path))
         else:
             objects.extend(load_documents(path))
     objects.extend(_generate(directory, spec))
-    for entry in spec.get("components", []):
-        objects = _build(directory / entry, expected_kind="Component", inherited=objects)
     return _transform(directory, spec, objects)
 
 
