@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 import pytest
-from manifests import BASE, ROOT, SERVICES, container, container_ports, named
+from k8s_manifests import BASE, ROOT, SERVICES, container, container_ports, named
 
 DOCKER = ROOT / "deploy" / "docker"
 PYTHON_SERVICES = ["scripts", "watcher", "gateway"]

@@ -4,13 +4,16 @@ hardening, resources, shutdown timing, autoscalers and disruption budgets."""
 
 from __future__ import annotations
 
+import base64
 import pathlib
+import re
+import tomllib
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
-from k8s_render import object_id, pod_spec
-from manifests import (
+from k8s_manifests import (
     BASE,
     CONFIG_MAP,
     DEV,
@@ -19,6 +22,7 @@ from manifests import (
     METRICS_PORT,
     NAMESPACE,
     OPERATIONS_DOC,
+    ROOT,
     SECRET,
     SERVICES,
     SettingsInfo,
@@ -37,6 +41,7 @@ from manifests import (
     settings_of,
     workloads,
 )
+from k8s_render import object_id, pod_spec
 
 from cadpipe.grpc_server import LIVENESS_SERVICE
 
@@ -258,8 +263,6 @@ def test_the_dev_secret_has_every_key_the_services_read() -> None:
 
 
 def test_the_dev_databases_accept_the_credentials_the_services_use() -> None:
-    import base64
-    from urllib.parse import urlsplit
 
     def decoded(name: str) -> dict[str, str]:
         data = named(DEV, "Secret", name)["data"]
@@ -295,7 +298,6 @@ def test_every_variable_the_manifests_set_is_documented() -> None:
 
 def test_every_variable_documented_exists() -> None:
     """The configuration tables name no setting that no service reads (a renamed one, say)."""
-    import re
 
     infos = _all_settings()
     if len(infos) < len(SERVICES):
@@ -367,9 +369,6 @@ def test_the_workers_capabilities_are_spelt_as_the_api_expects_and_documented() 
 
 
 def test_the_pod_emulation_script_grants_what_the_deployment_grants() -> None:
-    import re
-
-    from manifests import ROOT
 
     script = (ROOT / "deploy" / "scripts" / "as-worker-pod.sh").read_text()
     match = re.search(r'^CAPABILITIES="([A-Z_ ]+)"$', script, flags=re.MULTILINE)
@@ -519,9 +518,6 @@ def test_workload_selectors_match_their_own_pods_only(overlay: str) -> None:
 
 
 def test_base_images_carry_the_projects_version() -> None:
-    import tomllib
-
-    from manifests import ROOT
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     for service in SERVICES:

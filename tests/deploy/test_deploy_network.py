@@ -5,8 +5,8 @@ not need are refused."""
 from __future__ import annotations
 
 import pytest
-from manifests import DEV, NAMESPACE, container_ports, objects, pod_labels, workloads
-from netpol import Cluster, Endpoint
+from k8s_manifests import DEV, NAMESPACE, container_ports, objects, pod_labels, workloads
+from k8s_netpol import Cluster, Endpoint
 
 INTERNET = Endpoint("internet", None)
 CLIENT = Endpoint("browser", "frontend", {"app": "web"})

@@ -13,7 +13,7 @@ import subprocess
 from typing import Any
 
 import pytest
-from manifests import BASE, ROOT, container, named
+from k8s_manifests import BASE, ROOT, container, named
 
 RUNNER = ROOT / "services" / "worker" / "sandbox_runner.py"
 FREECAD_PYTHON = pathlib.Path("/usr/bin/python3")

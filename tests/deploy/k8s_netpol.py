@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from k8s_manifests import selector_matches
 from k8s_render import Obj
-from manifests import selector_matches
 
 
 @dataclass(frozen=True)
