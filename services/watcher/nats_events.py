@@ -58,6 +58,7 @@ class NatsEvents:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._pull: JetStreamContext.PullSubscription | None = None
+        self._closing = False
 
     async def connect(self, *, on_nudge: NudgeHandler, on_status: StatusHandler) -> None:
         """Connects (raising when NATS does not answer), ensures the streams and the consumer,
@@ -184,6 +185,7 @@ class NatsEvents:
         await self._nc.flush(timeout=2)
 
     async def close(self) -> None:
+        self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             try:
                 if self._pull is not None:
@@ -197,7 +199,8 @@ class NatsEvents:
                 await self._nc.close()
 
     async def _disconnected(self) -> None:
-        logger.warning("disconnected from NATS")
+        if not self._closing:
+            logger.warning("disconnected from NATS")
 
     async def _reconnected(self) -> None:
         logger.info("reconnected to NATS")
