@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +35,8 @@ class Storage(Protocol):
     async def put_bytes(self, key: str, body: bytes, content_type: str) -> None: ...
 
     async def put_file(self, key: str, path: str, content_type: str) -> None: ...
+
+    async def put_if_absent(self, key: str, body: bytes, content_type: str) -> bool: ...
 
     async def list_keys(self, prefix: str) -> list[str]: ...
 
@@ -93,26 +96,38 @@ class JobService:
         before it never got to an end (their worker died or was stopped mid-job).
         Returns the marker written, or None when there was one already. Raises when S3 or
         the sandbox fails: the caller lets the stream redeliver."""
+        started_at, started = self._clock(), time.monotonic()
         marker_key = layout.marker_key(job.project, job.version)
-        if await self._storage.exists(marker_key):
-            logger.info("%s is finished already; not run again", job.name)
-            return None
         if attempt >= self._config.max_deliver:
+            if await self._storage.exists(marker_key):
+                logger.info("%s is finished already; not run again", job.name)
+                return None
             marker = await self._give_up(job, attempt)
         else:
-            marker = await self._run(job, attempt)
+            # Both at once: one round trip to S3 instead of two on every job's path.
+            finished, script = await asyncio.gather(
+                self._storage.exists(marker_key), self._storage.get_script(job.script_key)
+            )
+            if finished:
+                logger.info("%s is finished already; not run again", job.name)
+                return None
+            if script is None:
+                raise ScriptMissing(f"{job.script_key} is not in the bucket")
+            marker = await self._run(job, attempt, script, started_at, started)
         try:
             await self._notifier.worker_finished(job.project, job.version)
         except Exception as error:  # a nudge is best effort; the watcher polls
             logger.warning("could not nudge the watcher about %s: %s", job.name, error)
         return marker
 
-    async def _run(self, job: domain.Job, attempt: int) -> Marker:
-        started_at = self._clock()
-        started = time.monotonic()
-        script = await self._storage.get_script(job.script_key)
-        if script is None:
-            raise ScriptMissing(f"{job.script_key} is not in the bucket")
+    async def _run(
+        self,
+        job: domain.Job,
+        attempt: int,
+        script: bytes,
+        started_at: dt.datetime,
+        started: float,
+    ) -> Marker:
         if job.sha256 and hashlib.sha256(script).hexdigest() != job.sha256:
             # Scripts are immutable once written: a different body is not the one uploaded.
             verdict = domain.Verdict(
@@ -164,6 +179,7 @@ class JobService:
 
         stored: list[MarkerOutput] = []
         report_key = ""
+        uploads: list[Callable[[], Awaitable[None]]] = []
         if verdict.ok:
             files = await asyncio.to_thread(
                 lambda: [jobdir.output_file(o.path) for o in plan.outputs]
@@ -175,15 +191,18 @@ class JobService:
                 version=job.version,
             )
             report_key = layout.output_key(job.project, job.version, layout.REPORT_NAME)
-            await asyncio.gather(
+            uploads = [
                 *(
-                    self._storage.put_file(o.key, f.path, o.content_type)
+                    functools.partial(self._storage.put_file, o.key, f.path, o.content_type)
                     for o, f in zip(plan.outputs, files, strict=True)
                 ),
-                self._storage.put_bytes(
-                    report_key, json.dumps(report, indent=2).encode(), JSON_CONTENT_TYPE
+                functools.partial(
+                    self._storage.put_bytes,
+                    report_key,
+                    json.dumps(report, indent=2).encode(),
+                    JSON_CONTENT_TYPE,
                 ),
-            )
+            ]
             stored = [
                 MarkerOutput(o.key, o.name, o.format, f.size, f.sha256, o.content_type)
                 for o, f in zip(plan.outputs, files, strict=True)
@@ -204,6 +223,7 @@ class JobService:
             stdout=stdout,
             stderr=stderr,
             uid=jobdir.uid,
+            uploads=uploads,
         )
 
     async def _remove_stale_outputs(self, job: domain.Job, keep: set[str]) -> None:
@@ -218,8 +238,8 @@ class JobService:
         await self._remove_stale_outputs(job, keep=set())
         verdict = domain.Verdict(
             "redelivery_limit",
-            f"delivered {attempt} times without finishing: the workers running it stopped "
-            "mid-job (killed, crashed or shut down); not run again",
+            f"delivered {attempt} times without finishing (the runs before were stopped "
+            "mid-job or could not store their results; see the worker's logs); not run again",
         )
         return await self._finish(job, attempt, self._clock(), time.monotonic(), verdict)
 
@@ -239,9 +259,10 @@ class JobService:
         stdout: str = "",
         stderr: str = "",
         uid: int | None = None,
+        uploads: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> Marker:
-        """Writes the log, then the marker: the marker is the word that the version is done,
-        so it goes last, for success and failure alike."""
+        """Writes the log (beside the outputs' uploads), then the marker: the marker is the
+        word that the version is done, so it goes last, for success and failure alike."""
         status: MarkerStatus = "completed" if verdict.ok else "error"
         finished_at = self._clock()
         duration = time.monotonic() - started
@@ -269,8 +290,11 @@ class JobService:
             if self._sandbox.isolation.complete
             else ["WEAK SANDBOX: missing " + ", ".join(self._sandbox.isolation.missing())],
         )
-        await self._storage.put_bytes(
-            log_key, domain.render_log(record).encode(), layout.LOG_CONTENT_TYPE
+        await asyncio.gather(
+            *(upload() for upload in uploads),
+            self._storage.put_bytes(
+                log_key, domain.render_log(record).encode(), layout.LOG_CONTENT_TYPE
+            ),
         )
         marker = Marker(
             status=status,
@@ -287,9 +311,13 @@ class JobService:
             project=job.project,
             version=job.version,
         )
-        await self._storage.put_bytes(
+        # Conditional: should two runs of one version ever overlap (a worker stalled past
+        # ack_wait while another took the redelivery), the first marker stands.
+        if not await self._storage.put_if_absent(
             layout.marker_key(job.project, job.version), marker.to_json(), JSON_CONTENT_TYPE
-        )
+        ):
+            logger.warning("%s was finished by another run meanwhile; its marker stands", job.name)
+            return marker
         logger.info(
             "%s %s (%s) in %.3f s",
             job.name,

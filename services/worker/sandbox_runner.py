@@ -167,7 +167,23 @@ def _read_only_view(sandbox_dir: str, identity_files: dict[str, str]) -> None:
     # Anything left writable for everyone (/var/tmp, /dev/shm) is read-only now; /tmp is ours.
 
 
-def _apply_limits(limits: dict[str, int]) -> None:
+def _tasks_of(uid: int) -> int:
+    """Processes and threads of uid, which RLIMIT_NPROC counts."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("Uid", "-1").split()[0]) == uid:
+            count += int(fields.get("Threads", "1"))
+    return count
+
+
+def _apply_limits(limits: dict[str, int], shared_uid: bool) -> None:
     def set_limit(which: int, value: int | None, hard: int | None = None) -> None:
         if value is not None and value > 0:
             resource.setrlimit(which, (value, hard if hard is not None else value))
@@ -177,7 +193,12 @@ def _apply_limits(limits: dict[str, int]) -> None:
     # The soft limit sends SIGXCPU (terminates); the hard limit a second later is SIGKILL, for a
     # script that ignores SIGXCPU.
     set_limit(resource.RLIMIT_CPU, cpu, (cpu + 1) if cpu else None)
-    set_limit(resource.RLIMIT_NPROC, limits.get("processes"))
+    processes = limits.get("processes")
+    if processes and shared_uid:
+        # RLIMIT_NPROC counts every task of the uid, and without a uid of its own the job
+        # shares the worker's: allow what runs already, plus the job's share.
+        processes += _tasks_of(os.getuid())
+    set_limit(resource.RLIMIT_NPROC, processes)
     set_limit(resource.RLIMIT_FSIZE, limits.get("file_size"))
     set_limit(resource.RLIMIT_NOFILE, limits.get("open_files"))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -222,7 +243,7 @@ def _enter_sandbox(request: dict[str, Any], go_fd: int) -> str:
     # it nor anything it starts can gain privileges (setuid binaries, file capabilities).
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
-    _apply_limits(request["limits"])
+    _apply_limits(request["limits"], shared_uid=not request["drop_privileges"])
 
     # Files the job makes stay readable to the worker's group (see scratch.py), no one else's.
     os.umask(0o007)
@@ -485,7 +506,7 @@ def _wait_with_deadline(pid: int, timeout: float) -> tuple[int, Any, bool]:
         left = deadline - time.monotonic()
         if left <= 0:
             timed_out = True
-            os.kill(pid, signal.SIGKILL)
+            _kill_group(pid)
             _, status, usage = os.wait4(pid, 0)
             break
         if pidfd >= 0:
@@ -497,6 +518,18 @@ def _wait_with_deadline(pid: int, timeout: float) -> tuple[int, Any, bool]:
     if pidfd >= 0:
         os.close(pidfd)
     return status, usage, timed_out
+
+
+def _kill_group(pid: int) -> None:
+    """The job leads its own process group (setsid): kill the group, the job included."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _kill_uid(uid: int) -> None:
@@ -544,8 +577,13 @@ def supervise(request: dict[str, Any], out_fd: int) -> None:
         os.write(write_fd, b"g")
         os.close(write_fd)
         status, usage, timed_out = _wait_with_deadline(pid, float(request["timeout"]))
-        if request["drop_privileges"] and not request["pid_namespace"]:
-            _kill_uid(request["uid"])
+        if not request["pid_namespace"]:
+            # Without a PID namespace nothing takes the job's children down with it: kill its
+            # process group, and with a uid of its own, every process of that uid (a child
+            # that left the group with setsid() included).
+            _kill_group(pid)
+            if request["drop_privileges"]:
+                _kill_uid(request["uid"])
         result: dict[str, Any] = {
             "id": job_id,
             "event": "finished",

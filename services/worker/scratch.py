@@ -270,8 +270,13 @@ def remove_tree(path: str) -> None:
                 owners.add((os.path.join(root, name), st.st_uid))
     for tree, uid in owners:
         subprocess.run(
-            ["/bin/sh", "-c", 'chmod -R u+rwx -- "$1"; rm -rf -- "$1"/* "$1"/.[!.]* "$1"/..?*', "-",
-             tree],
+            [
+                "/bin/sh",
+                "-c",
+                'chmod -R u+rwx -- "$1"; rm -rf -- "$1"/* "$1"/.[!.]* "$1"/..?*',
+                "-",
+                tree,
+            ],
             user=uid,
             group=uid,
             extra_groups=[],

@@ -26,6 +26,11 @@ class S3JobStorage:
     async def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
         await asyncio.to_thread(self._bucket.put, key, body, content_type=content_type)
 
+    async def put_if_absent(self, key: str, body: bytes, content_type: str) -> bool:
+        return await asyncio.to_thread(
+            self._bucket.put_if_absent, key, body, content_type=content_type
+        )
+
     async def put_file(self, key: str, path: str, content_type: str) -> None:
         def upload() -> None:
             # The job that wrote the file is dead by now; O_NOFOLLOW all the same.

@@ -46,6 +46,12 @@ class FakeStorage:
         self.objects[key] = (body, content_type)
         self.writes.append(key)
 
+    async def put_if_absent(self, key: str, body: bytes, content_type: str) -> bool:
+        if key in self.objects:
+            return False
+        await self.put_bytes(key, body, content_type)
+        return True
+
     async def put_file(self, key: str, path: str, content_type: str) -> None:
         await self.put_bytes(key, _read(path), content_type)
 
@@ -314,3 +320,18 @@ async def test_an_s3_failure_is_raised_and_the_scratch_still_removed(
         await service(storage, sandbox, scratch, FakeNotifier()).handle(job(), attempt=1)
     assert layout.marker_key("box", 1) not in storage.objects
     assert job_dirs(scratch) == []
+
+
+async def test_when_two_runs_overlap_the_first_marker_stands(scratch: ScratchRoot) -> None:
+    storage = FakeStorage()
+    stored_script(storage)
+
+    class Overlapped(FakeSandbox):
+        async def run(self, job: SandboxJob) -> domain.SandboxOutcome:
+            # Another worker finishes the same version while this run is in the sandbox.
+            storage.add(layout.marker_key("box", 1), b'{"schema": "cadpipe.marker/1"}')
+            return await super().run(job)
+
+    sandbox = Overlapped(domain.SandboxOutcome(exit_code=0), files={"a.stl": b"a"})
+    await service(storage, sandbox, scratch, FakeNotifier()).handle(job(), attempt=2)
+    assert storage.objects[layout.marker_key("box", 1)][0] == b'{"schema": "cadpipe.marker/1"}'
