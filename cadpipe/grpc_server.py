@@ -55,6 +55,7 @@ class GrpcServer:
         readiness_interval: float = 5.0,
         interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
         options: Iterable[tuple[str, int]] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
         self.health = health.aio.HealthServicer()
@@ -63,7 +64,13 @@ class GrpcServer:
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        # TLS or mutual TLS when given credentials (cadpipe.callers.server_credentials)
+        address = f"{host}:{port}"
+        self.port = (
+            self.server.add_secure_port(address, credentials)
+            if credentials is not None
+            else self.server.add_insecure_port(address)
+        )
         self._readiness = readiness
         self._readiness_interval = readiness_interval
         self._watch: asyncio.Task[None] | None = None
