@@ -88,7 +88,9 @@ class Caller:
 
 ANONYMOUS = Caller()
 
-_current: contextvars.ContextVar[Caller] = contextvars.ContextVar("cadpipe_caller", default=ANONYMOUS)
+_current: contextvars.ContextVar[Caller] = contextvars.ContextVar(
+    "cadpipe_caller", default=ANONYMOUS
+)
 
 
 def current_caller() -> Caller:

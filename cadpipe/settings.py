@@ -6,7 +6,7 @@ value fails at start with a message naming the variable.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MODEL_CONFIG = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
@@ -49,3 +49,30 @@ class GrpcServerSettings(BaseSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no metrics endpoint")
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+
+
+class GrpcSecuritySettings(BaseSettings):
+    """Who a gRPC server believes, and TLS on its port (cadpipe.callers, docs/security.md)."""
+
+    model_config = MODEL_CONFIG
+
+    service_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Internal token the gateway sends (x-cadpipe-service-token); when set, only "
+        "calls carrying it are served, and they must name their caller",
+    )
+    grpc_tls_cert_file: str | None = Field(default=None, description="PEM server certificate")
+    grpc_tls_key_file: str | None = Field(default=None, description="PEM key of that certificate")
+    grpc_tls_client_ca_file: str | None = Field(
+        default=None,
+        description="PEM CA: clients must present a certificate it signed (mutual TLS)",
+    )
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> GrpcSecuritySettings:
+        if bool(self.grpc_tls_cert_file) != bool(self.grpc_tls_key_file):
+            raise ValueError("grpc_tls_cert_file and grpc_tls_key_file go together")
+        if self.grpc_tls_client_ca_file and not self.grpc_tls_cert_file:
+            raise ValueError("grpc_tls_client_ca_file (mutual TLS) needs grpc_tls_cert_file")
+        return self
