@@ -20,6 +20,8 @@ from cadpipe.grpc_server import NOT_SERVING, SERVING, GrpcServer
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 from services.scripts import mongo_index
 from services.scripts.domain import Limits
+from services.scripts.metrics import make_metrics
+from services.scripts.metrics import serve as serve_metrics
 from services.scripts.publisher import OutboxPublisher
 from services.scripts.reindex import ReindexReport, reindex
 from services.scripts.s3_store import S3ScriptStore
@@ -107,6 +109,9 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 events_flow[:] = [flowing]
                 await server.health.set(EVENTS_HEALTH, SERVING if flowing else NOT_SERVING)
 
+        metrics = make_metrics(stores.outbox.pending_count)
+        if settings.metrics_port:
+            stack.callback(serve_metrics(metrics, settings.grpc_host, settings.metrics_port))
         publisher = OutboxPublisher(
             stores.outbox,
             settings,
@@ -114,6 +119,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             max_backoff=settings.outbox_max_backoff_seconds,
             publish_timeout=settings.publish_timeout_seconds,
             on_state=report_events,
+            on_published=metrics.events_published.inc,
         )
         scripts = Scripts(
             stores.store,
@@ -123,7 +129,8 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             options_from(settings),
             on_event=publisher.wake,
         )
-        scripts_pb2_grpc.add_ScriptServiceServicer_to_server(ScriptServicer(scripts), server.server)
+        servicer = ScriptServicer(scripts, observe=metrics.observe_rpc)
+        scripts_pb2_grpc.add_ScriptServiceServicer_to_server(servicer, server.server)
         await server.health.set(EVENTS_HEALTH, NOT_SERVING)
         publishing = asyncio.create_task(publisher.run(), name="outbox-publisher")
         try:

@@ -246,8 +246,12 @@ class MongoOutbox:
             )
         )
 
-    async def backlog(self) -> int:
-        return await _call(lambda: self._outbox.count_documents({"sent_at": None}))
+    def pending_count(self) -> int:
+        """Blocking, for the metrics thread; -1 when MongoDB does not answer."""
+        try:
+            return self._outbox.count_documents({"sent_at": None})
+        except PyMongoError:
+            return -1
 
 
 def _claim(doc: Doc) -> Claim:

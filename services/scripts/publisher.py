@@ -52,6 +52,7 @@ class OutboxPublisher:
         publish_timeout: float = 2.0,
         batch_size: int = 256,
         on_state: StateCallback = _ignore_state,
+        on_published: Callable[[int], None] = lambda count: None,
     ) -> None:
         self._feed = feed
         self._settings = nats_settings
@@ -60,6 +61,7 @@ class OutboxPublisher:
         self._publish_timeout = publish_timeout
         self._batch_size = batch_size
         self._on_state = on_state
+        self._on_published = on_published
         self._wake = asyncio.Event()
         self._stopping = False
         self._streams_ready = False
@@ -129,6 +131,7 @@ class OutboxPublisher:
         if sent:
             await self._feed.mark_sent(sent)
             self.published += len(sent)
+            self._on_published(len(sent))
         if errors:
             failed = [e.msg_id for e, r in zip(entries, results, strict=True) if r is not None]
             await self._feed.note_failure(failed, repr(errors[0]))

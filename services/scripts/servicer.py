@@ -3,8 +3,10 @@ the service's errors -> gRPC status codes with the message a caller needs."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -68,16 +70,29 @@ def _details(error: ScriptServiceError, code: grpc.StatusCode) -> tuple[tuple[st
 
 
 def _grpc_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Maps the service's errors to status codes, and reports each call's outcome and time."""
+
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+    async def wrapper(
+        self: ScriptServicer, request: Req, context: grpc.aio.ServicerContext
+    ) -> Resp:
+        started = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
         try:
-            return await method(self, request, context)
+            response = await method(self, request, context)
+            code = grpc.StatusCode.OK
+            return response
         except ScriptServiceError as error:
             code = status_code(error)
             level = logging.WARNING if code == grpc.StatusCode.UNAVAILABLE else logging.INFO
             logger.log(level, "%s: %s %s", method.__name__, code.name, error)
             await context.abort(code, str(error), trailing_metadata=_details(error, code))
             raise  # abort() raises; this line is for type checkers
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._observe(method.__name__, code.name, time.perf_counter() - started)
 
     return wrapper
 
@@ -97,9 +112,18 @@ def script_version(record: VersionRecord) -> scripts_pb2.ScriptVersion:
     )
 
 
+Observer = Callable[[str, str, float], None]
+"""Told (method, status code name, seconds) after each call."""
+
+
+def _ignore(method: str, code: str, seconds: float) -> None:
+    return None
+
+
 class ScriptServicer(scripts_pb2_grpc.ScriptServiceServicer):
-    def __init__(self, scripts: Scripts) -> None:
+    def __init__(self, scripts: Scripts, observe: Observer = _ignore) -> None:
         self._scripts = scripts
+        self._observe = observe
 
     @_grpc_errors
     async def UploadScript(

@@ -9,15 +9,18 @@ import time
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from scripts_harness import Service, bucket_listing, fetch_uploaded
+from scripts_harness import Service, bucket_listing, fetch_uploaded, scripts_settings
 
 from cadpipe import layout, messaging
-from cadpipe.settings import NatsSettings
-from cadpipe.v1 import events_pb2, scripts_pb2
-from services.scripts.bootstrap import EVENTS_HEALTH, SERVICE_NAME
+from cadpipe.adapters import s3
+from cadpipe.devstack import free_port
+from cadpipe.settings import MongoSettings, NatsSettings, S3Settings
+from cadpipe.v1 import events_pb2, scripts_pb2, scripts_pb2_grpc
+from services.scripts.bootstrap import EVENTS_HEALTH, SERVICE_NAME, start
 
 SCRIPT = """import FreeCAD as App
 import Part, os
@@ -263,3 +266,37 @@ async def test_health_is_serving_once_s3_and_mongodb_answer(service: Service) ->
             break
         await asyncio.sleep(0.05)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_metrics_count_calls_by_outcome_and_published_events(
+    bucket: s3.Bucket,
+    s3_settings: S3Settings,
+    mongo_settings: MongoSettings,
+    nats_settings: NatsSettings,
+    unique: str,
+) -> None:
+    port = free_port()
+    settings = scripts_settings(
+        s3_settings, mongo_settings, nats_settings.nats_url, metrics_port=port
+    )
+    async with (
+        start(settings) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http,
+    ):
+        stub = scripts_pb2_grpc.ScriptServiceStub(channel)
+        await stub.UploadScript(
+            scripts_pb2.UploadScriptRequest(project=f"m-{unique}", script="x = 1\n")
+        )
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.GetScript(scripts_pb2.GetScriptRequest(project=f"m-{unique}", version=9))
+        deadline = time.monotonic() + 10
+        while True:
+            text = (await http.get("/metrics")).text
+            if "cadpipe_scripts_events_published_total 1.0" in text or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+    assert 'cadpipe_scripts_rpc_seconds_count{code="OK",method="UploadScript"} 1.0' in text
+    assert 'cadpipe_scripts_rpc_seconds_count{code="NOT_FOUND",method="GetScript"} 1.0' in text
+    assert "cadpipe_scripts_events_published_total 1.0" in text
+    assert "cadpipe_scripts_outbox_pending 0.0" in text
