@@ -27,7 +27,7 @@ import pathlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -146,7 +146,8 @@ class CallerPolicy:
         return Caller(name=name, admin=admin)
 
 
-Handler = grpc.RpcMethodHandler
+Handler: TypeAlias = Any
+"""A grpc.RpcMethodHandler (grpc ships no type information for it)."""
 
 
 class CallerInterceptor(grpc.aio.ServerInterceptor):
