@@ -53,9 +53,11 @@ def check_transition(current: str, new: str) -> None:
 
 
 def check_version(version: int, *, allow_latest: bool = True) -> int:
-    if version < 0 or (version == 0 and not allow_latest):
-        raise InvalidArgument(f"version must be 1 or more{' (or 0 for the latest)' * allow_latest}")
-    return version
+    if version >= 1 or (version == 0 and allow_latest):
+        return version
+    if allow_latest:
+        raise InvalidArgument(f"version must be 1 or more, or 0 for the latest (got {version})")
+    raise InvalidArgument(f"version must be 1 or more (got {version})")
 
 
 def check_project(project: str) -> str:

@@ -394,3 +394,33 @@ async def test_health_follows_nats_and_the_watcher_carries_on_after_nats_restart
 
 async def _not(value: Any) -> bool:
     return not await value
+
+
+async def test_the_watcher_recreates_streams_and_consumer_when_nats_comes_back_empty(
+    make_service: ServiceFactory,
+    nats_server: Any,
+    js: Any,
+    bucket: Bucket,
+    job_events: JobEvents,
+    unique: str,
+    tmp_path: Any,
+) -> None:
+    from cadpipe.devstack import NatsServer
+
+    project = f"natsempty-{unique}"
+    async with make_service():
+        nats_server.stop()
+        with NatsServer(port=nats_server.port, store_dir=str(tmp_path)):
+
+            async def uploaded() -> bool:
+                try:
+                    await publish_upload(js, project, 1)
+                except Exception:  # no stream until the watcher has set it up again
+                    return False
+                return True
+
+            await wait_until(uploaded, within=20, what="the stream back and the upload in it")
+            finish_like_our_worker(bucket, project, 1, {"part.stl": STL})
+            [event] = await job_events.wait_for(project, within=15)
+            assert event.status == "completed"
+        nats_server.start()  # the fixture stops it at teardown
