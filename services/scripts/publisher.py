@@ -16,6 +16,7 @@ store comes back without them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -63,6 +64,8 @@ class OutboxPublisher:
         self._on_state = on_state
         self._on_published = on_published
         self._wake = asyncio.Event()
+        self._retry_now = asyncio.Event()
+        """Ends a backoff early: NATS is back, or the service stops."""
         self._stopping = False
         self._streams_ready = False
         self._nc: NatsClient | None = None
@@ -111,7 +114,10 @@ class OutboxPublisher:
                 else:
                     logger.exception("outbox publisher failed; retrying in %.1fs", backoff)
                 await self._on_state(False)
-                await self._sleep_or_wake(backoff)
+                # uploads do not cut a backoff short: their entries wait in the outbox
+                self._retry_now.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry_now.wait(), backoff)
                 continue
             if backoff:
                 logger.info("events flow again")
@@ -139,6 +145,9 @@ class OutboxPublisher:
         return len(entries) == self._batch_size
 
     async def _publish(self, js: JetStreamContext, entry: OutboxEntry) -> None:
+        if self._nc is None or not self._nc.is_connected:
+            # nats-py would buffer the message until it reconnects; the outbox already does
+            raise Unavailable("NATS is not connected")
         ack = await js.publish(
             entry.subject,
             entry.payload,
@@ -159,6 +168,7 @@ class OutboxPublisher:
     async def _reconnected(self) -> None:
         logger.info("reconnected to NATS")
         self._streams_ready = False
+        self._retry_now.set()
         self._wake.set()
 
     async def _disconnected(self) -> None:
@@ -168,14 +178,19 @@ class OutboxPublisher:
     async def stop(self, task: asyncio.Task[None], grace: float = 2.0) -> None:
         """Ends the loop (after its current batch, at most `grace` seconds), then drains."""
         self._stopping = True
+        self._retry_now.set()
         self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), grace)
-        except TimeoutError:
+        if self._nc is None:  # still waiting for NATS: nothing to finish
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        except Exception:
-            logger.exception("the outbox publisher failed")
+        else:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace)
+            except TimeoutError:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            except Exception:
+                logger.exception("the outbox publisher failed")
         if self._nc is not None and self._nc.is_connected:
             await self._nc.drain()
         elif self._nc is not None:

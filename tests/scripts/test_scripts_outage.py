@@ -10,14 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from scripts_harness import fetch_uploaded, scripts_settings
 
 from cadpipe import messaging
 from cadpipe.adapters import s3
-from cadpipe.devstack import NatsServer
+from cadpipe.devstack import NatsServer, free_port
 from cadpipe.settings import MongoSettings, NatsSettings, S3Settings
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
-from services.scripts.bootstrap import start
+from services.scripts.bootstrap import EVENTS_HEALTH, start
 
 
 async def eventually(check: Callable[[], bool], within: float, what: str) -> None:
@@ -85,3 +86,33 @@ async def test_an_upload_while_nats_is_down_is_announced_once_it_is_back(
         ]
     finally:
         nats.stop()
+
+
+async def test_the_service_starts_serves_and_stops_without_nats(
+    bucket: s3.Bucket,
+    s3_settings: S3Settings,
+    mongo_settings: MongoSettings,
+    mongo_db: Any,
+    unique: str,
+) -> None:
+    nowhere = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    settings = scripts_settings(s3_settings, mongo_settings, nowhere)
+    project = f"nonats-{unique}"
+    async with (
+        start(settings) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        ready = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert ready.status == health_pb2.HealthCheckResponse.SERVING  # uploads work: ready
+        events = await health.Check(health_pb2.HealthCheckRequest(service=EVENTS_HEALTH), timeout=5)
+        assert events.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        stub = scripts_pb2_grpc.ScriptServiceStub(channel)
+        reply = await stub.UploadScript(
+            scripts_pb2.UploadScriptRequest(project=project, script="a = 1\n"), timeout=10
+        )
+        assert reply.script.version == 1
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 3
+    pending = mongo_db["outbox"].find_one({"_id": messaging.uploaded_msg_id(project, 1)})
+    assert pending["sent_at"] is None  # kept for when NATS is back
