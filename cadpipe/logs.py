@@ -1,15 +1,69 @@
-"""Structured JSON logs, configured once in each service's main()."""
+"""Structured JSON logs, configured once in each service's main().
+
+Fields that hold for a whole request or job (request_id, project, version, ...) live in a
+context variable: `with log_context(request_id=..., project=...)` around the work, and every
+line logged inside it, in this task, in tasks it starts and in threads run by
+asyncio.to_thread (which copy the context), carries them. The gRPC server interceptor
+(cadpipe.grpc_observe) sets them from the call's metadata and request; NATS consumers set them
+from the event and its X-Request-Id header.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+REQUEST_ID = "request_id"
+REQUEST_ID_HEADER = "x-request-id"
+"""The gRPC metadata key and NATS header (case-insensitive there) that carry the request id."""
+
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "cadpipe_log_context", default=MappingProxyType({})
+)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Adds fields (None and "" left out) to every log line written inside the block."""
+    added = {k: v for k, v in fields.items() if v is not None and v != ""}
+    token = _context.set({**_context.get(), **added})
+    try:
+        yield
+    finally:
+        try:
+            _context.reset(token)
+        except ValueError:
+            # the block ended in another context than it began (an async generator closed
+            # by the event loop's finaliser): that context never saw the fields anyway
+            pass
+
+
+def current_log_context() -> dict[str, Any]:
+    return dict(_context.get())
+
+
+def current_request_id() -> str:
+    return str(_context.get().get(REQUEST_ID, ""))
+
+
+class ContextFilter(logging.Filter):
+    """Copies the log context onto each record (a field given with `extra=` wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +75,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
@@ -38,8 +94,11 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(service: str) -> None:
     """JSON on stderr at LOG_LEVEL (default INFO); LOG_FORMAT=text for humans."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
     if os.environ.get("LOG_FORMAT", "json") == "text":
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+        )
     else:
         handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()

@@ -6,8 +6,15 @@ value fails at start with a message naming the variable.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+import logging
+import re
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
 
 MODEL_CONFIG = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
@@ -76,3 +83,77 @@ class GrpcSecuritySettings(BaseSettings):
         if self.grpc_tls_client_ca_file and not self.grpc_tls_cert_file:
             raise ValueError("grpc_tls_client_ca_file (mutual TLS) needs grpc_tls_cert_file")
         return self
+
+
+# --- loading and showing settings ------------------------------------------------------------
+
+EX_CONFIG = 78
+"""sysexits.h's configuration error: the exit status of a service whose settings are invalid."""
+
+_SECRET_NAME = re.compile(r"password|secret|token|credential|private_key|access_key", re.I)
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def configuration_problems(error: ValidationError) -> list[str]:
+    """One line per problem, naming the environment variable; a secret's value is never
+    repeated."""
+    problems = []
+    for item in error.errors():
+        loc = [str(part) for part in item.get("loc", ())]
+        field = loc[0] if loc else ""
+        where = f"{field.upper()}{''.join(f'[{p}]' for p in loc[1:])}" if field else ""
+        if item.get("type") == "missing":
+            problem = "required, but not set"
+        else:
+            problem = str(item.get("msg", "invalid"))
+            value = item.get("input")
+            if field and not _SECRET_NAME.search(field) and isinstance(value, str | int | float):
+                problem += f" (got {str(value)[:80]!r})"
+        problems.append(f"{where}: {problem}" if where else problem)
+    return problems
+
+
+def load_settings(cls: type[S], service: str) -> S:
+    """cls() from the environment; on invalid settings, logs every problem (one line naming
+    each variable, no traceback) and exits with EX_CONFIG."""
+    try:
+        return cls()
+    except ValidationError as error:
+        problems = configuration_problems(error)
+        logger.error(
+            "%s cannot start, invalid configuration: %s",
+            service,
+            "; ".join(problems),
+            extra={"problems": problems},
+        )
+        raise SystemExit(EX_CONFIG) from None
+
+
+@dataclass(frozen=True)
+class SettingSummary:
+    name: str
+    """The environment variable."""
+    value: str
+    secret: bool
+    from_environment: bool
+
+
+def summarize(settings: BaseSettings) -> list[SettingSummary]:
+    """Every setting as an operator may see it: secrets as "set" or "unset", credentials in
+    URLs removed, and whether the value came from the environment or is the default."""
+    out = []
+    for name in sorted(type(settings).model_fields):
+        value = getattr(settings, name)
+        secret = isinstance(value, SecretStr) or bool(_SECRET_NAME.search(name))
+        if secret:
+            shown = "set" if value not in (None, "") else "unset"
+        elif value is None:
+            shown = ""
+        elif isinstance(value, list | tuple | set | frozenset):
+            shown = ",".join(str(v) for v in value)
+        else:
+            shown = _URL_CREDENTIALS.sub("***@", str(value))
+        out.append(SettingSummary(name.upper(), shown, secret, name in settings.model_fields_set))
+    return out
