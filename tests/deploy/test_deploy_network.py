@@ -36,6 +36,7 @@ NEEDED = [
     ("client", "gateway", 8080),
     ("gateway", "scripts", 50051),
     ("gateway", "watcher", 50052),
+    ("gateway", "mongodb", 27017),
     ("scripts", "nats", 4222),
     ("scripts", "mongodb", 27017),
     ("scripts", "minio", 9000),
@@ -64,8 +65,7 @@ REFUSED = [
     ("client", "minio", 9000),
     ("client", "gateway", 9090),
     ("prometheus", "scripts", 50051),
-    # the gateway talks gRPC to two services and nothing else
-    ("gateway", "mongodb", 27017),
+    # the gateway talks gRPC to two services, and to MongoDB for API tokens, nothing else
     ("gateway", "nats", 4222),
     ("gateway", "minio", 9000),
     ("gateway", "internet", 443),
