@@ -31,7 +31,6 @@ from services.worker.sandbox import (
     FreshSandbox,
     RunnerCommand,
     Sandbox,
-    SandboxUnavailable,
     ZygoteSandbox,
     probe,
 )
@@ -175,6 +174,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 max_outputs=settings.max_outputs,
                 max_log_stream_bytes=settings.max_log_stream_bytes,
                 worker_name=worker_name,
+                hidden_paths=tuple(settings.sandbox_hidden_paths),
             ),
         )
         intake = Intake(
@@ -194,8 +194,9 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             await storage.ping()
             if not nc.is_connected:
                 raise ConnectionError("NATS is not connected")
-            if not sandbox.alive():
-                raise SandboxUnavailable("the FreeCAD sandbox is not running")
+            # A zygote that died (killed by the OOM killer, say) is started again here, so
+            # the worker does not wait for its next job to find out.
+            await sandbox.ensure_running()
 
         server = GrpcServer(
             settings.grpc_host,

@@ -62,6 +62,7 @@ class JobConfig:
     max_outputs: int
     max_log_stream_bytes: int
     worker_name: str
+    hidden_paths: tuple[str, ...] = ()
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -148,6 +149,7 @@ class JobService:
                     uid=jobdir.uid,
                     gid=jobdir.gid,
                     limits=self._config.limits,
+                    hidden_paths=self._config.hidden_paths,
                 )
             )
             return await self._collect(job, attempt, jobdir, outcome, started_at, started)

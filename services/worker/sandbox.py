@@ -46,6 +46,7 @@ class SandboxJob:
     uid: int
     gid: int
     limits: domain.Limits
+    hidden_paths: tuple[str, ...] = ()
 
 
 class Sandbox(Protocol):
@@ -56,6 +57,9 @@ class Sandbox(Protocol):
     async def run(self, job: SandboxJob) -> domain.SandboxOutcome: ...
 
     def alive(self) -> bool: ...
+
+    async def ensure_running(self) -> None:
+        """Brings the sandbox back if it died (raises SandboxUnavailable if it cannot)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ def request_for(
         "stdout_path": job.stdout_path,
         "stderr_path": job.stderr_path,
         "identity_files": job.identity_files if isolation.mount_namespace else {},
+        "hidden_paths": list(job.hidden_paths),
         "uid": job.uid,
         "gid": job.gid,
         "timeout": job.limits.timeout_seconds,
@@ -191,6 +196,10 @@ class ZygoteSandbox:
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
+    async def ensure_running(self) -> None:
+        if not self.alive():
+            await self.start()
+
     async def start(self) -> None:
         async with self._start_lock:
             if self.alive():
@@ -239,8 +248,7 @@ class ZygoteSandbox:
         self._pending.clear()
 
     async def run(self, job: SandboxJob) -> domain.SandboxOutcome:
-        if not self.alive():
-            await self.start()
+        await self.ensure_running()
         process = self._process
         assert process is not None and process.stdin is not None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -304,6 +312,9 @@ class FreshSandbox:
 
     def alive(self) -> bool:
         return True
+
+    async def ensure_running(self) -> None:
+        return None
 
     async def run(self, job: SandboxJob) -> domain.SandboxOutcome:
         process = await self._command.spawn("once")

@@ -138,11 +138,25 @@ def _mounts() -> list[tuple[str, set[str]]]:
     return found
 
 
-def _read_only_view(sandbox_dir: str, identity_files: dict[str, str]) -> None:
+def _hide(paths: list[str]) -> None:
+    """Covers paths the job must not read even though they are readable to everyone: mounted
+    secrets (a Kubernetes service account or IRSA token is a credential to exchange elsewhere,
+    even for a job without network: it could print it into its log)."""
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        elif os.path.lexists(path):
+            mount("/dev/null", path, None, MS_BIND)
+
+
+def _read_only_view(
+    sandbox_dir: str, identity_files: dict[str, str], hidden: list[str]
+) -> None:
     """Makes this mount namespace a read-only, nosuid copy of the machine, with the job's own
     scratch directory as its only writable place, at /tmp; a /proc of the new PID namespace
-    only, so no other process (the worker's environment included) is visible; and /etc/passwd
-    and /etc/group naming the job's uid (FreeCAD asks getpwuid() for the home directory)."""
+    only, so no other process (the worker's environment included) is visible; mounted secrets
+    covered; and /etc/passwd and /etc/group naming the job's uid (FreeCAD asks getpwuid() for
+    the home directory)."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for point, options in _mounts():
@@ -159,6 +173,7 @@ def _read_only_view(sandbox_dir: str, identity_files: dict[str, str]) -> None:
             # by path; the mount on top of it is what the job sees, and it is made read-only.
             if error.errno not in (errno.EINVAL, errno.ENOENT):
                 raise
+    _hide(hidden)
     for target, source in identity_files.items():
         mount(source, target, None, MS_BIND)
         mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
@@ -225,7 +240,11 @@ def _enter_sandbox(request: dict[str, Any], go_fd: int) -> str:
         unshare(flags)
     home = request["sandbox_dir"]
     if request["mount_namespace"]:
-        _read_only_view(request["sandbox_dir"], request.get("identity_files") or {})
+        _read_only_view(
+            request["sandbox_dir"],
+            request.get("identity_files") or {},
+            request.get("hidden_paths") or [],
+        )
         home = SANDBOX_TMP
 
     os.dup2(null, 0)
@@ -257,9 +276,10 @@ def _enter_sandbox(request: dict[str, Any], go_fd: int) -> str:
             "FREECAD_OUTPUT": os.path.join(home, OUTPUT_DIR_NAME),
         }
     )
-    for name in ("SIGINT", "SIGTERM", "SIGPIPE", "SIGCHLD", "SIGHUP"):
+    # As in a normal Python start (the zygote ignores SIGCHLD, which would break subprocess).
+    for name in ("SIGINT", "SIGTERM", "SIGCHLD", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.SIG_DFL)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in a normal Python start
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return home
 
 
@@ -663,6 +683,11 @@ def _probe_child(flags: int) -> bool:
     if pid == 0:
         try:
             unshare(flags)
+            if flags & CLONE_NEWNS:
+                # mount(2) itself, as the job uses it: a seccomp or AppArmor profile may allow
+                # the namespace and deny the mounts.
+                mount(None, "/", None, MS_REC | MS_PRIVATE)
+                mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
             os._exit(0)
         except OSError:
             os._exit(1)

@@ -68,6 +68,10 @@ class Settings(S3Settings, NatsSettings, GrpcServerSettings):
     sandbox_uid_count: int = Field(
         default=100_000, ge=1, description="Jobs run as a random uid in [base, base + count)"
     )
+    sandbox_hidden_paths: list[str] = Field(
+        default_factory=lambda: ["/run/secrets", "/var/run/secrets"],
+        description="Covered in the job's view of the machine (mounted secrets, tokens)",
+    )
     pids_cgroup_root: str = Field(
         default="/sys/fs/cgroup/pids",
         description="cgroup v1 pids hierarchy for a per-job process limit; empty: none",

@@ -4,6 +4,7 @@ that environment), each test with its own projects."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -50,6 +51,8 @@ class SharedWorker:
     process: WorkerProcess
     s3_env: dict[str, str]
     timeout_seconds: float
+    mounted_secret: str
+    """A world-readable file, like a Kubernetes service account token, in a hidden directory."""
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +65,12 @@ def shared_worker(moto_server: MotoS3) -> Iterator[SharedWorker]:
     bucket = s3.Bucket(s3.make_client(settings), name)
     bucket.create_if_missing()
     root = tempfile.mkdtemp(prefix="cadpipe-worker-test-", dir="/var/tmp")
+    secrets = tempfile.mkdtemp(prefix="cadpipe-secrets-", dir="/var/tmp")
+    os.chmod(secrets, 0o755)
+    token = os.path.join(secrets, "token")
+    with open(token, "w") as f:
+        f.write(f"service-account-token-{uuid.uuid4().hex}")
+    os.chmod(token, 0o644)
     timeout = 4.0
     with NatsServer() as nats:
         worker = WorkerProcess(
@@ -77,13 +86,15 @@ def shared_worker(moto_server: MotoS3) -> Iterator[SharedWorker]:
                 # Never used by the worker: here to show that nothing of its environment
                 # reaches a script.
                 MONGODB_URI=CANARY_MONGODB_URI,
+                SANDBOX_HIDDEN_PATHS=json.dumps([secrets]),
             )
         ).start()
         try:
-            yield SharedWorker(bucket, nats.url, root, worker, s3_env, timeout)
+            yield SharedWorker(bucket, nats.url, root, worker, s3_env, timeout, token)
         finally:
             worker.stop()
             shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(secrets, ignore_errors=True)
 
 
 @pytest.fixture

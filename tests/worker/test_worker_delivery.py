@@ -211,3 +211,31 @@ async def test_sigterm_hands_back_a_job_that_outlasts_the_drain_timeout(
         marker = await wait_marker(bucket, project, 1, within=20)
     assert marker["status"] == "completed"
     assert marker["attempts"] == 2
+
+
+async def test_a_dead_zygote_is_started_again(
+    bucket: s3.Bucket,
+    s3_settings: S3Settings,
+    nats_settings: NatsSettings,
+    js: Any,
+    scratch_root: str,
+) -> None:
+    project = f"zygote-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(
+        s3_settings, nats_settings, scratch_root, readiness_interval_seconds=0.2
+    )
+    async with start(settings) as worker:
+        (zygote,) = [p for p in children(os.getpid()) if b"zygote" in cmdline(p)]
+        os.kill(zygote, signal.SIGKILL)
+        await submit(js, bucket, project, 1, STL_SCRIPT.encode())
+        marker = await wait_marker(bucket, project, 1, within=20)
+        assert await serving(worker.port)
+    assert marker["status"] == "completed"
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""

@@ -341,6 +341,7 @@ async def test_no_reading_another_projects_files(
         "scratch_root": w.scratch_root,
         "worker_dir": worker_dir,
         "worker_environ": f"/proc/{w.process.process.pid}/environ" if w.process.process else "",
+        "mounted_secret": w.mounted_secret,
     }
     attack = (
         "import json, os\n"
@@ -362,6 +363,7 @@ async def test_no_reading_another_projects_files(
 
     results = probe_result(log)
     assert secret not in log
+    assert "service-account-token" not in log
     for name, result in results.items():
         assert result in ("Permission denied", "No such file or directory"), (name, result)
     assert_failed_alone(marker, w, attacker)

@@ -90,6 +90,9 @@ class FakeSandbox:
     def alive(self) -> bool:
         return True
 
+    async def ensure_running(self) -> None:
+        return None
+
     async def run(self, job: SandboxJob) -> domain.SandboxOutcome:
         self.jobs.append(job)
         self.leave_files(job)

@@ -53,9 +53,9 @@ def test_only_the_jobs_own_regular_files_are_outputs(tmp_path: Path) -> None:
     os.chown(out / "mine.step", JOB_UID, JOB_UID)
     (out / "planted.step").write_bytes(b"root's file")  # owned by root, not by the job
     (out / "sub").mkdir()
-    os.chown(out / "sub", JOB_UID, JOB_UID)
     (out / "sub" / "deep.stl").write_bytes(b"stl")
     os.chown(out / "sub" / "deep.stl", JOB_UID, JOB_UID)
+    os.chown(out / "sub", JOB_UID, JOB_UID)
 
     found, rejected = jd.produced_files()
     assert sorted(f.path for f in found) == ["mine.step", "sub/deep.stl"]
