@@ -11,6 +11,7 @@ MongoDB when MONGODB_URI names one.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import mongomock
@@ -70,7 +71,11 @@ def _serialise_mongomock_operations() -> None:
         _mock_patched = True
 
 
-def make_client(uri: str) -> pymongo.MongoClient[dict[str, Any]]:
+def make_client(
+    uri: str, *, event_listeners: Sequence[Any] = ()
+) -> pymongo.MongoClient[dict[str, Any]]:
+    """event_listeners: pymongo monitoring listeners (cadpipe.metrics counts failures with
+    them); mongomock has no such events and ignores them."""
     if uri.startswith(MOCK_SCHEME):
         _serialise_mongomock_operations()
         name = uri.removeprefix(MOCK_SCHEME) or "default"
@@ -78,11 +83,19 @@ def make_client(uri: str) -> pymongo.MongoClient[dict[str, Any]]:
             store = _mock_stores.setdefault(name, mongomock.store.ServerStore())
         client: Any = mongomock.MongoClient(_store=store, tz_aware=True)
         return client  # type: ignore[no-any-return]
-    return pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000, appname="cadpipe")
+    return pymongo.MongoClient(
+        uri,
+        tz_aware=True,
+        serverSelectionTimeoutMS=5000,
+        appname="cadpipe",
+        event_listeners=list(event_listeners),
+    )
 
 
-def connect(settings: MongoSettings) -> tuple[pymongo.MongoClient[dict[str, Any]], Database[dict[str, Any]]]:
-    client = make_client(settings.mongodb_uri.get_secret_value())
+def connect(
+    settings: MongoSettings, *, event_listeners: Sequence[Any] = ()
+) -> tuple[pymongo.MongoClient[dict[str, Any]], Database[dict[str, Any]]]:
+    client = make_client(settings.mongodb_uri.get_secret_value(), event_listeners=event_listeners)
     return client, client[settings.mongodb_database]
 
 
