@@ -73,12 +73,18 @@ class Gateway:
     keepalive_seconds: float = 15.0
     readiness_timeout_seconds: float = 2.0
     ignored_query_params: frozenset[str] = frozenset()
+    bearer_auth: bool = False
+    """The OpenAPI document declares the bearer scheme (services.gateway.guard enforces it)."""
+    public_paths: frozenset[str] = frozenset()
+    """/api paths served without a token (OpenAPI: `security: []`)."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     """Set at shutdown: open event streams end, /readyz answers 503."""
 
 
 def create_app(gateway: Gateway, middleware: Sequence[Middleware] = ()) -> Starlette:
-    document = build_openapi(gateway.table)
+    document = build_openapi(
+        gateway.table, bearer_auth=gateway.bearer_auth, public_paths=gateway.public_paths
+    )
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "alive"})

@@ -65,12 +65,24 @@ class Backends:
     """Channels to the gRPC services, keyed by proto service name."""
 
     def __init__(
-        self, addresses: Mapping[str, str], *, options: Sequence[tuple[str, Any]] = ()
+        self,
+        addresses: Mapping[str, str],
+        *,
+        options: Sequence[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+        call_metadata: Metadata = (),
     ) -> None:
+        """credentials: TLS or mutual TLS (cadpipe.callers.channel_credentials), plaintext
+        when None. call_metadata goes with every call (the internal service token)."""
         self.addresses = dict(addresses)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._call_metadata = tuple(call_metadata)
         for address in dict.fromkeys(self.addresses.values()):
-            self._channels[address] = grpc.aio.insecure_channel(address, options=list(options))
+            self._channels[address] = (
+                grpc.aio.secure_channel(address, credentials, options=list(options))
+                if credentials is not None
+                else grpc.aio.insecure_channel(address, options=list(options))
+            )
         self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         self._stream: dict[str, grpc.aio.UnaryStreamMultiCallable[Any, Any]] = {}
 
@@ -93,7 +105,9 @@ class Backends:
                 response_deserializer=route.response_class.FromString,
             )
             self._unary[route.grpc_path] = call
-        response = await call(request, metadata=tuple(metadata), timeout=deadline)
+        response = await call(
+            request, metadata=(*metadata, *self._call_metadata), timeout=deadline
+        )
         assert isinstance(response, Message)
         return response
 
@@ -108,7 +122,7 @@ class Backends:
                 response_deserializer=route.response_class.FromString,
             )
             self._stream[route.grpc_path] = call
-        return call(request, metadata=tuple(metadata), timeout=timeout)
+        return call(request, metadata=(*metadata, *self._call_metadata), timeout=timeout)
 
     async def check(self, service: str, deadline: float) -> BackendHealth:
         """grpc.health.v1 Check for this proto service on its backend."""

@@ -19,16 +19,24 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import grpc
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from cadpipe.adapters import mongo
+from cadpipe.callers import SERVICE_TOKEN_KEY, channel_credentials
 from services.gateway.app import Gateway, create_app
+from services.gateway.auth import ApiTokens, Authenticator, JwtVerifier
 from services.gateway.backends import Backends, channel_options
+from services.gateway.guard import ACCESS_TOKEN_PARAM, Guard
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import default_modules, derive_routes_from_modules
 from services.gateway.settings import Settings
+from services.gateway.tokens import MongoTokens
 from services.gateway.transcode import check_bindings
 
 logger = logging.getLogger(__name__)
@@ -63,7 +71,12 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         if service not in addresses:
             logger.warning("no backend configured for %s: its routes answer 503", service)
     async with AsyncExitStack() as stack:
-        backends = Backends(addresses, options=channel_options(settings.grpc_max_message_bytes))
+        backends = Backends(
+            addresses,
+            options=_channel_options(settings),
+            credentials=_channel_credentials(settings),
+            call_metadata=_service_metadata(settings),
+        )
         stack.push_async_callback(backends.close)
         gateway = Gateway(
             table=table,
@@ -72,8 +85,20 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             max_body_bytes=settings.max_body_bytes,
             keepalive_seconds=settings.sse_keepalive_seconds,
             readiness_timeout_seconds=settings.readiness_timeout_seconds,
+            ignored_query_params=frozenset({ACCESS_TOKEN_PARAM}),
+            bearer_auth=settings.auth_mode == "bearer",
+            public_paths=frozenset(settings.public_path_list()),
         )
-        app = create_app(gateway, middleware=_cors(settings.cors_origins()))
+        guard = Middleware(
+            Guard,
+            table=table,
+            authenticator=await _authenticator(settings, stack),
+            limiter=_limiter(settings),
+            public_paths=settings.public_path_list(),
+            admin_prefixes=settings.admin_prefix_list(),
+        )
+        # CORS outside the guard: preflights carry no token, and refusals need CORS headers
+        app = create_app(gateway, middleware=[*_cors(settings.cors_origins()), guard])
         sock = stack.enter_context(_bind(settings.http_host, settings.http_port))
         config = uvicorn.Config(
             app,
@@ -100,6 +125,67 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             server.should_exit = True
             await serving
             logger.info("gateway stopped")
+
+
+async def _authenticator(settings: Settings, stack: AsyncExitStack) -> Authenticator | None:
+    if settings.auth_mode == "none":
+        logger.warning("AUTH_MODE=none: every request is served without authentication")
+        return None
+    api_tokens = None
+    if settings.api_tokens:
+        assert settings.mongodb_uri is not None  # Settings checked it
+        client = mongo.make_client(settings.mongodb_uri.get_secret_value())
+        stack.callback(client.close)
+        store = MongoTokens(client[settings.mongodb_database])
+        # fails the start, with the driver's message, when MongoDB does not answer
+        await asyncio.to_thread(store.ensure_indexes)
+        api_tokens = ApiTokens(store, cache_seconds=settings.api_token_cache_seconds)
+    verifier = None
+    if settings.jwt_configured:
+        key = settings.jwt_secret or settings.jwt_public_key
+        assert key is not None
+        verifier = JwtVerifier(
+            key=key.get_secret_value(),
+            algorithms=settings.jwt_algorithm_list(),
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            admin_claim=settings.jwt_admin_claim,
+            admin_value=settings.jwt_admin_value,
+            leeway_seconds=settings.jwt_leeway_seconds,
+        )
+    logger.info(
+        "bearer authentication: API tokens %s, JWT %s",
+        "on" if api_tokens else "off",
+        ",".join(settings.jwt_algorithm_list()) if verifier else "off",
+    )
+    return Authenticator(api_tokens, verifier)
+
+
+def _limiter(settings: Settings) -> RateLimiter | None:
+    if settings.upload_rate_per_second <= 0:
+        return None
+    return RateLimiter(settings.upload_rate_per_second, settings.upload_burst)
+
+
+def _channel_options(settings: Settings) -> list[tuple[str, Any]]:
+    options = channel_options(settings.grpc_max_message_bytes)
+    if settings.grpc_tls_server_name:
+        options.append(("grpc.ssl_target_name_override", settings.grpc_tls_server_name))
+    return options
+
+
+def _channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    if not settings.grpc_tls_ca_file:
+        return None
+    return channel_credentials(
+        settings.grpc_tls_ca_file, settings.grpc_tls_cert_file, settings.grpc_tls_key_file
+    )
+
+
+def _service_metadata(settings: Settings) -> list[tuple[str, str]]:
+    if settings.service_token is None:
+        return []
+    return [(SERVICE_TOKEN_KEY, settings.service_token.get_secret_value())]
 
 
 def _cors(origins: list[str]) -> list[Middleware]:

@@ -7,7 +7,8 @@ int64 as strings, Timestamps as RFC 3339 strings, enums by name, bytes as base64
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -158,13 +159,26 @@ def build_openapi(
     version: str = "v1",
     raw_bodies: Mapping[str, RawBody] = RAW_BODIES,
     header_fields: Mapping[str, str] = HEADER_FIELDS,
+    bearer_auth: bool = False,
+    public_paths: Collection[str] = (),
 ) -> dict[str, Any]:
+    """bearer_auth: every operation but those on public_paths (and the gateway's health)
+    declares the bearer security scheme (services/gateway/guard.py enforces it)."""
     schemas = _Schemas()
     paths: dict[str, dict[str, Any]] = {}
     for route in table:
         operation = _operation(route, schemas, raw_bodies, header_fields)
+        if bearer_auth:
+            _secure(operation, route, public=route.path.openapi_path in public_paths)
         paths.setdefault(route.path.openapi_path, {})[route.http_method.lower()] = operation
-    paths.update(_GATEWAY_PATHS)
+    gateway_paths = copy.deepcopy(_GATEWAY_PATHS)
+    security: dict[str, Any] = {}
+    if bearer_auth:
+        security = {"securitySchemes": copy.deepcopy(_SECURITY_SCHEMES)}
+        for operations in gateway_paths.values():
+            for operation in operations.values():
+                operation["security"] = []  # probes carry no token
+    paths.update(gateway_paths)
     return {
         "openapi": "3.0.3",
         "info": {
@@ -182,9 +196,50 @@ def build_openapi(
         + [{"name": "Gateway", "description": "the gateway's own health"}],
         "paths": paths,
         "components": {
-            "schemas": {ERROR_SCHEMA: _ERROR, **dict(sorted(schemas.components.items()))}
+            "schemas": {ERROR_SCHEMA: _ERROR, **dict(sorted(schemas.components.items()))},
+            **security,
         },
+        **({"security": [{BEARER_SCHEME: []}]} if bearer_auth else {}),
     }
+
+
+BEARER_SCHEME = "bearerAuth"
+QUERY_TOKEN_SCHEME = "accessTokenQuery"
+
+_SECURITY_SCHEMES: dict[str, Any] = {
+    BEARER_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API token (cpt_..., from `python -m services.gateway tokens create`) "
+        "or a JWT, in `Authorization: Bearer <token>`.",
+    },
+    QUERY_TOKEN_SCHEME: {
+        "type": "apiKey",
+        "in": "query",
+        "name": "access_token",
+        "description": "Event streams only (EventSource cannot send headers): the same token "
+        "as a query parameter.",
+    },
+}
+
+
+def _secure(operation: dict[str, Any], route: Route, *, public: bool) -> None:
+    if public:
+        operation["security"] = []
+        return
+    if route.server_streaming:
+        operation["security"] = [{BEARER_SCHEME: []}, {QUERY_TOKEN_SCHEME: []}]
+    error = {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}
+    operation["responses"]["401"] = {
+        "description": "No valid bearer token (missing, malformed, forged, expired or revoked); "
+        "`WWW-Authenticate: Bearer` says why",
+        "content": {"application/json": {"schema": error}},
+    }
+    if route.http_method != "GET":
+        operation["responses"]["429"] = {
+            "description": "Too many uploads for this token; `Retry-After` says when to retry",
+            "content": {"application/json": {"schema": error}},
+        }
 
 
 def _operation(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings
 
 from cadpipe.settings import MODEL_CONFIG
@@ -45,6 +47,109 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="In-flight HTTP requests get this long after SIGTERM"
     )
+
+    # --- who may call (docs/security.md) ---------------------------------------------------
+    auth_mode: Literal["bearer", "none"] = Field(
+        default="bearer",
+        description="bearer: every /api route but the public ones needs a token; none: no "
+        "authentication at all (a trusted network only)",
+    )
+    api_tokens: bool = Field(
+        default=True, description="Accept API tokens (MongoDB api_tokens); needs MONGODB_URI"
+    )
+    mongodb_uri: SecretStr | None = Field(
+        default=None, description="Where the api_tokens collection lives"
+    )
+    mongodb_database: str = "cadpipe"
+    api_token_cache_seconds: float = Field(
+        default=10.0, ge=0, description="How long a verified API token is trusted (revocation lag)"
+    )
+    jwt_secret: SecretStr | None = Field(default=None, description="Key of HS256/384/512 JWTs")
+    jwt_public_key: SecretStr | None = Field(
+        default=None, description="PEM public key of RS*/PS*/ES*/EdDSA JWTs"
+    )
+    jwt_algorithms: str = Field(default="HS256", description="Comma-separated, one key family")
+    jwt_audience: str | None = Field(default=None, description="Required `aud`, when set")
+    jwt_issuer: str | None = Field(default=None, description="Required `iss`, when set")
+    jwt_admin_claim: str = Field(
+        default="cadpipe_admin",
+        description="Claim that makes an admin: true, or a string/list holding JWT_ADMIN_VALUE",
+    )
+    jwt_admin_value: str = "admin"
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0, description="Clock skew allowed")
+    public_paths: str = Field(
+        default="/api/monitoring/health",
+        description="Comma-separated /api paths served without a token",
+    )
+    admin_path_prefixes: str = Field(
+        default="/api/monitoring/",
+        description="Comma-separated path prefixes only admin identities may call",
+    )
+    upload_rate_per_second: float = Field(
+        default=1.0, ge=0, description="Per token, on routes that write; 0: no limit"
+    )
+    upload_burst: int = Field(default=20, ge=1, description="Writes a token may make at once")
+
+    # --- the gRPC side -------------------------------------------------------------------
+    service_token: SecretStr | None = Field(
+        default=None, min_length=16, description="Sent to the backends as x-cadpipe-service-token"
+    )
+    grpc_tls_ca_file: str | None = Field(
+        default=None, description="PEM CA of the backends' certificates: calls use TLS when set"
+    )
+    grpc_tls_cert_file: str | None = Field(
+        default=None, description="PEM client certificate (mutual TLS)"
+    )
+    grpc_tls_key_file: str | None = Field(default=None, description="Key of that certificate")
+    grpc_tls_server_name: str | None = Field(
+        default=None, description="Name to verify in the backends' certificates, if not the host"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.auth_mode == "bearer":
+            if not self.api_tokens and not self.jwt_configured:
+                raise ValueError(
+                    "auth_mode bearer needs API tokens (api_tokens=true and mongodb_uri) or JWT "
+                    "(jwt_secret or jwt_public_key); auth_mode=none turns authentication off"
+                )
+            if self.api_tokens and self.mongodb_uri is None:
+                raise ValueError(
+                    "api_tokens needs mongodb_uri (the api_tokens collection); set "
+                    "api_tokens=false to accept JWTs only, or auth_mode=none"
+                )
+        if self.jwt_secret is not None and self.jwt_public_key is not None:
+            raise ValueError("set one of jwt_secret and jwt_public_key, not both")
+        if self.jwt_configured:
+            algorithms = self.jwt_algorithm_list()
+            symmetric = {a for a in algorithms if a.startswith("HS")}
+            if not algorithms or "none" in {a.lower() for a in algorithms}:
+                raise ValueError("jwt_algorithms must name signing algorithms (not 'none')")
+            # one key for both families would let a public key be used as an HMAC secret
+            if symmetric and symmetric != set(algorithms):
+                raise ValueError("jwt_algorithms must not mix HS* with public-key algorithms")
+            if symmetric and self.jwt_secret is None:
+                raise ValueError(f"jwt_algorithms {sorted(symmetric)} need jwt_secret")
+            if not symmetric and self.jwt_public_key is None:
+                raise ValueError("public-key jwt_algorithms need jwt_public_key")
+        if bool(self.grpc_tls_cert_file) != bool(self.grpc_tls_key_file):
+            raise ValueError("grpc_tls_cert_file and grpc_tls_key_file go together")
+        if self.grpc_tls_cert_file and not self.grpc_tls_ca_file:
+            raise ValueError("a client certificate (mutual TLS) needs grpc_tls_ca_file")
+        return self
+
+    @property
+    def jwt_configured(self) -> bool:
+        return self.jwt_secret is not None or self.jwt_public_key is not None
+
+    def jwt_algorithm_list(self) -> list[str]:
+        return [a.strip() for a in self.jwt_algorithms.split(",") if a.strip()]
+
+    def public_path_list(self) -> list[str]:
+        return [p.strip() for p in self.public_paths.split(",") if p.strip()]
+
+    def admin_prefix_list(self) -> list[str]:
+        return [p.strip() for p in self.admin_path_prefixes.split(",") if p.strip()]
 
     def backend_addresses(self) -> dict[str, str]:
         """gRPC target per proto service, configured ones only."""

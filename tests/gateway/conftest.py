@@ -37,6 +37,8 @@ def gateway_settings(scripts_port: int, watcher_port: int, **overrides: object) 
         "grpc_deadline_seconds": 5.0,
         "readiness_timeout_seconds": 1.0,
         "shutdown_grace_seconds": 1.0,
+        # these tests are about transcoding; authentication has its own (tests/security)
+        "auth_mode": "none",
         **overrides,
     }
     return Settings.model_validate(values)

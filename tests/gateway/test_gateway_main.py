@@ -46,6 +46,7 @@ async def test_the_gateway_runs_alone_and_stops_on_sigterm() -> None:
             "WATCHER_ADDR": "127.0.0.1:1",
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
+            "AUTH_MODE": "none",
         }
     )
     process = await asyncio.create_subprocess_exec(

@@ -58,6 +58,7 @@ async def api(
             scripts_addr=f"127.0.0.1:{service.port}",
             watcher_addr="",  # no watcher in this test: its routes answer 503
             shutdown_grace_seconds=1.0,
+            auth_mode="none",  # authentication has its own tests (tests/security)
         )
         async with (
             gateway.start(settings) as running,
