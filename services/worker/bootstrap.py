@@ -50,7 +50,6 @@ class Running:
     freecad_version: str
     sandbox_mode: str
     isolation: domain.Isolation
-    intake: Intake
 
 
 def limits_from(settings: Settings) -> domain.Limits:
@@ -205,8 +204,8 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             readiness=ready,
             readiness_interval=settings.readiness_interval_seconds,
         )
-        await intake.start()
         try:
+            await intake.start()
             await server.start()
             logger.info(
                 "worker %s ready: FreeCAD %s, %s sandbox (%s)",
@@ -221,7 +220,6 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 freecad_version=freecad_version,
                 sandbox_mode=sandbox.mode,
                 isolation=isolation,
-                intake=intake,
             )
         finally:
             await server.shutdown(settings.shutdown_grace_seconds)

@@ -149,9 +149,7 @@ def _hide(paths: list[str]) -> None:
             mount("/dev/null", path, None, MS_BIND)
 
 
-def _read_only_view(
-    sandbox_dir: str, identity_files: dict[str, str], hidden: list[str]
-) -> None:
+def _read_only_view(sandbox_dir: str, identity_files: dict[str, str], hidden: list[str]) -> None:
     """Makes this mount namespace a read-only, nosuid copy of the machine, with the job's own
     scratch directory as its only writable place, at /tmp; a /proc of the new PID namespace
     only, so no other process (the worker's environment included) is visible; mounted secrets
