@@ -65,6 +65,8 @@ def banner(running: stack.Stack, moto: MotoS3, nats: NatsServer, bucket: str) ->
     sys.stdout.write(
         "\ncadpipe is running (Ctrl-C stops it)\n"
         f"  REST API   {api}/api   docs {api}/docs   OpenAPI {api}/openapi.json\n"
+        f"  API token  {running.user_token}   (identity {stack.LOCAL_USER}; send it as\n"
+        '             -H "Authorization: Bearer $TOKEN"; a new one at every start)\n'
         f"  gRPC       scripts 127.0.0.1:{running.scripts_port}  "
         f"watcher 127.0.0.1:{running.watcher_port}  worker 127.0.0.1:{running.worker_port}\n"
         f"  S3 (moto)  {moto.endpoint_url}  bucket {bucket}  "

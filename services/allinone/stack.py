@@ -4,13 +4,17 @@ end-to-end tests and the benchmarks."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from cadpipe.adapters import mongo as mongo_adapter
 from services.gateway import bootstrap as gateway
 from services.gateway.settings import Settings as GatewaySettings
+from services.gateway.tokens import MongoTokens
 from services.scripts import bootstrap as scripts
 from services.scripts.settings import Settings as ScriptsSettings
 from services.watcher import bootstrap as watcher
@@ -55,6 +59,9 @@ class Stack:
     scripts_port: int
     watcher_port: int
     worker_port: int
+    user_token: str = ""
+    """An API token of the identity LOCAL_USER (not an admin), made at start; "" when the
+    gateway runs with AUTH_MODE=none."""
 
     @property
     def api_url(self) -> str:
@@ -65,7 +72,14 @@ class Stack:
 async def start(
     backends: Backends, ports: Ports = Ports(), overrides: Overrides = Overrides()
 ) -> AsyncIterator[Stack]:
-    common = {**backends.s3, "nats_url": backends.nats_url, "grpc_host": "127.0.0.1"}
+    # The services believe the caller named by the gateway only with this token (docs/security.md)
+    service_token = secrets.token_urlsafe(32)
+    common = {
+        **backends.s3,
+        "nats_url": backends.nats_url,
+        "grpc_host": "127.0.0.1",
+        "service_token": service_token,
+    }
     mongo = {"mongodb_uri": backends.mongodb_uri, "mongodb_database": backends.mongodb_database}
     async with AsyncExitStack() as stack:
         scripts_svc = await stack.enter_async_context(
@@ -85,9 +99,26 @@ async def start(
                         "http_port": ports.http,
                         "scripts_addr": f"127.0.0.1:{scripts_svc.port}",
                         "watcher_addr": f"127.0.0.1:{watcher_svc.port}",
+                        "service_token": service_token,
+                        **mongo,
                         **overrides.gateway,
                     }
                 )
             )
         )
-        yield Stack(gateway_svc.port, scripts_svc.port, watcher_svc.port, worker_svc.port)
+        token = ""
+        if overrides.gateway.get("auth_mode", "bearer") != "none":
+            token = await asyncio.to_thread(_user_token, backends)
+        yield Stack(gateway_svc.port, scripts_svc.port, watcher_svc.port, worker_svc.port, token)
+
+
+LOCAL_USER = "local-user"
+
+
+def _user_token(backends: Backends) -> str:
+    client = mongo_adapter.make_client(backends.mongodb_uri)
+    try:
+        token, _ = MongoTokens(client[backends.mongodb_database]).create(LOCAL_USER)
+        return token
+    finally:
+        client.close()

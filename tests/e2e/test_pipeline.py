@@ -61,13 +61,19 @@ async def sse_states(client: httpx.AsyncClient, project: str, seen: list[dict[st
 async def test_upload_to_download_through_rest(pipeline: Stack, js: Any, unique: str) -> None:
     project = f"e2e-{unique}"
     script = (SAMPLES / "box_with_hole.py").read_text()
-    async with httpx.AsyncClient(base_url=pipeline.api_url, timeout=30) as client:
-        seen: list[dict[str, Any]] = []
-        watching = asyncio.create_task(sse_states(client, project, seen))
-
+    auth = {"Authorization": f"Bearer {pipeline.user_token}"}
+    async with (
+        httpx.AsyncClient(base_url=pipeline.api_url, timeout=30, headers=auth) as client,
+        httpx.AsyncClient(timeout=30) as s3_client,  # a presigned URL is its own credential
+    ):
         upload = await client.post(f"/api/projects/{project}/upload-script", json={"script": script})
         assert upload.status_code == 200, upload.text
         assert upload.json()["script"]["version"] == 1
+
+        # A project is visible to its owner once the first upload claimed it: watch from then.
+        # FreeCAD takes seconds, so the stream still sees the version processing.
+        seen: list[dict[str, Any]] = []
+        watching = asyncio.create_task(sse_states(client, project, seen))
 
         await asyncio.wait_for(watching, 60)
         states = [s["state"] for s in seen]
@@ -81,7 +87,7 @@ async def test_upload_to_download_through_rest(pipeline: Stack, js: Any, unique:
             link = await client.get(f"/api/projects/{project}/download/{fmt}")
             assert link.status_code == 200, link.text
             assert link.json()["version"] == 1
-            file = await client.get(link.json()["url"])
+            file = await s3_client.get(link.json()["url"])
             assert file.status_code == 200
             assert_valid(fmt, file.content)
 
