@@ -56,7 +56,8 @@ async def main(total: int, clients: int) -> None:
             grpc_host="127.0.0.1", grpc_port=0,
         )
         async with scripts.start(settings) as svc:
-            gw_settings = GatewaySettings(http_host="127.0.0.1", http_port=0, scripts_addr=f"127.0.0.1:{svc.port}")
+            gw_settings = GatewaySettings(http_host="127.0.0.1", http_port=0, scripts_addr=f"127.0.0.1:{svc.port}",
+                                          auth_mode="none")  # the transcoding cost alone
             async with gateway.start(gw_settings) as gw:
                 body = SCRIPT.encode()
 
