@@ -11,6 +11,7 @@ import logging
 
 from cadpipe.grpc_server import stop_event_on_signals
 from cadpipe.logs import configure_logging
+from cadpipe.settings import load_settings
 from services.scripts.bootstrap import run_reindex, start
 from services.scripts.settings import Settings
 
@@ -44,7 +45,7 @@ def main() -> None:
     rebuild.add_argument("--project", help="only this project")
     args = parser.parse_args()
     configure_logging("scripts")
-    settings = Settings()  # type: ignore[call-arg]  # required values come from the environment
+    settings = load_settings(Settings, "scripts")
     if args.command == "reindex":
         asyncio.run(reindex(settings, args.project))
     else:

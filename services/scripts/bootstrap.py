@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from cadpipe.adapters import mongo, s3
+from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import NOT_SERVING, SERVING, GrpcServer
+from cadpipe.metrics import ServiceMetrics
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 from services.scripts import mongo_index
 from services.scripts.domain import Limits
 from services.scripts.metrics import make_metrics
-from services.scripts.metrics import serve as serve_metrics
 from services.scripts.publisher import OutboxPublisher
 from services.scripts.reindex import ReindexReport, reindex
 from services.scripts.s3_store import S3ScriptStore
@@ -52,15 +53,23 @@ class _Stores:
     db: Any
 
 
-async def _open_stores(settings: Settings, stack: AsyncExitStack) -> _Stores:
+async def _open_stores(
+    settings: Settings,
+    stack: AsyncExitStack,
+    metrics: ServiceMetrics | None = None,
+    on_conflict: Callable[[], None] = lambda: None,
+) -> _Stores:
     s3_client = s3.make_client(settings, max_pool_connections=64)
     stack.callback(s3_client.close)
-    mongo_client, db = mongo.connect(settings)
+    if metrics is not None:
+        metrics.instrument_s3(s3_client)
+    listeners = metrics.mongo_listeners() if metrics is not None else []
+    mongo_client, db = mongo.connect(settings, event_listeners=listeners)
     stack.callback(mongo_client.close)
     # fails the start when MongoDB does not answer, with the driver's message
     await asyncio.to_thread(mongo_index.ensure_indexes, db)
     return _Stores(
-        store=S3ScriptStore(s3.Bucket(s3_client, settings.s3_bucket)),
+        store=S3ScriptStore(s3.Bucket(s3_client, settings.s3_bucket), on_conflict=on_conflict),
         index=mongo_index.MongoProjectIndex(db),
         outbox=mongo_index.MongoOutbox(db),
         claims=mongo_index.MongoIdempotencyClaims(db),
@@ -86,7 +95,11 @@ def options_from(settings: Settings) -> Options:
 @asynccontextmanager
 async def start(settings: Settings) -> AsyncIterator[Running]:
     async with AsyncExitStack() as stack:
-        stores = await _open_stores(settings, stack)
+        observed = ServiceMetrics("scripts")
+        metrics = make_metrics(observed.registry)
+        stores = await _open_stores(settings, stack, observed, metrics.version_conflicts.inc)
+        metrics.watch_outbox(stores.outbox.pending_count)
+        stack.enter_context(observed.serving(settings.grpc_host, settings.metrics_port))
 
         async def ready() -> None:
             await asyncio.gather(stores.store.ping(), asyncio.to_thread(mongo.ping, stores.db))
@@ -101,6 +114,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             readiness=ready,
             readiness_interval=settings.readiness_interval_seconds,
             options=[("grpc.max_receive_message_length", max_message)],
+            interceptors=[ObservingInterceptor(GrpcServerMetrics(observed.registry))],
         )
         events_flow: list[bool] = []
 
@@ -109,9 +123,6 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 events_flow[:] = [flowing]
                 await server.health.set(EVENTS_HEALTH, SERVING if flowing else NOT_SERVING)
 
-        metrics = make_metrics(stores.outbox.pending_count)
-        if settings.metrics_port:
-            stack.callback(serve_metrics(metrics, settings.grpc_host, settings.metrics_port))
         publisher = OutboxPublisher(
             stores.outbox,
             settings,
@@ -120,6 +131,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             publish_timeout=settings.publish_timeout_seconds,
             on_state=report_events,
             on_published=metrics.events_published.inc,
+            error_cb=observed.nats_error_cb,
         )
         scripts = Scripts(
             stores.store,

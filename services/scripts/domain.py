@@ -345,9 +345,12 @@ class OutboxEntry:
     payload: bytes
     project: str
     version: int
+    request_id: str = ""
+    """The upload's request id, sent as the X-Request-Id header so that the logs of the
+    workers and watchers handling the version carry it."""
 
 
-def uploaded_event(record: VersionRecord) -> OutboxEntry:
+def uploaded_event(record: VersionRecord, request_id: str = "") -> OutboxEntry:
     uploaded_at = Timestamp()
     uploaded_at.FromDatetime(record.uploaded_at)
     event = events_pb2.ScriptUploaded(
@@ -364,6 +367,7 @@ def uploaded_event(record: VersionRecord) -> OutboxEntry:
         payload=messaging.encode(event),
         project=record.project,
         version=record.version,
+        request_id=request_id,
     )
 
 

@@ -1,67 +1,65 @@
-"""Prometheus metrics of the script service, on METRICS_PORT (0: none), path /metrics.
+"""Prometheus metrics of the script service, on the registry of its cadpipe.metrics
+ServiceMetrics (served on METRICS_PORT, 0: none, path /metrics, next to the shared gRPC, S3,
+MongoDB and NATS metrics).
 
-    cadpipe_scripts_rpc_seconds{method, code}   histogram of gRPC calls by outcome
+    cadpipe_scripts_uploads_total{outcome}      UploadScript calls by status code (OK, ...)
+    cadpipe_scripts_version_conflicts_total     conditional puts refused: another upload held
+                                                the version; each is retried at the next free one
     cadpipe_scripts_events_published_total      uploaded events acknowledged by JetStream
-    cadpipe_scripts_outbox_pending              events waiting in the outbox (read at scrape)
-
-Each start() has its own registry, so several services (the all-in-one stack, tests) can live in
-one process.
+    cadpipe_scripts_outbox_pending              events waiting in the outbox (read at scrape;
+                                                -1 while MongoDB does not answer)
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-logger = logging.getLogger(__name__)
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 @dataclass(frozen=True)
 class Metrics:
     registry: CollectorRegistry
-    rpc_seconds: Histogram
+    uploads: Counter
+    version_conflicts: Counter
     events_published: Counter
+    outbox_pending: Gauge
+
+    def watch_outbox(self, pending: Callable[[], int]) -> None:
+        """The outbox backlog is counted when Prometheus scrapes (in the metrics thread)."""
+        self.outbox_pending.set_function(lambda: float(pending()))
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
-        self.rpc_seconds.labels(method=method, code=code).observe(seconds)
+        """The servicer's observer: latency by method and code is the interceptor's
+        (grpc_server_handling_seconds); uploads are counted here by outcome."""
+        if method == "UploadScript":
+            self.uploads.labels(outcome=code).inc()
 
 
-def make_metrics(outbox_pending: Callable[[], int]) -> Metrics:
-    registry = CollectorRegistry()
-    pending = Gauge(
-        "cadpipe_scripts_outbox_pending",
-        "Uploaded events waiting in the outbox for JetStream",
-        registry=registry,
-    )
-    pending.set_function(lambda: float(outbox_pending()))
+def make_metrics(registry: CollectorRegistry) -> Metrics:
     return Metrics(
         registry=registry,
-        rpc_seconds=Histogram(
-            "cadpipe_scripts_rpc_seconds",
-            "gRPC calls of the script service",
-            ["method", "code"],
+        uploads=Counter(
+            "cadpipe_scripts_uploads",
+            "UploadScript calls by outcome (gRPC status code name)",
+            ["outcome"],
             registry=registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        ),
+        version_conflicts=Counter(
+            "cadpipe_scripts_version_conflicts",
+            "Conditional puts S3 refused because another upload held the version (each is "
+            "retried at the next free version)",
+            registry=registry,
         ),
         events_published=Counter(
             "cadpipe_scripts_events_published",
             "Uploaded events acknowledged by JetStream",
             registry=registry,
         ),
+        outbox_pending=Gauge(
+            "cadpipe_scripts_outbox_pending",
+            "Uploaded events waiting in the outbox for JetStream",
+            registry=registry,
+        ),
     )
-
-
-def serve(metrics: Metrics, host: str, port: int) -> Callable[[], None]:
-    """Starts the /metrics endpoint in a thread; returns the function that stops it."""
-    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
-    logger.info("metrics on port %d", server.server_port)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-    return stop

@@ -179,6 +179,7 @@ def _entry(doc: Doc) -> OutboxEntry:
         payload=doc["payload"].encode(),
         project=doc["project"],
         version=int(doc["version"]),
+        request_id=str(doc.get("request_id", "")),
     )
 
 
@@ -198,6 +199,7 @@ class MongoOutbox:
                         "payload": entry.payload.decode(),
                         "project": entry.project,
                         "version": entry.version,
+                        "request_id": entry.request_id,
                         "created_at": _now(),
                         "sent_at": None,
                         "attempts": 0,

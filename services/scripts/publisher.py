@@ -54,6 +54,7 @@ class OutboxPublisher:
         batch_size: int = 256,
         on_state: StateCallback = _ignore_state,
         on_published: Callable[[int], None] = lambda count: None,
+        error_cb: Callable[[Exception], Awaitable[None]] | None = None,
     ) -> None:
         self._feed = feed
         self._settings = nats_settings
@@ -63,6 +64,7 @@ class OutboxPublisher:
         self._batch_size = batch_size
         self._on_state = on_state
         self._on_published = on_published
+        self._error_cb = error_cb
         self._wake = asyncio.Event()
         self._retry_now = asyncio.Event()
         """Ends a backoff early: NATS is back, or the service stops."""
@@ -87,6 +89,7 @@ class OutboxPublisher:
             name="cadpipe-scripts",
             reconnected_cb=self._reconnected,
             disconnected_cb=self._disconnected,
+            **({"error_cb": self._error_cb} if self._error_cb else {}),
         )
         js = self._nc.jetstream()
         logger.info("connected to NATS at %s", self._settings.nats_url)
@@ -124,6 +127,17 @@ class OutboxPublisher:
                 backoff = 0.0
             await self._on_state(True)
             await self._sleep_or_wake(max(0.0, next_scan - time.monotonic()))
+        await self._last_batch(js)
+
+    async def _last_batch(self, js: JetStreamContext) -> None:
+        """At shutdown, what the last uploads recorded goes out now rather than at another
+        replica's next scan (or this one's restart)."""
+        if not self._streams_ready or self._nc is None or not self._nc.is_connected:
+            return
+        try:
+            await self._publish_batch(js, await self._feed.pending(self._batch_size))
+        except Exception as error:  # the entries stay in the outbox for the next publisher
+            logger.warning("events left in the outbox at shutdown: %s", error)
 
     async def _publish_batch(self, js: JetStreamContext, entries: list[OutboxEntry]) -> bool:
         """Publishes entries, marks the acknowledged ones sent; True when the batch was full."""
@@ -152,7 +166,7 @@ class OutboxPublisher:
             entry.subject,
             entry.payload,
             timeout=self._publish_timeout,
-            headers={"Nats-Msg-Id": entry.msg_id},
+            headers=_headers(entry),
         )
         if ack.duplicate:
             logger.debug("event %s was already in the stream", entry.msg_id)
@@ -195,3 +209,10 @@ class OutboxPublisher:
             await self._nc.drain()
         elif self._nc is not None:
             await self._nc.close()
+
+
+def _headers(entry: OutboxEntry) -> dict[str, str]:
+    headers = {"Nats-Msg-Id": entry.msg_id}
+    if entry.request_id:
+        headers["X-Request-Id"] = entry.request_id
+    return headers

@@ -18,8 +18,9 @@ T = TypeVar("T")
 
 
 class S3ScriptStore:
-    def __init__(self, bucket: Bucket) -> None:
+    def __init__(self, bucket: Bucket, *, on_conflict: Callable[[], None] = lambda: None) -> None:
         self._bucket = bucket
+        self._on_conflict = on_conflict
 
     async def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -28,11 +29,14 @@ class S3ScriptStore:
             raise Unavailable(f"S3: {error}") from error
 
     async def put_if_absent(self, record: VersionRecord, body: bytes) -> bool:
-        return await self._call(
+        stored = await self._call(
             lambda: self._bucket.put_if_absent(
                 record.key, body, content_type=record.content_type, metadata=s3_metadata(record)
             )
         )
+        if not stored:
+            self._on_conflict()
+        return stored
 
     async def exists(self, project: str, version: int) -> bool:
         return await self._call(lambda: self._bucket.exists(layout.script_key(project, version)))

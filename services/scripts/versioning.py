@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from cadpipe.logs import current_request_id
 from services.scripts.domain import (
     Claim,
     IdempotencyInProgress,
@@ -257,7 +258,7 @@ class Scripts:
 
     async def _record(self, record: VersionRecord) -> None:
         """Outbox entry and version document for a stored version. Both are idempotent."""
-        entry = uploaded_event(record)
+        entry = uploaded_event(record, request_id=current_request_id())
         try:
             await asyncio.gather(self._outbox.add(entry), self._index.record_version(record))
         except Unavailable as error:

@@ -296,7 +296,11 @@ async def test_metrics_count_calls_by_outcome_and_published_events(
             if "cadpipe_scripts_events_published_total 1.0" in text or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
-    assert 'cadpipe_scripts_rpc_seconds_count{code="OK",method="UploadScript"} 1.0' in text
-    assert 'cadpipe_scripts_rpc_seconds_count{code="NOT_FOUND",method="GetScript"} 1.0' in text
+    assert 'cadpipe_scripts_uploads_total{outcome="OK"} 1.0' in text
+    # calls by method and code come from the shared interceptor (cadpipe.grpc_observe)
+    assert (
+        'grpc_server_handled_total{grpc_code="NOT_FOUND",grpc_method="GetScript",'
+        'grpc_service="cadpipe.v1.ScriptService",grpc_type="unary"} 1.0'
+    ) in text
     assert "cadpipe_scripts_events_published_total 1.0" in text
     assert "cadpipe_scripts_outbox_pending 0.0" in text
