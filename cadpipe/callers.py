@@ -116,7 +116,9 @@ class CallerPolicy:
     def peers_authenticated(self) -> bool:
         return bool(self.service_token) or self.mutual_tls
 
-    def identify(self, metadata: Iterable[tuple[str, Any]]) -> Caller:
+    def identify(
+        self, metadata: Iterable[tuple[str, Any]], *, need_identity: bool = True
+    ) -> Caller:
         """The caller named by the call's metadata; Unauthenticated when it is not to be
         believed. The messages never repeat what was sent."""
         values: dict[str, list[str]] = {}
@@ -133,7 +135,7 @@ class CallerPolicy:
                 )
         names = values.get(IDENTITY_KEY, [])
         if not names:
-            if self.peers_authenticated:
+            if self.peers_authenticated and need_identity:
                 raise Unauthenticated(f"the call names no caller ({IDENTITY_KEY} missing)")
             return ANONYMOUS
         if len(names) > 1:
@@ -154,8 +156,12 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
     """Identifies the caller of every call except health and reflection, before the servicer
     runs: refused with UNAUTHENTICATED, or served with current_caller() set."""
 
-    def __init__(self, policy: CallerPolicy) -> None:
+    def __init__(self, policy: CallerPolicy, *, public_methods: Iterable[str] = ()) -> None:
+        """public_methods (e.g. "/cadpipe.v1.MonitoringService/GetHealth"): served to a
+        trusted peer that names no caller (the gateway's public routes), as ANONYMOUS; they
+        must not depend on who calls."""
         self._policy = policy
+        self._public = frozenset(public_methods)
 
     async def intercept_service(
         self,
@@ -170,7 +176,7 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
             handler_call_details.invocation_metadata or ()  # type: ignore[attr-defined]
         )
         try:
-            caller = self._policy.identify(metadata)
+            caller = self._policy.identify(metadata, need_identity=method not in self._public)
         except Unauthenticated as error:
             logger.info("%s refused: %s", method, error)
             return _refusing(handler, str(error))
