@@ -54,7 +54,7 @@ class Series:
 
     def line(self) -> str:
         return (
-            f"  {self.label:<30} n={len(self.seconds):<3} "
+            f"  {self.label:<38} n={len(self.seconds):<3} "
             f"p50={self.p(50):7.1f} ms  p95={self.p(95):7.1f} ms"
         )
 
@@ -160,8 +160,8 @@ async def worker_runs(b: Backends, mode: str, scripts: dict[str, bytes], runs: i
                         in_sandbox.append(sandbox_seconds(log.body.decode()))
                 results[label] = (
                     Series(f"worker, {mode}: event -> marker", end_to_end),
-                    Series("  the job, S3 reads and writes in", in_worker),
-                    Series("  the sandbox run in the job", in_sandbox),
+                    Series("  job in the worker (S3 reads, writes)", in_worker),
+                    Series("    sandbox run in the job", in_sandbox),
                 )
             await nc.close()
     finally:
