@@ -8,6 +8,7 @@ import logging
 
 from cadpipe.grpc_server import stop_event_on_signals
 from cadpipe.logs import configure_logging
+from cadpipe.settings import load_settings
 from services.watcher.bootstrap import start
 from services.watcher.settings import Settings
 
@@ -23,7 +24,7 @@ async def run(settings: Settings) -> None:
 
 def main() -> None:
     configure_logging("watcher")
-    settings = Settings()  # type: ignore[call-arg]  # required values come from the environment
+    settings = load_settings(Settings, "watcher")
     asyncio.run(run(settings))
 
 

@@ -11,11 +11,14 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from cadpipe.adapters import mongo, s3
+from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import GrpcServer
+from cadpipe.metrics import ServiceMetrics
 from cadpipe.settings import S3Settings
 from cadpipe.v1 import artifacts_pb2, artifacts_pb2_grpc, events_pb2, status_pb2, status_pb2_grpc
 from services.watcher import domain
 from services.watcher.broadcast import StatusBroadcast
+from services.watcher.metrics import WatcherMetrics
 from services.watcher.mongo_jobs import MongoJobs
 from services.watcher.nats_events import NatsEvents
 from services.watcher.reads import Reads
@@ -38,6 +41,7 @@ class Running:
     watcher: Watcher
     bucket: s3.Bucket
     """The watcher's own S3 adapter (the benchmark counts its requests)."""
+    metrics: ServiceMetrics
 
 
 def watcher_config(settings: Settings) -> WatcherConfig:
@@ -60,8 +64,11 @@ def watcher_config(settings: Settings) -> WatcherConfig:
 @asynccontextmanager
 async def start(settings: Settings) -> AsyncIterator[Running]:
     async with AsyncExitStack() as stack:
+        observed = ServiceMetrics("watcher")
+        metrics = WatcherMetrics(observed.registry)
         s3_client = s3.make_client(settings)
         stack.callback(s3_client.close)
+        observed.instrument_s3(s3_client)
         bucket = s3.Bucket(s3_client, settings.s3_bucket)
         presign_bucket = None
         if settings.s3_presign_endpoint_url:
@@ -73,7 +80,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             presign_bucket = s3.Bucket(presign_client, settings.s3_bucket)
         results = S3Results(bucket, presign_bucket=presign_bucket)
 
-        mongo_client, db = mongo.connect(settings)
+        mongo_client, db = mongo.connect(settings, event_listeners=observed.mongo_listeners())
         stack.callback(mongo_client.close)
         jobs = MongoJobs(db)
         await jobs.ensure_indexes()
@@ -83,11 +90,20 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             settings,
             durable=settings.watcher_consumer_durable,
             publish_timeout=settings.publish_timeout_seconds,
+            error_cb=observed.nats_error_cb,
         )
         stack.push_async_callback(events.close)
         watcher = Watcher(
-            jobs, results, events, statuses, watcher_config(settings), owner=settings.watcher_id
+            jobs,
+            results,
+            events,
+            statuses,
+            watcher_config(settings),
+            owner=settings.watcher_id,
+            on_decided=metrics.observe_decision,
         )
+        metrics.watch(watcher.counters, lambda: len(watcher.pending), lambda: statuses.watching)
+        stack.enter_context(observed.serving(settings.grpc_host, settings.metrics_port))
         await events.connect(on_nudge=watcher.nudge, on_status=statuses.publish)
 
         async def ready() -> None:
@@ -101,6 +117,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             service_names=SERVICE_NAMES,
             readiness=ready,
             readiness_interval=settings.readiness_interval_seconds,
+            interceptors=[ObservingInterceptor(GrpcServerMetrics(observed.registry))],
         )
         reads = Reads(
             jobs,
@@ -130,7 +147,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         await server.start()
         logger.info("watcher %s serving on port %d", settings.watcher_id, server.port)
         try:
-            yield Running(port=server.port, watcher=watcher, bucket=bucket)
+            yield Running(port=server.port, watcher=watcher, bucket=bucket, metrics=observed)
         finally:
             # Not serving first; streams end so the grace period is not spent waiting on them;
             # in-flight RPCs finish; then the background work stops and this replica's pending

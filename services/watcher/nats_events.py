@@ -50,11 +50,13 @@ class NatsEvents:
         durable: str,
         publish_timeout: float = 2.0,
         name: str = "cadpipe-watcher",
+        error_cb: Callable[[Exception], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._durable = durable
         self._publish_timeout = publish_timeout
         self._name = name
+        self._error_cb = error_cb
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._pull: JetStreamContext.PullSubscription | None = None
@@ -70,6 +72,7 @@ class NatsEvents:
             disconnected_cb=self._disconnected,
             reconnected_cb=self._reconnected,
             drain_timeout=DRAIN_TIMEOUT_SECONDS,
+            **({"error_cb": self._error_cb} if self._error_cb else {}),
         )
         self._js = self._nc.jetstream()
         await self._setup_consumer()

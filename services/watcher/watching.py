@@ -85,6 +85,7 @@ class Watcher:
         *,
         owner: str,
         clock: Clock = utc_now,
+        on_decided: Callable[[Job], None] = lambda job: None,
     ) -> None:
         self._jobs = jobs
         self._results = results
@@ -93,6 +94,7 @@ class Watcher:
         self._config = config
         self.owner = owner
         self._clock = clock
+        self._on_decided = on_decided
         self._pending: dict[JobKey, _Pending] = {}
         self._wake = asyncio.Event()
         self._checks: set[asyncio.Task[None]] = set()
@@ -189,6 +191,7 @@ class Watcher:
             logger.info("version %d of %s was decided by another watcher", job.version, job.project)
             return await self._jobs.get(job.project, job.version) or finished
         self.counters.decided += 1
+        self._on_decided(finished)
         logger.info(
             "version %d of %s: %s after %.2f s",
             job.version,

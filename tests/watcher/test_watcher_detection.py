@@ -424,3 +424,34 @@ async def test_the_watcher_recreates_streams_and_consumer_when_nats_comes_back_e
             [event] = await job_events.wait_for(project, within=15)
             assert event.status == "completed"
         nats_server.start()  # the fixture stops it at teardown
+
+
+async def test_metrics_count_decisions_events_and_rpcs(
+    make_service: ServiceFactory, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
+) -> None:
+    import httpx
+
+    from cadpipe.devstack import free_port
+
+    project = f"metrics-{unique}"
+    port = free_port()
+    async with make_service(metrics_port=port) as service:
+        await publish_upload(js, project, 1)
+        finish_like_our_worker(bucket, project, 1, {"part.stl": STL})
+        await job_events.wait_for(project)
+        await status_of(service, project)
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    samples = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert float(samples['cadpipe_watcher_decisions_total{outcome="completed"}']) == 1
+    assert float(samples['cadpipe_watcher_events_published_total{kind="first"}']) == 1
+    assert float(samples["cadpipe_watcher_pending"]) == 0
+    assert float(samples["cadpipe_watcher_detection_count"]) == 1
+    assert any(k.startswith("cadpipe_s3_requests_total{") for k in samples)
+    handled = (
+        'grpc_server_handled_total{grpc_code="OK",grpc_method="GetStatus",'
+        'grpc_service="cadpipe.v1.StatusService",grpc_type="unary"}'
+    )
+    assert float(samples[handled]) == 1
