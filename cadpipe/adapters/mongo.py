@@ -16,6 +16,7 @@ from typing import Any
 
 import mongomock
 import pymongo
+from mongomock.store import ServerStore
 from pymongo.database import Database
 
 from cadpipe.settings import MongoSettings
@@ -80,7 +81,7 @@ def make_client(
         _serialise_mongomock_operations()
         name = uri.removeprefix(MOCK_SCHEME) or "default"
         with _mock_lock:
-            store = _mock_stores.setdefault(name, mongomock.store.ServerStore())
+            store = _mock_stores.setdefault(name, ServerStore())
         client: Any = mongomock.MongoClient(_store=store, tz_aware=True)
         return client  # type: ignore[no-any-return]
     return pymongo.MongoClient(
