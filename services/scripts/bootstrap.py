@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cadpipe.adapters import mongo, s3
+from cadpipe.callers import CallerInterceptor, CallerPolicy, server_credentials
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import NOT_SERVING, SERVING, GrpcServer
 from cadpipe.metrics import ServiceMetrics
@@ -50,6 +51,7 @@ class _Stores:
     index: mongo_index.MongoProjectIndex
     outbox: mongo_index.MongoOutbox
     claims: mongo_index.MongoIdempotencyClaims
+    owners: mongo_index.MongoProjectOwners
     db: Any
 
 
@@ -73,6 +75,7 @@ async def _open_stores(
         index=mongo_index.MongoProjectIndex(db),
         outbox=mongo_index.MongoOutbox(db),
         claims=mongo_index.MongoIdempotencyClaims(db),
+        owners=mongo_index.MongoProjectOwners(db),
         db=db,
     )
 
@@ -107,6 +110,12 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         # Oversize scripts must reach the service to get INVALID_ARGUMENT with the limit in the
         # message, not a transport error: accept messages well above the script limit.
         max_message = max(4 * 1024 * 1024, 2 * settings.max_script_bytes + 64 * 1024)
+        callers = CallerPolicy.from_settings(settings)
+        if not callers.peers_authenticated:
+            logger.warning(
+                "no SERVICE_TOKEN and no mutual TLS: whoever reaches the gRPC port may act "
+                "for any identity (docs/security.md)"
+            )
         server = GrpcServer(
             settings.grpc_host,
             settings.grpc_port,
@@ -114,7 +123,12 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             readiness=ready,
             readiness_interval=settings.readiness_interval_seconds,
             options=[("grpc.max_receive_message_length", max_message)],
-            interceptors=[ObservingInterceptor(GrpcServerMetrics(observed.registry))],
+            # observed first: refusals of unidentified calls are counted too
+            interceptors=[
+                ObservingInterceptor(GrpcServerMetrics(observed.registry)),
+                CallerInterceptor(callers),
+            ],
+            credentials=server_credentials(settings),
         )
         events_flow: list[bool] = []
 
@@ -139,6 +153,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             stores.outbox,
             stores.claims,
             options_from(settings),
+            owners=stores.owners,
             on_event=publisher.wake,
         )
         servicer = ScriptServicer(scripts, observe=metrics.observe_rpc)
@@ -159,5 +174,10 @@ async def run_reindex(settings: Settings, project: str | None = None) -> Reindex
     async with AsyncExitStack() as stack:
         stores = await _open_stores(settings, stack)
         return await reindex(
-            stores.store, stores.index, stores.outbox, stores.claims, project=project
+            stores.store,
+            stores.index,
+            stores.outbox,
+            stores.claims,
+            owners=stores.owners,
+            project=project,
         )

@@ -16,7 +16,7 @@ from typing import Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cadpipe import layout, messaging
+from cadpipe import layout, messaging, ownership
 from cadpipe.v1 import events_pb2
 
 # --- errors --------------------------------------------------------------------------------
@@ -83,6 +83,8 @@ class ValidScript:
     sha256: str
     metadata: Mapping[str, str]
     idempotency_key: str = ""
+    owner: str = ""
+    """The project's owner, stamped on the version (set once ownership is decided)."""
 
     @property
     def fingerprint(self) -> str:
@@ -252,6 +254,8 @@ class VersionRecord:
     upload_id: str = ""
     """Unique per upload attempt: tells an upload its own object from a racer's after a lost
     response (a conditional put retried by the SDK answers 412 to its own first write)."""
+    owner: str = ""
+    """The project's owner when the version was written (cadpipe.ownership); "" for none."""
 
     @property
     def key(self) -> str:
@@ -274,6 +278,7 @@ def new_record(
         metadata=dict(script.metadata),
         idempotency_key=script.idempotency_key,
         upload_id=upload_id,
+        owner=script.owner,
     )
 
 
@@ -283,6 +288,7 @@ META_UPLOADED_AT = "uploaded-at"
 META_CALLER = "cadpipe-metadata"
 META_IDEMPOTENCY_KEY = "idempotency-key"
 META_UPLOAD_ID = "upload-id"
+META_OWNER = ownership.S3_OWNER_METADATA
 
 
 def s3_metadata(record: VersionRecord) -> dict[str, str]:
@@ -296,6 +302,8 @@ def s3_metadata(record: VersionRecord) -> dict[str, str]:
         meta[META_IDEMPOTENCY_KEY] = record.idempotency_key
     if record.upload_id:
         meta[META_UPLOAD_ID] = record.upload_id
+    if record.owner:
+        meta[META_OWNER] = record.owner
     return meta
 
 
@@ -330,6 +338,7 @@ def record_from_s3(
         idempotency_key=metadata.get(META_IDEMPOTENCY_KEY, ""),
         content_type=content_type or layout.SCRIPT_CONTENT_TYPE,
         upload_id=metadata.get(META_UPLOAD_ID, ""),
+        owner=metadata.get(META_OWNER, ""),
     )
 
 
@@ -360,6 +369,7 @@ def uploaded_event(record: VersionRecord, request_id: str = "") -> OutboxEntry:
         sha256=record.sha256,
         size_bytes=record.size_bytes,
         uploaded_at=uploaded_at,
+        owner=record.owner,
     )
     return OutboxEntry(
         msg_id=messaging.uploaded_msg_id(record.project, record.version),

@@ -1,6 +1,6 @@
 """The script service's MongoDB collections, behind the ports of ports.py.
 
-    projects     {_id: project, latest, latest_key, updated_at}
+    projects     {_id: project, latest, latest_key, updated_at, owner (cadpipe.ownership)}
     versions     {_id: "{project}.v{N}", project, version, key, sha256, size_bytes,
                   uploaded_at, content_type, metadata, idempotency_key, upload_id}
                                                                   unique (project, version)
@@ -24,13 +24,13 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from cadpipe import layout, messaging
+from cadpipe import layout, messaging, ownership
 from services.scripts.domain import Claim, OutboxEntry, Unavailable, VersionRecord
 
 T = TypeVar("T")
 Doc = dict[str, Any]
 
-PROJECTS = "projects"
+PROJECTS = ownership.PROJECTS
 VERSIONS = "versions"
 OUTBOX = "outbox"
 IDEMPOTENCY = "idempotency"
@@ -78,6 +78,7 @@ def version_doc(record: VersionRecord) -> Doc:
         "metadata": dict(record.metadata),
         "idempotency_key": record.idempotency_key,
         "upload_id": record.upload_id,
+        "owner": record.owner,
     }
 
 
@@ -92,6 +93,7 @@ def record_from_doc(doc: Doc) -> VersionRecord:
         idempotency_key=doc.get("idempotency_key", ""),
         content_type=doc.get("content_type") or layout.SCRIPT_CONTENT_TYPE,
         upload_id=doc.get("upload_id", ""),
+        owner=doc.get("owner", ""),
     )
 
 
@@ -170,6 +172,49 @@ class MongoProjectIndex:
             )
 
         await _call(blocking)
+
+
+class MongoProjectOwners:
+    """The `owner` of the `projects` documents (cadpipe.ownership)."""
+
+    def __init__(self, db: Database[Doc]) -> None:
+        self._db = db
+        self._projects = db[PROJECTS]
+
+    async def owner_of(self, project: str) -> str | None:
+        return await _call(lambda: ownership.read_owner(self._db, project))
+
+    async def claim(self, project: str, owner: str) -> str:
+        def blocking() -> str:
+            # latest 0 keeps _raise_latest's {latest: {$lt: N}} matching this document
+            try:
+                self._projects.update_one(
+                    {"_id": project},
+                    {
+                        "$setOnInsert": {
+                            ownership.OWNER_FIELD: owner,
+                            "latest": 0,
+                            "updated_at": _now(),
+                        }
+                    },
+                    upsert=True,
+                )
+            except DuplicateKeyError:
+                pass  # a concurrent claim inserted it first: read whose it is
+            recorded = ownership.read_owner(self._db, project)
+            assert recorded is not None, "a claimed project document disappeared"
+            return recorded
+
+        return await _call(blocking)
+
+    async def restore(self, project: str, owner: str) -> None:
+        await _call(
+            lambda: self._projects.update_one(
+                {"_id": project},
+                {"$set": {ownership.OWNER_FIELD: owner}, "$setOnInsert": {"latest": 0}},
+                upsert=True,
+            )
+        )
 
 
 def _entry(doc: Doc) -> OutboxEntry:

@@ -60,6 +60,23 @@ class ProjectIndex(Protocol):
         ...
 
 
+class ProjectOwners(Protocol):
+    """Who owns each project (cadpipe.ownership): MongoDB's `projects` documents."""
+
+    async def owner_of(self, project: str) -> str | None:
+        """The owner; "" for a project without one; None for a project the index lacks."""
+        ...
+
+    async def claim(self, project: str, owner: str) -> str:
+        """Records `owner` unless the project is known already (the first claim wins,
+        atomically); returns the owner recorded now ("" for a project without one)."""
+        ...
+
+    async def restore(self, project: str, owner: str) -> None:
+        """Reindex: the owner S3 records for the project."""
+        ...
+
+
 class Outbox(Protocol):
     """MongoDB's `outbox`: events recorded before the upload returns, published later."""
 

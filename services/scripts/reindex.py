@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 
 from cadpipe import layout
 from services.scripts.domain import VersionRecord, uploaded_event
-from services.scripts.ports import IdempotencyClaims, Outbox, ProjectIndex, ScriptStore
+from services.scripts.ports import (
+    IdempotencyClaims,
+    Outbox,
+    ProjectIndex,
+    ProjectOwners,
+    ScriptStore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +59,7 @@ async def reindex(
     outbox: Outbox,
     claims: IdempotencyClaims,
     *,
+    owners: ProjectOwners | None = None,
     project: str | None = None,
     concurrency: int = 16,
 ) -> ReindexReport:
@@ -66,7 +73,7 @@ async def reindex(
     limit = asyncio.Semaphore(concurrency)
     for name in sorted(projects):
         await _reindex_project(
-            store, index, outbox, claims, name, versions.get(name, set()), limit, report
+            store, index, outbox, claims, name, versions.get(name, set()), limit, report, owners
         )
     logger.info(
         "reindexed %d projects, %d versions, %d events queued",
@@ -86,6 +93,7 @@ async def _reindex_project(
     versions: set[int],
     limit: asyncio.Semaphore,
     report: ReindexReport,
+    owners: ProjectOwners | None = None,
 ) -> None:
     async def one(version: int) -> VersionRecord | None:
         async with limit:
@@ -97,6 +105,10 @@ async def _reindex_project(
     records = [r for r in await asyncio.gather(*(one(v) for v in sorted(versions))) if r]
     latest = max((r.version for r in records), default=0)
     await index.reset_project(project, latest)
+    # the owner is on every version; the first one that names it is the creator's
+    owner = next((r.owner for r in records if r.owner), "")
+    if owner and owners is not None:
+        await owners.restore(project, owner)
     holes = sorted(set(range(1, latest + 1)) - {r.version for r in records})
     if holes:
         logger.warning("project %s: versions %s are missing from S3", project, holes)

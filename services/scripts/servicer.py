@@ -15,6 +15,7 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 
+from cadpipe.callers import current_caller
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 from services.scripts.domain import (
     IdempotencyInProgress,
@@ -137,6 +138,7 @@ class ScriptServicer(scripts_pb2_grpc.ScriptServiceServicer):
                 script=script,
                 metadata=dict(request.metadata),
                 idempotency_key=request.idempotency_key,
+                caller=current_caller(),
             )
         )
         return scripts_pb2.UploadScriptResponse(
@@ -148,7 +150,7 @@ class ScriptServicer(scripts_pb2_grpc.ScriptServiceServicer):
         self, request: scripts_pb2.ListScriptsRequest, context: grpc.aio.ServicerContext
     ) -> scripts_pb2.ListScriptsResponse:
         page = await self._scripts.list_versions(
-            request.project, request.page_size, request.page_token
+            request.project, request.page_size, request.page_token, current_caller()
         )
         return scripts_pb2.ListScriptsResponse(
             scripts=[script_version(r) for r in page.records],
@@ -159,7 +161,9 @@ class ScriptServicer(scripts_pb2_grpc.ScriptServiceServicer):
     async def GetScript(
         self, request: scripts_pb2.GetScriptRequest, context: grpc.aio.ServicerContext
     ) -> scripts_pb2.GetScriptResponse:
-        record, body = await self._scripts.get_version(request.project, request.version)
+        record, body = await self._scripts.get_version(
+            request.project, request.version, current_caller()
+        )
         # uploads are checked to be UTF-8; a script put there by other means may not be
         content = body.decode("utf-8", errors="replace")
         return scripts_pb2.GetScriptResponse(script=script_version(record), content=content)

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from cadpipe.settings import (
     MODEL_CONFIG,
+    GrpcSecuritySettings,
     GrpcServerSettings,
     MongoSettings,
     NatsSettings,
@@ -15,7 +16,7 @@ from cadpipe.settings import (
 MIB = 1024 * 1024
 
 
-class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings):
+class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings, GrpcSecuritySettings):
     model_config = MODEL_CONFIG
 
     grpc_port: int = Field(default=50051, ge=0, le=65535)

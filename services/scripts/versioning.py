@@ -28,6 +28,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from cadpipe import ownership
+from cadpipe.callers import ANONYMOUS, Caller
 from cadpipe.logs import current_request_id
 from services.scripts.domain import (
     Claim,
@@ -49,7 +51,13 @@ from services.scripts.domain import (
     uploaded_event,
     validate_upload,
 )
-from services.scripts.ports import IdempotencyClaims, Outbox, ProjectIndex, ScriptStore
+from services.scripts.ports import (
+    IdempotencyClaims,
+    Outbox,
+    ProjectIndex,
+    ProjectOwners,
+    ScriptStore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +75,7 @@ class UploadRequest:
     script: str | bytes | None
     metadata: Mapping[str, str]
     idempotency_key: str = ""
+    caller: Caller = ANONYMOUS
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,7 @@ class Scripts:
         claims: IdempotencyClaims,
         options: Options = Options(),
         *,
+        owners: ProjectOwners | None = None,
         on_event: Callable[[OutboxEntry], None] = lambda entry: None,
         clock: Clock = utc_now,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
@@ -153,6 +163,8 @@ class Scripts:
         self._index = index
         self._outbox = outbox
         self._claims = claims
+        self._owners = owners
+        """None: no ownership is recorded; only unrestricted callers see any project."""
         self._options = options
         self._on_event = on_event
         self._clock = clock
@@ -173,11 +185,47 @@ class Scripts:
             request.idempotency_key,
             self._options.limits,
         )
+        owner = await self._owner_for_upload(script.project, request.caller)
+        script = replace(script, owner=owner)
         latest = await self._index.latest_version(script.project)
         if script.idempotency_key:
             return await self._upload_once(script, latest)
         record = await self._shielded(functools.partial(self._store_and_record, script, latest))
         return UploadResult(record)
+
+    async def _owner_for_upload(self, project: str, caller: Caller) -> str:
+        """The project's owner, claimed for the caller when the project is new, before anything
+        is stored (cadpipe.ownership); NotFound when the project is someone else's."""
+        if self._owners is None:
+            if caller.unrestricted:
+                return ""
+            raise NotFound(ownership.not_found_message(project))
+        recorded = await self._owners.owner_of(project)
+        if recorded is None:
+            # Unknown to the index. S3 may still hold the project (an index rebuilt, or behind):
+            # then its first version says whose it is, and that is what gets recorded.
+            first = await self._store.describe(project, 1)
+            if first is not None:
+                recorded = await self._owners.claim(project, first.owner)
+            elif not caller.anonymous:
+                recorded = await self._owners.claim(project, caller.name)
+            else:
+                recorded = ""
+        if not caller.may_access(recorded):
+            raise NotFound(ownership.not_found_message(project))
+        return recorded
+
+    async def _check_access(self, project: str, caller: Caller) -> None:
+        """NotFound, with the message of a project that does not exist, unless the caller may
+        read the project."""
+        if caller.unrestricted:
+            return
+        owner = await self._owners.owner_of(project) if self._owners is not None else None
+        if owner is None and self._owners is not None:
+            first = await self._store.describe(project, 1)  # the index may lag behind S3
+            owner = first.owner if first is not None else None
+        if not caller.may_access(owner):
+            raise NotFound(ownership.not_found_message(project))
 
     async def _store_and_record(
         self, script: ValidScript, latest: int, gone: asyncio.Event
@@ -392,15 +440,20 @@ class Scripts:
 
     # --- reading ---------------------------------------------------------------------------
 
-    async def get_version(self, project: str, version: int) -> tuple[VersionRecord, bytes]:
+    async def get_version(
+        self, project: str, version: int, caller: Caller = ANONYMOUS
+    ) -> tuple[VersionRecord, bytes]:
         check_project(project)
         check_version(version)
+        await self._check_access(project, caller)
         found = await self._store.read(project, version)
         if found is None:
             raise NotFound(f"project {project!r} has no version {version}")
         return found
 
-    async def list_versions(self, project: str, requested_size: int, page_token: str) -> Page:
+    async def list_versions(
+        self, project: str, requested_size: int, page_token: str, caller: Caller = ANONYMOUS
+    ) -> Page:
         """Versions in order, a page at a time, from the index, checked against S3.
 
         The index may lag behind S3 (a version stored by a replica that crashed before
@@ -411,6 +464,7 @@ class Scripts:
         check_project(project)
         size = page_size(requested_size)
         after = decode_page_token(page_token, project)
+        await self._check_access(project, caller)
         latest = await self._index.latest_version(project)
         if after + size >= latest:
             latest = await self.first_absent_after(project, latest) - 1
