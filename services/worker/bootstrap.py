@@ -15,6 +15,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -78,11 +79,23 @@ def pids_cgroup(root: str) -> str:
         with contextlib.suppress(OSError):
             os.rmdir(parent)
         return ""
+    _remove_stale_cgroups(parent)
     return parent
 
 
+def _remove_stale_cgroups(parent: str, older_than: float = 600.0) -> None:
+    """Job cgroups left by supervisors that were killed (their worker died mid-job). rmdir
+    removes only empty ones; the age keeps off one another worker has just made and not yet
+    filled."""
+    now = time.time()
+    for entry in os.scandir(parent):
+        if entry.name.startswith("job-") and now - entry.stat().st_mtime > older_than:
+            with contextlib.suppress(OSError):
+                os.rmdir(entry.path)
+
+
 async def _isolation(
-    settings: Settings, command_for: Callable[[str], RunnerCommand]
+    settings: Settings, command_for: Callable[[str], RunnerCommand], cgroup: str
 ) -> tuple[domain.Isolation, str]:
     home = tempfile.mkdtemp(prefix="cadpipe-probe-")
     try:
@@ -94,7 +107,7 @@ async def _isolation(
         mount_namespace=found.mount_namespace,
         network_namespace=found.network_namespace,
         drop_privileges=found.setuid,
-        pids_cgroup=bool(pids_cgroup(settings.pids_cgroup_root)),
+        pids_cgroup=bool(cgroup),
     )
     if not isolation.complete:
         missing = ", ".join(isolation.missing())
@@ -123,11 +136,11 @@ async def _open_sandbox(
     scratch: ScratchRoot,
     isolation: domain.Isolation,
     freecad_version: str,
+    cgroup: str,
 ) -> Sandbox:
     command = RunnerCommand(
         settings.freecad_python, settings.resolved_freecad_lib_dir(), scratch.zygote_home
     )
-    cgroup = pids_cgroup(settings.pids_cgroup_root)
     if settings.sandbox_mode == "fresh":
         return FreshSandbox(command, isolation, freecad_version, cgroup)
     zygote = ZygoteSandbox(command, isolation, freecad_version, cgroup)
@@ -145,8 +158,9 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         storage = S3JobStorage(s3.Bucket(s3_client, settings.s3_bucket))
 
         lib_dir = settings.resolved_freecad_lib_dir()
+        cgroup = await asyncio.to_thread(pids_cgroup, settings.pids_cgroup_root)
         isolation, freecad_version = await _isolation(
-            settings, lambda home: RunnerCommand(settings.freecad_python, lib_dir, home)
+            settings, lambda home: RunnerCommand(settings.freecad_python, lib_dir, home), cgroup
         )
         scratch = ScratchRoot(
             settings.scratch_root,
@@ -155,7 +169,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         )
         await asyncio.to_thread(scratch.open)
         stack.callback(scratch.close)
-        sandbox = await _open_sandbox(settings, stack, scratch, isolation, freecad_version)
+        sandbox = await _open_sandbox(settings, stack, scratch, isolation, freecad_version, cgroup)
 
         nc = await messaging.connect(settings, name="cadpipe-worker")
         stack.push_async_callback(_drain, nc)

@@ -617,11 +617,23 @@ def supervise(request: dict[str, Any], out_fd: int) -> None:
         result = {"id": job_id, "event": "failed", "error": message}
     finally:
         if cgroup:
-            try:
-                os.rmdir(cgroup)
-            except OSError:
-                pass
+            _remove_cgroup(cgroup)
     write_line(out_fd, result)
+
+
+def _remove_cgroup(path: str) -> None:
+    """rmdir of the job's cgroup, which is busy until the kernel has released the last of its
+    processes (a moment after a fork bomb's PID namespace is torn down)."""
+    for _ in range(50):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            if error.errno != errno.EBUSY:
+                return
+            time.sleep(0.02)
 
 
 # --- entry points ----------------------------------------------------------------------------
