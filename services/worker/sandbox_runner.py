@@ -256,8 +256,8 @@ def _enter_sandbox(request: dict[str, Any], go_fd: int) -> str:
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
-    # Set after the uid change, which clears both: the job dies with its supervisor, and neither
-    # it nor anything it starts can gain privileges (setuid binaries, file capabilities).
+    # The job dies with its supervisor (set after the uid change, which clears it), and neither
+    # it nor anything it starts can gain privileges again (setuid binaries, file capabilities).
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     _apply_limits(request["limits"], shared_uid=not request["drop_privileges"])
