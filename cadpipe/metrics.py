@@ -206,4 +206,3 @@ def sample_value(
     directly, such as a summary computed in-process."""
     value = registry.get_sample_value(name, labels or {})
     return float(value) if value is not None else 0.0
-

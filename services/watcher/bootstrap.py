@@ -9,17 +9,36 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
+
+import grpc
 
 from cadpipe.adapters import mongo, s3
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import GrpcServer
 from cadpipe.metrics import ServiceMetrics
-from cadpipe.settings import S3Settings
-from cadpipe.v1 import artifacts_pb2, artifacts_pb2_grpc, events_pb2, status_pb2, status_pb2_grpc
+from cadpipe.settings import S3Settings, summarize
+from cadpipe.v1 import (
+    artifacts_pb2,
+    artifacts_pb2_grpc,
+    events_pb2,
+    monitoring_pb2,
+    monitoring_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
+)
 from services.watcher import domain
 from services.watcher.broadcast import StatusBroadcast
 from services.watcher.metrics import WatcherMetrics
 from services.watcher.mongo_jobs import MongoJobs
+from services.watcher.monitoring import Monitoring, MonitoringConfig
+from services.watcher.monitoring_adapters import (
+    BucketProbe,
+    GrpcHealthClient,
+    MongoJobsView,
+    NatsStreamsView,
+)
+from services.watcher.monitoring_servicer import MonitoringServicer
 from services.watcher.nats_events import NatsEvents
 from services.watcher.reads import Reads
 from services.watcher.s3_results import S3Results
@@ -32,7 +51,9 @@ logger = logging.getLogger(__name__)
 SERVICE_NAMES = (
     status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name,
     artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+    monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name,
 )
+SCRIPT_SERVICE = "cadpipe.v1.ScriptService"
 
 
 @dataclass(frozen=True)
@@ -131,6 +152,10 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(
             ArtifactServicer(reads), server.server
         )
+        monitoring = await _monitoring(settings, stack, bucket, db, events)
+        monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(
+            MonitoringServicer(monitoring), server.server
+        )
 
         async def accept(event: events_pb2.ScriptUploaded) -> None:
             await watcher.accept_upload(
@@ -162,3 +187,40 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 await watcher.release()
             except Exception as error:  # the leases lapse on their own
                 logger.warning("could not release pending versions: %s", error)
+
+
+async def _monitoring(
+    settings: Settings,
+    stack: AsyncExitStack,
+    bucket: s3.Bucket,
+    db: Any,
+    events: NatsEvents,
+) -> Monitoring:
+    """MonitoringService over the watcher's own clients, plus a channel to the script service
+    for its health."""
+    scripts_health = None
+    if settings.scripts_addr:
+        channel = grpc.aio.insecure_channel(settings.scripts_addr)
+        stack.push_async_callback(channel.close)
+        scripts_health = GrpcHealthClient(
+            channel, SCRIPT_SERVICE, settings.monitoring_check_timeout_seconds
+        )
+    return Monitoring(
+        s3=BucketProbe(bucket),
+        jobs=MongoJobsView(db),
+        streams=NatsStreamsView(events),
+        config=MonitoringConfig(
+            bucket=settings.s3_bucket,
+            s3_endpoint=settings.s3_endpoint_url,
+            s3_presign_endpoint=settings.s3_presign_endpoint_url,
+            watcher_consumer=settings.watcher_consumer_durable,
+            worker_consumer=settings.worker_consumer_name,
+            job_timeout_seconds=settings.watcher_job_timeout_seconds,
+            check_timeout_seconds=settings.monitoring_check_timeout_seconds,
+            max_list_objects=settings.monitoring_max_list_objects,
+            scripts_addr=settings.scripts_addr,
+            served_by=settings.watcher_id,
+            settings=tuple(summarize(settings)),
+        ),
+        scripts_health=scripts_health,
+    )

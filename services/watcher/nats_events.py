@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cadpipe import layout, messaging
+from cadpipe.logs import log_context
 from cadpipe.settings import NatsSettings
 from cadpipe.v1 import events_pb2, status_pb2
 from services.watcher import domain
@@ -158,18 +159,31 @@ class NatsEvents:
             logger.error("dropped a malformed uploaded event on %s: %s", msg.subject, error)
             await msg.term()
             return
-        try:
-            await on_uploaded(event)
-        except Exception as error:  # redelivered later
-            logger.warning(
-                "uploaded event of %s v%d not stored (%s); redelivered later",
-                event.project,
-                event.version,
-                error,
-            )
-            await _quietly(msg.nak(delay=1.0))
-            return
-        await _quietly(msg.ack())
+        # the upload's request id (set by the script service) on every line about this event
+        with log_context(
+            request_id=(msg.headers or {}).get("X-Request-Id"),
+            project=event.project,
+            version=event.version,
+        ):
+            try:
+                await on_uploaded(event)
+            except Exception as error:  # redelivered later
+                logger.warning(
+                    "uploaded event of %s v%d not stored (%s); redelivered later",
+                    event.project,
+                    event.version,
+                    error,
+                )
+                await _quietly(msg.nak(delay=1.0))
+                return
+            await _quietly(msg.ack())
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """For read-only views (monitoring: stream and consumer info)."""
+        if self._js is None:
+            raise nats.errors.ConnectionClosedError()
+        return self._js
 
     async def publish_finished(self, event: events_pb2.JobFinished) -> None:
         if self._js is None:

@@ -93,6 +93,28 @@ class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings):
     )
     readiness_interval_seconds: float = Field(default=5.0, gt=0)
 
+    # --- monitoring (cadpipe.v1.MonitoringService, GET /api/monitoring/...) ---
+    scripts_addr: str = Field(
+        default="127.0.0.1:50051",
+        description="The script service, whose grpc.health.v1 the health report includes; "
+        "empty: left out",
+    )
+    worker_consumer_name: str = Field(
+        default="cadpipe-worker",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The workers' JetStream durable (CONSUMER_NAME of the workers): its backlog "
+        "is the workers' queue in the monitoring reports",
+    )
+    monitoring_check_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Each check of a monitoring report gives up after this"
+    )
+    monitoring_max_list_objects: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Objects counted per prefix by GET /api/monitoring/s3/status (more: truncated)",
+    )
+
     @model_validator(mode="after")
     def _intervals_in_order(self) -> Settings:
         if self.watcher_poll_max_interval_seconds < self.watcher_poll_interval_seconds:

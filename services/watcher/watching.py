@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cadpipe.logs import log_context
 from services.watcher import domain
 from services.watcher.broadcast import StatusBroadcast
 from services.watcher.domain import Job, Outcome, Policy, PollPolicy
@@ -229,7 +230,8 @@ class Watcher:
         key = (pending.job.project, pending.job.version)
         try:
             async with self._limit:
-                await self.check(*key)
+                with log_context(project=key[0], version=key[1]):
+                    await self.check(*key)
         except Exception as error:  # logged; the version is checked again later
             self.counters.check_failures += 1
             logger.warning("check of %s v%d failed: %s", key[0], key[1], error)
