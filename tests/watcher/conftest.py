@@ -3,29 +3,17 @@ moto bucket, nats-server and MongoDB database, with gRPC stubs and a completion-
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 import pytest
-from watcher_harness import JobEvents, watcher_settings
+from watcher_harness import JobEvents, Service, ServiceFactory, watcher_settings
 
 from cadpipe.settings import MongoSettings, NatsSettings, S3Settings
 from cadpipe.v1 import artifacts_pb2_grpc, status_pb2_grpc
-from services.watcher.bootstrap import Running, start
-
-
-@dataclass
-class Service:
-    running: Running
-    status: status_pb2_grpc.StatusServiceStub
-    artifacts: artifacts_pb2_grpc.ArtifactServiceStub
-    channel: grpc.aio.Channel
-
-
-ServiceFactory = Callable[..., AbstractAsyncContextManager[Service]]
+from services.watcher.bootstrap import start
 
 
 @pytest.fixture

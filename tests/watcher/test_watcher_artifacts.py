@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from conftest import Service
 from watcher_harness import (
     JobEvents,
+    Service,
     finish_like_older_worker,
     finish_like_our_worker,
     publish_upload,

@@ -8,9 +8,10 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import Service, ServiceFactory
 from watcher_harness import (
     JobEvents,
+    Service,
+    ServiceFactory,
     finish_like_older_worker,
     finish_like_our_worker,
     publish_upload,

@@ -8,9 +8,11 @@ import datetime as dt
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -18,8 +20,21 @@ from cadpipe import layout, messaging
 from cadpipe.adapters.s3 import Bucket
 from cadpipe.marker import Marker, MarkerOutput
 from cadpipe.settings import MongoSettings, NatsSettings, S3Settings
-from cadpipe.v1 import events_pb2
+from cadpipe.v1 import artifacts_pb2_grpc, events_pb2, status_pb2_grpc
+from services.watcher.bootstrap import Running
 from services.watcher.settings import Settings
+
+
+@dataclass
+class Service:
+    running: Running
+    status: status_pb2_grpc.StatusServiceStub
+    artifacts: artifacts_pb2_grpc.ArtifactServiceStub
+    channel: grpc.aio.Channel
+
+
+ServiceFactory = Callable[..., AbstractAsyncContextManager[Service]]
+
 
 LOG_TIME = dt.datetime(2026, 11, 24, 10, 15, 0, tzinfo=dt.UTC)
 
