@@ -52,6 +52,10 @@ def make_client(settings: S3Settings, *, max_pool_connections: int = 32) -> Any:
             max_pool_connections=max_pool_connections,
             retries={"max_attempts": 3, "mode": "standard"},
             s3={"addressing_style": "path"},
+            # SigV4 everywhere, presigned URLs included (botocore would presign with SigV2 in
+            # us-east-1): the URL then states its lifetime (X-Amz-Expires, 7 days at most) and
+            # its signature covers the exact object path
+            signature_version="s3v4",
             connect_timeout=5,
             read_timeout=30,
         ),
