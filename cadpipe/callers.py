@@ -156,12 +156,21 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
     """Identifies the caller of every call except health and reflection, before the servicer
     runs: refused with UNAUTHENTICATED, or served with current_caller() set."""
 
-    def __init__(self, policy: CallerPolicy, *, public_methods: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        policy: CallerPolicy,
+        *,
+        public_methods: Iterable[str] = (),
+        admin_methods: Iterable[str] = (),
+    ) -> None:
         """public_methods (e.g. "/cadpipe.v1.MonitoringService/GetHealth"): served to a
         trusted peer that names no caller (the gateway's public routes), as ANONYMOUS; they
-        must not depend on who calls."""
+        must not depend on who calls. admin_methods: method path prefixes (e.g.
+        "/cadpipe.v1.MonitoringService/") refused with PERMISSION_DENIED to a named caller
+        who is not an admin; public methods are exempt."""
         self._policy = policy
         self._public = frozenset(public_methods)
+        self._admin = tuple(admin_methods)
 
     async def intercept_service(
         self,
@@ -179,16 +188,22 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
             caller = self._policy.identify(metadata, need_identity=method not in self._public)
         except Unauthenticated as error:
             logger.info("%s refused: %s", method, error)
-            return _refusing(handler, str(error))
+            return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED, str(error))
+        admin_only = method.startswith(self._admin) and method not in self._public
+        if admin_only and not caller.unrestricted:
+            logger.info("%s refused: %s is not an admin", method, caller.name)
+            return _refusing(
+                handler, grpc.StatusCode.PERMISSION_DENIED, "this method needs an admin identity"
+            )
         return _serving_as(handler, caller)
 
 
-def _refusing(handler: Handler, message: str) -> Handler:
+def _refusing(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
     async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
 
     async def abort_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
         yield  # pragma: no cover - abort raises; this makes the function a generator
 
     return _like(handler, abort, abort_stream)

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from cadpipe.adapters import mongo, s3
+from cadpipe.callers import CallerInterceptor, CallerPolicy, server_credentials
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import GrpcServer
 from cadpipe.metrics import ServiceMetrics
@@ -40,6 +41,7 @@ from services.watcher.monitoring_adapters import (
 )
 from services.watcher.monitoring_servicer import MonitoringServicer
 from services.watcher.nats_events import NatsEvents
+from services.watcher.owners import MongoProjectOwners
 from services.watcher.reads import Reads
 from services.watcher.s3_results import S3Results
 from services.watcher.servicer import ArtifactServicer, StatusServicer
@@ -138,13 +140,19 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             service_names=SERVICE_NAMES,
             readiness=ready,
             readiness_interval=settings.readiness_interval_seconds,
-            interceptors=[ObservingInterceptor(GrpcServerMetrics(observed.registry))],
+            # observed first: refused calls are counted too
+            interceptors=[
+                ObservingInterceptor(GrpcServerMetrics(observed.registry)),
+                _caller_interceptor(settings),
+            ],
+            credentials=server_credentials(settings),
         )
         reads = Reads(
             jobs,
             results,
             presign_expiry_seconds=settings.presign_expiry_seconds,
             max_log_bytes=settings.max_log_bytes,
+            owners=MongoProjectOwners(db),
         )
         status_pb2_grpc.add_StatusServiceServicer_to_server(
             StatusServicer(reads, statuses), server.server
@@ -163,6 +171,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 event.version,
                 uploaded_at=domain.timestamp_to_datetime(event.uploaded_at),
                 script_key=event.key,
+                project_owner=event.owner,
             )
 
         tasks = [
@@ -187,6 +196,25 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 await watcher.release()
             except Exception as error:  # the leases lapse on their own
                 logger.warning("could not release pending versions: %s", error)
+
+
+MONITORING_PREFIX = "/cadpipe.v1.MonitoringService/"
+
+
+def _caller_interceptor(settings: Settings) -> CallerInterceptor:
+    """Project reads answer their owner only (Reads); monitoring is for admins, but its health
+    is a public route of the gateway, which forwards no caller for it (docs/security.md)."""
+    callers = CallerPolicy.from_settings(settings)
+    if not callers.peers_authenticated:
+        logger.warning(
+            "no SERVICE_TOKEN and no mutual TLS: whoever reaches the gRPC port may act for any "
+            "identity (docs/security.md)"
+        )
+    return CallerInterceptor(
+        callers,
+        public_methods={MONITORING_PREFIX + "GetHealth"},
+        admin_methods=[MONITORING_PREFIX],
+    )
 
 
 async def _monitoring(

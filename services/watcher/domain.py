@@ -84,6 +84,8 @@ class Job:
     detected_at: dt.datetime | None = None
     duration_seconds: float = 0.0
     event_published: bool = False
+    project_owner: str = ""
+    """Who owns the project (the uploaded event says; cadpipe.ownership): for operators."""
 
     @property
     def terminal(self) -> bool:
@@ -94,7 +96,14 @@ class Job:
         return formats_of(self.outputs)
 
 
-def new_job(project: str, version: int, *, uploaded_at: dt.datetime, script_key: str = "") -> Job:
+def new_job(
+    project: str,
+    version: int,
+    *,
+    uploaded_at: dt.datetime,
+    script_key: str = "",
+    project_owner: str = "",
+) -> Job:
     check_project(project)
     check_version(version, allow_latest=False)
     return Job(
@@ -103,6 +112,7 @@ def new_job(project: str, version: int, *, uploaded_at: dt.datetime, script_key:
         state=PROCESSING,
         uploaded_at=uploaded_at,
         script_key=script_key or layout.script_key(project, version),
+        project_owner=project_owner,
     )
 
 

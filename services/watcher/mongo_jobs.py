@@ -2,7 +2,10 @@
 
     {project, version, state, script_key, uploaded_at, outputs: [...], log_key, error,
      exit_reason, finished_at, detected_at, duration_seconds, event_published,
-     owner, lease_until}
+     owner, lease_until, project_owner}
+
+(owner/lease_until: the watcher replica polling the job; project_owner: the identity owning
+the project, from the uploaded event.)
 
 * A job is added by an upsert that only inserts ($setOnInsert): a redelivered uploaded event
   changes nothing.
@@ -62,6 +65,7 @@ def _job_from_doc(doc: Doc) -> Job:
         detected_at=_utc(doc.get("detected_at")),
         duration_seconds=float(doc.get("duration_seconds", 0.0)),
         event_published=bool(doc.get("event_published", False)),
+        project_owner=str(doc.get("project_owner", "")),
     )
 
 
@@ -124,6 +128,7 @@ class MongoJobs:
                 "event_published": False,
                 "owner": owner,
                 "lease_until": lease_until,
+                "project_owner": job.project_owner,
             }
             try:
                 result = self._jobs.update_one(key, {"$setOnInsert": fields}, upsert=True)

@@ -8,11 +8,13 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cadpipe import ownership
+from cadpipe.callers import ANONYMOUS, Caller
 from cadpipe.marker import MarkerOutput
 from cadpipe.v1 import status_pb2
 from services.watcher import domain
 from services.watcher.domain import LogObject
-from services.watcher.ports import JobRepository, ResultReader
+from services.watcher.ports import JobRepository, ProjectOwners, ResultReader
 
 
 @dataclass(frozen=True)
@@ -38,17 +40,32 @@ class Reads:
         *,
         presign_expiry_seconds: int,
         max_log_bytes: int,
+        owners: ProjectOwners | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
+        """owners None: no ownership is known; only unrestricted callers see any project."""
+        self._owners = owners
         self._jobs = jobs
         self._results = results
         self._presign_expiry = presign_expiry_seconds
         self._max_log_bytes = max_log_bytes
         self._clock = clock
 
-    async def status(self, project: str, version: int = 0) -> status_pb2.ProjectStatus:
+    async def check_access(self, project: str, caller: Caller) -> None:
+        """NotFound, worded as for a project that does not exist, unless the caller may see
+        the project (docs/security.md)."""
+        if caller.unrestricted:
+            return
+        owner = await self._owners.owner_of(project) if self._owners is not None else None
+        if not caller.may_access(owner):
+            raise domain.NotFound(ownership.not_found_message(project))
+
+    async def status(
+        self, project: str, version: int = 0, caller: Caller = ANONYMOUS
+    ) -> status_pb2.ProjectStatus:
         domain.check_project(project)
         domain.check_version(version)
+        await self.check_access(project, caller)
         if version == 0:
             return domain.project_status(project, await self._jobs.latest(project))
         job = await self._jobs.get(project, version)
@@ -56,11 +73,12 @@ class Reads:
             raise domain.NotFound(f"{project} has no version {version}")
         return domain.project_status(project, job)
 
-    async def outputs(self, project: str, version: int = 0) -> Outputs:
+    async def outputs(self, project: str, version: int = 0, caller: Caller = ANONYMOUS) -> Outputs:
         """The outputs of that version, or of the latest completed one, as the marker lists them
         (or, for an older-contract empty marker, as output/{p}/v{N}/ holds them)."""
         domain.check_project(project)
         domain.check_version(version)
+        await self.check_access(project, caller)
         if version == 0:
             latest = await self._jobs.latest(project, state="completed")
             if latest is None:
@@ -82,10 +100,12 @@ class Reads:
         )
         return Outputs(project, version, domain.own_outputs(project, version, listed))
 
-    async def download(self, project: str, fmt: str, version: int = 0) -> Download:
+    async def download(
+        self, project: str, fmt: str, version: int = 0, caller: Caller = ANONYMOUS
+    ) -> Download:
         domain.check_project(project)
         wanted = domain.normalise_format(fmt)
-        outputs = await self.outputs(project, version)
+        outputs = await self.outputs(project, version, caller)
         file = domain.pick_output(project, outputs.version, outputs.files, wanted)
         expires_at = self._clock() + dt.timedelta(seconds=self._presign_expiry)
         url = await self._results.presign(
@@ -93,14 +113,20 @@ class Reads:
         )
         return Download(url=url, expires_at=expires_at, file=file, version=outputs.version)
 
-    async def logs(self, project: str, version: int = 0) -> list[LogObject]:
+    async def logs(
+        self, project: str, version: int = 0, caller: Caller = ANONYMOUS
+    ) -> list[LogObject]:
         domain.check_project(project)
         domain.check_version(version)
+        await self.check_access(project, caller)
         return domain.sort_logs(await self._results.list_logs(project, version or None))
 
-    async def log(self, project: str, name: str) -> tuple[LogObject, str]:
+    async def log(
+        self, project: str, name: str, caller: Caller = ANONYMOUS
+    ) -> tuple[LogObject, str]:
         domain.check_project(project)
         key = domain.log_key_for_name(project, name)
+        await self.check_access(project, caller)
         found = await self._results.read_log(project, key)
         if found is None:
             raise domain.NotFound(f"{project} has no log {name}")

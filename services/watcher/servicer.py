@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from cadpipe.callers import current_caller
 from cadpipe.v1 import artifacts_pb2, artifacts_pb2_grpc, status_pb2, status_pb2_grpc
 from services.watcher import domain
 from services.watcher.broadcast import StatusBroadcast
@@ -73,7 +74,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
     async def GetStatus(
         self, request: status_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> status_pb2.ProjectStatus:
-        return await self._reads.status(request.project, request.version)
+        return await self._reads.status(request.project, request.version, current_caller())
 
     async def WatchStatus(
         self, request: status_pb2.WatchStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -86,7 +87,8 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
             await _abort_for(error, context)
         with self._statuses.subscribe(request.project) as changes:
             try:
-                last = await self._reads.status(request.project)
+                # the caller's access is checked here too: NOT_FOUND ends the stream at once
+                last = await self._reads.status(request.project, caller=current_caller())
             except Exception as error:  # UNAVAILABLE, logged
                 await _abort_for(error, context)
             yield last
@@ -104,7 +106,7 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
     async def ListOutputs(
         self, request: artifacts_pb2.ListOutputsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> artifacts_pb2.ListOutputsResponse:
-        outputs = await self._reads.outputs(request.project, request.version)
+        outputs = await self._reads.outputs(request.project, request.version, current_caller())
         return artifacts_pb2.ListOutputsResponse(
             project=outputs.project,
             version=outputs.version,
@@ -117,7 +119,9 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         request: artifacts_pb2.GetDownloadUrlRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> artifacts_pb2.DownloadUrl:
-        download = await self._reads.download(request.project, request.format, request.version)
+        download = await self._reads.download(
+            request.project, request.format, request.version, current_caller()
+        )
         return artifacts_pb2.DownloadUrl(
             url=download.url,
             expires_at=_timestamp(download.expires_at),
@@ -129,12 +133,12 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
     async def ListLogs(
         self, request: artifacts_pb2.ListLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> artifacts_pb2.ListLogsResponse:
-        logs = await self._reads.logs(request.project, request.version)
+        logs = await self._reads.logs(request.project, request.version, current_caller())
         return artifacts_pb2.ListLogsResponse(logs=[_log_message(g) for g in logs])
 
     @_user_errors
     async def GetLog(
         self, request: artifacts_pb2.GetLogRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> artifacts_pb2.GetLogResponse:
-        log, content = await self._reads.log(request.project, request.name)
+        log, content = await self._reads.log(request.project, request.name, current_caller())
         return artifacts_pb2.GetLogResponse(log=_log_message(log), content=content)

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 
 from cadpipe.settings import (
     MODEL_CONFIG,
+    GrpcSecuritySettings,
     GrpcServerSettings,
     MongoSettings,
     NatsSettings,
@@ -31,7 +32,7 @@ def _default_watcher_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings):
+class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings, GrpcSecuritySettings):
     model_config = MODEL_CONFIG
 
     grpc_port: int = Field(default=50052, ge=0, le=65535)

@@ -109,13 +109,23 @@ class Watcher:
     # --- learning of versions ----------------------------------------------------------------
 
     async def accept_upload(
-        self, project: str, version: int, *, uploaded_at: dt.datetime | None, script_key: str = ""
+        self,
+        project: str,
+        version: int,
+        *,
+        uploaded_at: dt.datetime | None,
+        script_key: str = "",
+        project_owner: str = "",
     ) -> None:
         """Stores the version as a processing job (idempotent) and starts checking it. Raises
         when MongoDB does not take it: the caller must not ack the event then."""
         now = self._clock()
         job = domain.new_job(
-            project, version, uploaded_at=uploaded_at or now, script_key=script_key
+            project,
+            version,
+            uploaded_at=uploaded_at or now,
+            script_key=script_key,
+            project_owner=project_owner,
         )
         stored, owner = await self._jobs.add(
             job, owner=self.owner, lease_until=now + self._config.lease
