@@ -36,6 +36,11 @@ class AllInOneSettings(BaseSettings):
     s3_port: int = 9000
     nats_port: int = 4222
     s3_bucket: str = "cadpipe"
+    metrics_port: int = Field(
+        default=9090,
+        description="Prometheus /metrics: gateway here, scripts, watcher, worker on the next "
+        "three ports; 0: none",
+    )
 
 
 async def run(settings: AllInOneSettings) -> None:
@@ -53,15 +58,25 @@ async def run(settings: AllInOneSettings) -> None:
             scripts=settings.scripts_grpc_port,
             watcher=settings.watcher_grpc_port,
             worker=settings.worker_grpc_port,
+            metrics=settings.metrics_port,
         )
         async with stack.start(backends, ports) as running:
-            banner(running, moto, nats, settings.s3_bucket)
+            banner(running, moto, nats, settings.s3_bucket, ports)
             await stop.wait()
             logger.info("stopping")
 
 
-def banner(running: stack.Stack, moto: MotoS3, nats: NatsServer, bucket: str) -> None:
+def banner(
+    running: stack.Stack, moto: MotoS3, nats: NatsServer, bucket: str, ports: stack.Ports
+) -> None:
     api = running.api_url
+    metrics = (
+        f"  metrics    http://127.0.0.1:{ports.metrics_port(0)}/metrics (gateway), "
+        f":{ports.metrics_port(1)} scripts, :{ports.metrics_port(2)} watcher, "
+        f":{ports.metrics_port(3)} worker\n"
+        if ports.metrics
+        else ""
+    )
     sys.stdout.write(
         "\ncadpipe is running (Ctrl-C stops it)\n"
         f"  REST API   {api}/api   docs {api}/docs   OpenAPI {api}/openapi.json\n"
@@ -72,7 +87,8 @@ def banner(running: stack.Stack, moto: MotoS3, nats: NatsServer, bucket: str) ->
         f"  S3 (moto)  {moto.endpoint_url}  bucket {bucket}  "
         f"credentials {moto.access_key} / {moto.secret_key}\n"
         f"  NATS       {nats.url}\n"
-        "  MongoDB    in-process (mongomock)\n\n"
+        "  MongoDB    in-process (mongomock)\n"
+        f"{metrics}\n"
     )
     sys.stdout.flush()
 

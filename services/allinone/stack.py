@@ -41,6 +41,12 @@ class Ports:
     scripts: int = 0
     watcher: int = 0
     worker: int = 0
+    metrics: int = 0
+    """Prometheus /metrics of the gateway on this port, then scripts, watcher and worker on the
+    next three (each service its own registry, as in separate pods); 0: none."""
+
+    def metrics_port(self, offset: int) -> int:
+        return self.metrics + offset if self.metrics else 0
 
 
 @dataclass(frozen=True)
@@ -83,13 +89,44 @@ async def start(
     mongo = {"mongodb_uri": backends.mongodb_uri, "mongodb_database": backends.mongodb_database}
     async with AsyncExitStack() as stack:
         scripts_svc = await stack.enter_async_context(
-            scripts.start(ScriptsSettings(**common, **mongo, grpc_port=ports.scripts, **overrides.scripts))
+            scripts.start(
+                ScriptsSettings(
+                    **{
+                        **common,
+                        **mongo,
+                        "grpc_port": ports.scripts,
+                        "metrics_port": ports.metrics_port(1),
+                        **overrides.scripts,
+                    }
+                )
+            )
         )
         watcher_svc = await stack.enter_async_context(
-            watcher.start(WatcherSettings(**common, **mongo, grpc_port=ports.watcher, **overrides.watcher))
+            watcher.start(
+                WatcherSettings(
+                    **{
+                        **common,
+                        **mongo,
+                        "grpc_port": ports.watcher,
+                        "metrics_port": ports.metrics_port(2),
+                        # the monitoring health report asks the script service's health
+                        "scripts_addr": f"127.0.0.1:{scripts_svc.port}",
+                        **overrides.watcher,
+                    }
+                )
+            )
         )
         worker_svc = await stack.enter_async_context(
-            worker.start(WorkerSettings(**common, grpc_port=ports.worker, **overrides.worker))
+            worker.start(
+                WorkerSettings(
+                    **{
+                        **common,
+                        "grpc_port": ports.worker,
+                        "metrics_port": ports.metrics_port(3),
+                        **overrides.worker,
+                    }
+                )
+            )
         )
         gateway_svc = await stack.enter_async_context(
             gateway.start(
@@ -99,6 +136,7 @@ async def start(
                         "http_port": ports.http,
                         "scripts_addr": f"127.0.0.1:{scripts_svc.port}",
                         "watcher_addr": f"127.0.0.1:{watcher_svc.port}",
+                        "metrics_port": ports.metrics_port(0),
                         "service_token": service_token,
                         **mongo,
                         **overrides.gateway,

@@ -16,7 +16,7 @@ from cadpipe.adapters import mongo
 from cadpipe.callers import InvalidIdentity
 from cadpipe.grpc_server import stop_event_on_signals
 from cadpipe.logs import configure_logging
-from cadpipe.settings import MongoSettings
+from cadpipe.settings import MongoSettings, load_settings
 from services.gateway.bootstrap import start
 from services.gateway.settings import Settings
 from services.gateway.tokens import MongoTokens
@@ -81,7 +81,7 @@ def main() -> None:
         configure_logging("gateway-tokens")
         sys.exit(tokens(args))
     configure_logging("gateway")
-    asyncio.run(run(Settings()))
+    asyncio.run(run(load_settings(Settings, "gateway")))
 
 
 if __name__ == "__main__":

@@ -29,10 +29,12 @@ from starlette.middleware.cors import CORSMiddleware
 
 from cadpipe.adapters import mongo
 from cadpipe.callers import SERVICE_TOKEN_KEY, channel_credentials
+from cadpipe.metrics import ServiceMetrics
 from services.gateway.app import Gateway, create_app
 from services.gateway.auth import ApiTokens, Authenticator, JwtVerifier
 from services.gateway.backends import Backends, channel_options
 from services.gateway.guard import ACCESS_TOKEN_PARAM, Guard
+from services.gateway.metrics import HttpMetrics, HttpMetricsMiddleware
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import default_modules, derive_routes_from_modules
 from services.gateway.settings import Settings
@@ -71,6 +73,11 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         if service not in addresses:
             logger.warning("no backend configured for %s: its routes answer 503", service)
     async with AsyncExitStack() as stack:
+        observed = ServiceMetrics("gateway")
+        stack.enter_context(observed.serving(settings.http_host, settings.metrics_port))
+        http_metrics = Middleware(
+            HttpMetricsMiddleware, metrics=HttpMetrics(observed.registry), table=table
+        )
         backends = Backends(
             addresses,
             options=_channel_options(settings),
@@ -98,7 +105,9 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             admin_prefixes=settings.admin_prefix_list(),
         )
         # CORS outside the guard: preflights carry no token, and refusals need CORS headers
-        app = create_app(gateway, middleware=[*_cors(settings.cors_origins()), guard])
+        app = create_app(
+            gateway, middleware=[http_metrics, *_cors(settings.cors_origins()), guard]
+        )
         sock = stack.enter_context(_bind(settings.http_host, settings.http_port))
         config = uvicorn.Config(
             app,
@@ -207,7 +216,10 @@ def _cors(origins: list[str]) -> list[Middleware]:
 @contextlib.contextmanager
 def _bind(host: str, port: int) -> Iterator[socket.socket]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on accepted connections only
+    # when the listening socket names TCP; without it every keep-alive response waits ~40 ms
+    # for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

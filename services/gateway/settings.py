@@ -14,6 +14,7 @@ MIB = 1024 * 1024
 SCRIPT_SERVICE = "cadpipe.v1.ScriptService"
 STATUS_SERVICE = "cadpipe.v1.StatusService"
 ARTIFACT_SERVICE = "cadpipe.v1.ArtifactService"
+MONITORING_SERVICE = "cadpipe.v1.MonitoringService"
 
 
 class Settings(BaseSettings):
@@ -27,6 +28,17 @@ class Settings(BaseSettings):
     scripts_addr: str = Field(default="127.0.0.1:50051", description="cadpipe.v1.ScriptService")
     watcher_addr: str = Field(
         default="127.0.0.1:50052", description="cadpipe.v1.StatusService and ArtifactService"
+    )
+    monitoring_addr: str | None = Field(
+        default=None,
+        description="cadpipe.v1.MonitoringService (/api/monitoring/...); unset: WATCHER_ADDR, "
+        "as the watcher serves it",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics on a port of its own (0: none), kept off the API port",
     )
 
     grpc_deadline_seconds: float = Field(default=30.0, gt=0, description="Per unary call")
@@ -157,6 +169,9 @@ class Settings(BaseSettings):
             SCRIPT_SERVICE: self.scripts_addr,
             STATUS_SERVICE: self.watcher_addr,
             ARTIFACT_SERVICE: self.watcher_addr,
+            MONITORING_SERVICE: (
+                self.watcher_addr if self.monitoring_addr is None else self.monitoring_addr
+            ),
         }
         return {service: address.strip() for service, address in wanted.items() if address.strip()}
 

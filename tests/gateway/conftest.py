@@ -14,7 +14,13 @@ from gateway_fakes import FakeArtifacts, FakeScripts, FakeStatus, Recorder
 from cadpipe.grpc_server import GrpcServer
 from cadpipe.v1 import artifacts_pb2_grpc, scripts_pb2_grpc, status_pb2_grpc
 from services.gateway.bootstrap import Running, start
-from services.gateway.settings import ARTIFACT_SERVICE, SCRIPT_SERVICE, STATUS_SERVICE, Settings
+from services.gateway.settings import (
+    ARTIFACT_SERVICE,
+    MONITORING_SERVICE,
+    SCRIPT_SERVICE,
+    STATUS_SERVICE,
+    Settings,
+)
 
 
 @dataclass
@@ -51,7 +57,10 @@ async def start_stack(stack: AsyncExitStack, **overrides: object) -> Stack:
     )
     scripts_pb2_grpc.add_ScriptServiceServicer_to_server(FakeScripts(recorder), scripts.server)
     watcher = await stack.enter_async_context(
-        GrpcServer("127.0.0.1", 0, service_names=[STATUS_SERVICE, ARTIFACT_SERVICE])
+        # as the real watcher, which serves MonitoringService too (no fake of it here)
+        GrpcServer(
+            "127.0.0.1", 0, service_names=[STATUS_SERVICE, ARTIFACT_SERVICE, MONITORING_SERVICE]
+        )
     )
     status = FakeStatus(recorder)
     status_pb2_grpc.add_StatusServiceServicer_to_server(status, watcher.server)

@@ -250,6 +250,7 @@ async def test_a_backend_that_is_down_is_503_and_readyz_says_which(gw: Stack) ->
         "cadpipe.v1.ScriptService": "SERVING",
         "cadpipe.v1.StatusService": "SERVING",
         "cadpipe.v1.ArtifactService": "SERVING",
+        "cadpipe.v1.MonitoringService": "SERVING",
     }
 
     await gw.scripts.shutdown(0)

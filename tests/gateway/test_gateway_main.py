@@ -87,4 +87,4 @@ def test_a_malformed_setting_stops_the_start_with_its_name() -> None:
         timeout=30,
     )
     assert result.returncode != 0
-    assert "http_port" in result.stderr
+    assert "HTTP_PORT" in result.stderr

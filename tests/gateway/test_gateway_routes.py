@@ -32,6 +32,17 @@ CADPIPE_REST = {
     ),
     ("GET", "/api/projects/{project}/logs", "cadpipe.v1.ArtifactService.ListLogs"),
     ("GET", "/api/projects/{project}/logs/{name}", "cadpipe.v1.ArtifactService.GetLog"),
+    ("GET", "/api/monitoring/health", "cadpipe.v1.MonitoringService.GetHealth"),
+    ("GET", "/api/monitoring/s3/status", "cadpipe.v1.MonitoringService.GetS3Status"),
+    ("GET", "/api/monitoring/config/validate", "cadpipe.v1.MonitoringService.ValidateConfig"),
+    ("GET", "/api/monitoring/config/summary", "cadpipe.v1.MonitoringService.GetConfigSummary"),
+    (
+        "GET",
+        "/api/monitoring/projects/{project}/processing-status",
+        "cadpipe.v1.MonitoringService.GetProcessingStatus",
+    ),
+    ("POST", "/api/monitoring/test/s3-upload", "cadpipe.v1.MonitoringService.TestS3Upload"),
+    ("GET", "/api/monitoring/metrics", "cadpipe.v1.MonitoringService.GetMetricsSummary"),
 }
 
 
@@ -75,6 +86,7 @@ def test_a_derived_route_knows_its_grpc_method_and_message_classes() -> None:
         "cadpipe.v1.ScriptService",
         "cadpipe.v1.StatusService",
         "cadpipe.v1.ArtifactService",
+        "cadpipe.v1.MonitoringService",
     }
 
 
