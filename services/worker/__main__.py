@@ -9,6 +9,7 @@ import logging
 
 from cadpipe.grpc_server import stop_event_on_signals
 from cadpipe.logs import configure_logging
+from cadpipe.settings import load_settings
 from services.worker.bootstrap import start
 from services.worker.settings import Settings
 
@@ -24,7 +25,7 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     configure_logging("worker")
-    settings = Settings()  # type: ignore[call-arg]  # required values come from the environment
+    settings = load_settings(Settings, "worker")
     asyncio.run(serve(settings))
 
 

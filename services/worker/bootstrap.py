@@ -24,10 +24,13 @@ from nats.aio.client import Client as NatsClient
 
 from cadpipe import messaging
 from cadpipe.adapters import s3
+from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import GrpcServer
+from cadpipe.metrics import ServiceMetrics
 from services.worker import domain
 from services.worker.intake import Intake, IntakeConfig, NatsNotifier
 from services.worker.jobs import JobConfig, JobService
+from services.worker.metrics import WorkerMetrics
 from services.worker.sandbox import (
     FreshSandbox,
     RunnerCommand,
@@ -153,8 +156,11 @@ async def _open_sandbox(
 async def start(settings: Settings) -> AsyncIterator[Running]:
     worker_name = f"{socket.gethostname()}/{os.getpid()}"
     async with AsyncExitStack() as stack:
+        observed = ServiceMetrics("worker")
+        metrics = WorkerMetrics(observed.registry)
         s3_client = s3.make_client(settings)
         stack.callback(s3_client.close)
+        observed.instrument_s3(s3_client)
         storage = S3JobStorage(s3.Bucket(s3_client, settings.s3_bucket))
 
         lib_dir = settings.resolved_freecad_lib_dir()
@@ -171,7 +177,9 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         stack.callback(scratch.close)
         sandbox = await _open_sandbox(settings, stack, scratch, isolation, freecad_version, cgroup)
 
-        nc = await messaging.connect(settings, name="cadpipe-worker")
+        nc = await messaging.connect(
+            settings, name="cadpipe-worker", error_cb=observed.nats_error_cb
+        )
         stack.push_async_callback(_drain, nc)
         js = nc.jetstream()
         await messaging.ensure_streams(js, replicas=settings.nats_stream_replicas)
@@ -201,7 +209,10 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 fetch_timeout_seconds=settings.fetch_timeout_seconds,
             ),
             service,
+            on_job=metrics.observe_job,
         )
+        metrics.watch_running(lambda: intake.busy)
+        stack.enter_context(observed.serving(settings.grpc_host, settings.metrics_port))
 
         async def ready() -> None:
             await storage.ping()
@@ -217,6 +228,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             service_names=[],
             readiness=ready,
             readiness_interval=settings.readiness_interval_seconds,
+            interceptors=[ObservingInterceptor(GrpcServerMetrics(observed.registry))],
         )
         try:
             await intake.start()

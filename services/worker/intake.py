@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats.errors
@@ -18,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cadpipe import messaging
+from cadpipe.logs import log_context
 from cadpipe.v1 import events_pb2
 from services.worker import domain
 from services.worker.jobs import JobService, ScriptMissing
@@ -62,11 +64,23 @@ class NatsNotifier:
         await self._nc.publish(messaging.worker_finished_subject(project), messaging.encode(event))
 
 
+JobObserver = Callable[[str, str, float | None, int], None]
+"""Told (outcome, exit reason, seconds run, attempt) once per delivery (worker metrics)."""
+
+
 class Intake:
-    def __init__(self, js: JetStreamContext, config: IntakeConfig, service: JobService) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        config: IntakeConfig,
+        service: JobService,
+        *,
+        on_job: JobObserver = lambda outcome, reason, seconds, attempt: None,
+    ) -> None:
         self._js = js
         self._config = config
         self._service = service
+        self._on_job = on_job
         self._stopping = asyncio.Event()
         self._slots: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
@@ -145,33 +159,51 @@ class Intake:
             stop.cancel()
 
     async def _process(self, message: Msg) -> None:
+        attempt = message.metadata.num_delivered
         try:
             event = messaging.decode(message.data, events_pb2.ScriptUploaded)
             job = domain.job_from_event(event.project, event.version, event.key, event.sha256)
         except (ParseError, domain.InvalidJob) as error:
             logger.error("dropping an uploaded event that names no script: %s", error)
+            self._on_job("dropped", "", None, attempt)
             await message.term()
             return
-        attempt = message.metadata.num_delivered
+        # every line about this job carries the upload's request id and the version
+        with log_context(
+            request_id=(message.headers or {}).get("X-Request-Id"),
+            project=job.project,
+            version=job.version,
+            attempt=attempt,
+        ):
+            await self._run(message, job, attempt)
+
+    async def _run(self, message: Msg, job: domain.Job, attempt: int) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(message))
         try:
-            await self._service.handle(job, attempt)
+            marker = await self._service.handle(job, attempt)
         except ScriptMissing as error:
             logger.error("dropping the event of %s: %s", job.name, error)
+            self._on_job("dropped", "", None, attempt)
             await message.term()
             return
         except asyncio.CancelledError:
             logger.warning("%s was stopped by the worker's shutdown; handing it back", job.name)
+            self._on_job("handed_back", "", None, attempt)
             with contextlib.suppress(Exception):
                 await message.nak()
             raise
         except Exception:
             logger.exception("%s could not be finished; it will be delivered again", job.name)
+            self._on_job("retry", "", None, attempt)
             with contextlib.suppress(Exception):
                 await message.nak(delay=min(2.0 * attempt, 30.0))
             return
         finally:
             heartbeat.cancel()
+        if marker is None:
+            self._on_job("already_finished", "", None, attempt)
+        else:
+            self._on_job(marker.status, marker.exit_reason, marker.duration_seconds, attempt)
         try:
             await message.ack()
         except Exception as error:  # redelivered, then acked as finished
