@@ -36,6 +36,8 @@ NEEDED = [
     ("client", "gateway", 8080),
     ("gateway", "scripts", 50051),
     ("gateway", "watcher", 50052),
+    # the watcher's monitoring health report asks the script service's grpc.health.v1
+    ("watcher", "scripts", 50051),
     ("gateway", "mongodb", 27017),
     ("scripts", "nats", 4222),
     ("scripts", "mongodb", 27017),
@@ -80,7 +82,7 @@ REFUSED = [
     # services do not call each other's back doors
     ("scripts", "gateway", 8080),
     ("scripts", "watcher", 50052),
-    ("watcher", "scripts", 50051),
+    ("watcher", "scripts", 9090),
     # the dev backends have no business outside
     ("nats", "internet", 443),
     ("mongodb", "internet", 443),
