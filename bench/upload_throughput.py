@@ -1,30 +1,50 @@
-"""Upload throughput: 16 concurrent clients on one project, through REST and through gRPC,
-beside raw boto3 put_object to the same moto server, all in one run.
+"""Upload throughput: 16 concurrent clients on one project, through REST (gateway -> script
+service) and through gRPC (script service), beside raw boto3 put_object to the same moto
+server as the baseline, all in one run.
 
-    make bench   (or: .venv/bin/python -m bench.upload_throughput [--uploads N] [--clients C])
+    .venv/bin/python -m bench.upload_throughput [--uploads N] [--clients C]
 
-Prints uploads/s, p50 and p99 latency, and each path's throughput as a ratio of the baseline.
+moto's S3 server, the script service and the gateway each run in their own process, as they
+would deployed; this process is only the clients. Prints uploads/s, p50/p95/p99 latency and
+each path's throughput as a ratio of the baseline's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import grpc
 import httpx
 
-from bench.common import backends, summary
+from bench.common import summary
+from cadpipe.adapters import s3
+from cadpipe.devstack import MotoS3, NatsServer, free_port, wait_for_port
+from cadpipe.settings import S3Settings
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
-from services.gateway import bootstrap as gateway
-from services.gateway.settings import Settings as GatewaySettings
-from services.scripts import bootstrap as scripts
-from services.scripts.settings import Settings as ScriptsSettings
 
 SCRIPT = "import FreeCAD\nimport Part\nshape = Part.makeBox(20, 20, 10)\n" + "# padding\n" * 100
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str], port: int) -> Iterator[None]:
+    child = subprocess.Popen(
+        [sys.executable, *args], env={**os.environ, "LOG_LEVEL": "WARNING", **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        yield
+    finally:
+        child.terminate()
+        child.wait(30)
 
 
 async def drive(total: int, clients: int, upload: Callable[[int], Awaitable[None]]) -> tuple[list[float], float]:
@@ -42,58 +62,58 @@ async def drive(total: int, clients: int, upload: Callable[[int], Awaitable[None
     return latencies, time.perf_counter() - started
 
 
-async def main(total: int, clients: int) -> None:
-    with backends() as b:
-        bucket = b.bucket
-        s3_fields = {
-            "s3_bucket": bucket.name,
-            "s3_endpoint_url": b.moto.endpoint_url,
-            "aws_access_key_id": b.moto.access_key,
-            "aws_secret_access_key": b.moto.secret_key,
-        }
-        settings = ScriptsSettings(
-            **s3_fields, mongodb_uri=f"mongomock://bench-{uuid.uuid4().hex}", nats_url=b.nats.url,
-            grpc_host="127.0.0.1", grpc_port=0,
-        )
-        async with scripts.start(settings) as svc:
-            gw_settings = GatewaySettings(http_host="127.0.0.1", http_port=0, scripts_addr=f"127.0.0.1:{svc.port}",
-                                          auth_mode="none")  # the transcoding cost alone
-            async with gateway.start(gw_settings) as gw:
-                body = SCRIPT.encode()
+async def measure(total: int, clients: int, bucket: s3.Bucket, grpc_port: int, http_port: int) -> dict[str, tuple[list[float], float]]:
+    body = SCRIPT.encode()
 
-                async def raw(i: int) -> None:
-                    key = f"baseline/raw/raw_v{i + 1}.py"
-                    await asyncio.to_thread(
-                        bucket.client.put_object, Bucket=bucket.name, Key=key, Body=body, ContentType="text/x-python"
-                    )
+    async def raw(i: int) -> None:
+        key = f"baseline/raw/raw_{uuid.uuid4().hex}.py"
+        await asyncio.to_thread(bucket.client.put_object, Bucket=bucket.name, Key=key, Body=body, ContentType="text/x-python")
 
-                channel = grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}")
-                stub = scripts_pb2_grpc.ScriptServiceStub(channel)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+    stub = scripts_pb2_grpc.ScriptServiceStub(channel)
 
-                async def via_grpc(i: int) -> None:
-                    await stub.UploadScript(scripts_pb2.UploadScriptRequest(project="bench-grpc", script=SCRIPT))
+    async def via_grpc(i: int) -> None:
+        await stub.UploadScript(scripts_pb2.UploadScriptRequest(project="bench-grpc", script=SCRIPT))
 
-                http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}", timeout=60,
-                                         limits=httpx.Limits(max_connections=clients))
+    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=60, limits=httpx.Limits(max_connections=clients))
 
-                async def via_rest(i: int) -> None:
-                    r = await http.post("/api/projects/bench-rest/upload-script", json={"script": SCRIPT})
-                    r.raise_for_status()
+    async def via_rest(i: int) -> None:
+        (await http.post("/api/projects/bench-rest/upload-script", json={"script": SCRIPT})).raise_for_status()
 
-                for warm in (raw, via_grpc, via_rest):  # connections, caches, first index documents
-                    await drive(clients, clients, warm)
-                results = {}
-                for name, fn in (("boto3 put_object (baseline)", raw), ("gRPC UploadScript", via_grpc),
-                                 ("REST upload-script", via_rest)):
-                    results[name] = await drive(total, clients, fn)
-                await http.aclose()
-                await channel.close()
+    paths = {"boto3 put_object (baseline)": raw, "gRPC UploadScript": via_grpc, "REST upload-script": via_rest}
+    for warm in paths.values():  # connections, first documents
+        await drive(clients, clients, warm)
+    results = {name: await drive(total, clients, fn) for name, fn in paths.items()}
+    await http.aclose()
+    await channel.close()
+    return results
 
-    print(f"\nupload throughput: {total} uploads per path, {clients} concurrent clients, one project, moto over HTTP")
+
+def main(total: int, clients: int) -> None:
+    s3_port, grpc_port, http_port = free_port(), free_port(), free_port()
+    bucket_name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
+    s3_env = {**MotoS3(port=s3_port).env(bucket_name)}
+    with (
+        process(["-m", "cadpipe.devstack", "s3", str(s3_port)], {}, s3_port),
+        NatsServer() as nats,
+    ):
+        bucket = s3.Bucket(s3.make_client(S3Settings(**{k.lower(): v for k, v in s3_env.items()})), bucket_name)
+        bucket.create_if_missing()
+        scripts_env = {**s3_env, "MONGODB_URI": "mongomock://bench", "NATS_URL": nats.url,
+                       "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(grpc_port), "METRICS_PORT": "0"}
+        gateway_env = {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(http_port), "SCRIPTS_ADDR": f"127.0.0.1:{grpc_port}",
+                       "WATCHER_ADDR": "", "MONITORING_ADDR": "", "AUTH_MODE": "none", "METRICS_PORT": "0"}
+        with (
+            process(["-m", "services.scripts"], scripts_env, grpc_port),
+            process(["-m", "services.gateway"], gateway_env, http_port),
+        ):
+            results = asyncio.run(measure(total, clients, bucket, grpc_port, http_port))
+
+    print(f"\nupload throughput: {total} uploads per path, {clients} concurrent clients, one project;")
+    print("moto, script service and gateway in their own processes, on this 2-core machine")
     base_rate = total / results["boto3 put_object (baseline)"][1]
     for name, (latencies, wall) in results.items():
-        rate = total / wall
-        print(summary(name, latencies, wall) + f"  ratio to baseline {rate / base_rate:5.2f}")
+        print(summary(name, latencies, wall) + f"  ratio to baseline {total / wall / base_rate:5.2f}")
 
 
 if __name__ == "__main__":
@@ -101,4 +121,4 @@ if __name__ == "__main__":
     parser.add_argument("--uploads", type=int, default=400)
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
-    asyncio.run(main(args.uploads, args.clients))
+    main(args.uploads, args.clients)

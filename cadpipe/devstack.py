@@ -11,6 +11,7 @@ import logging
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -172,3 +173,18 @@ class NatsServer:
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     """This process's environment plus `extra`, for starting a service as a subprocess."""
     return {**os.environ, **extra}
+
+
+def _serve_s3(port: int) -> None:
+    """`python -m cadpipe.devstack s3 PORT`: moto's S3 server alone in its own process (the
+    benchmarks use it so that S3 does not share an interpreter with what they measure)."""
+    stopping = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)  # before moto's threads start
+    with MotoS3(port=port):
+        signal.sigwait(stopping)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "s3":
+        sys.exit("usage: python -m cadpipe.devstack s3 PORT")
+    _serve_s3(int(sys.argv[2]))
