@@ -10,6 +10,7 @@ Identities: alice and bob (users), root (admin), each with an API token.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import secrets
 import time
 import uuid
@@ -51,6 +52,7 @@ class Secured:
     service_token: str
     scripts_port: int
     watcher_port: int
+    nats_url: str
     tokens: dict[str, str] = field(default_factory=dict)
 
     def auth(self, who: str) -> dict[str, str]:
@@ -65,17 +67,62 @@ class Secured:
         payload = {"sub": sub, "iat": now, "exp": now + int(expires_in), **claims}
         return jwt.encode(payload, JWT_SECRET, algorithm="HS256")
 
+    async def settled_snapshot(self) -> dict[str, Any]:
+        """The snapshot once earlier uploads have settled: their events published and their
+        jobs recorded by the watcher (which happens in the background, after the upload)."""
+
+        def settled() -> bool:
+            pending = self.db["outbox"].count_documents({"sent_at": None})
+            versions = self.db["versions"].count_documents({})
+            return pending == 0 and self.db["jobs"].count_documents({}) >= versions
+
+        async def check() -> bool:
+            return await asyncio.to_thread(settled)
+
+        await wait_until(check)
+        return self.snapshot()
+
     def snapshot(self) -> dict[str, Any]:
-        """Every object (key, etag) and every document of every collection: a request that
-        changes nothing leaves this equal."""
-        objects = sorted((o.key, o.etag) for o in self.bucket.list(""))
+        """Every object (key, etag) and every document of every collection, but for the fields
+        background work changes on its own (VOLATILE): a request that changes nothing leaves
+        this equal."""
+        objects = {o.key: o.etag for o in self.bucket.list("")}
         collections = {
-            name: sorted(
-                (repr(sorted(doc.items())) for doc in self.db[name].find({})),
-            )
+            name: {
+                repr(doc["_id"]): {
+                    k: v for k, v in doc.items() if k not in VOLATILE.get(name, ())
+                }
+                for doc in self.db[name].find({})
+            }
             for name in sorted(self.db.list_collection_names())
         }
         return {"objects": objects, "collections": collections}
+
+
+VOLATILE = {
+    # the publisher marks entries sent; the watcher renews its leases and decides versions
+    "outbox": {"sent_at", "attempts", "last_error"},
+    "jobs": {
+        "lease_until", "owner", "state", "outputs", "log_key", "error", "exit_reason",
+        "finished_at", "detected_at", "duration_seconds", "event_published",
+    },
+}
+
+
+def assert_unchanged(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Equal snapshots, or a message naming what changed."""
+    changes = [
+        f"object {key}: {before['objects'].get(key)} -> {after['objects'].get(key)}"
+        for key in sorted(set(before["objects"]) | set(after["objects"]))
+        if before["objects"].get(key) != after["objects"].get(key)
+    ]
+    names = set(before["collections"]) | set(after["collections"])
+    for name in sorted(names):
+        old, new = before["collections"].get(name, {}), after["collections"].get(name, {})
+        for doc_id in sorted(set(old) | set(new)):
+            if old.get(doc_id) != new.get(doc_id):
+                changes.append(f"{name} {doc_id}: {old.get(doc_id)} -> {new.get(doc_id)}")
+    assert not changes, "\n".join(changes)
 
 
 def s3_env(moto: MotoS3, bucket_name: str) -> dict[str, Any]:
@@ -139,6 +186,7 @@ async def start_secured(moto: MotoS3, **gateway_overrides: Any) -> AsyncIterator
             service_token=service_token,
             scripts_port=scripts_svc.port,
             watcher_port=watcher_svc.port,
+            nats_url=nats.url,
         )
         store = MongoTokens(db)
         for who, admin in (("alice", False), ("bob", False), ("root", True)):
@@ -162,11 +210,14 @@ async def upload(client: httpx.AsyncClient, project: str, script: str = SCRIPT) 
 
 
 def finish_version(bucket: s3.Bucket, project: str, version: int = 1) -> str:
-    """What a worker of the older contract leaves: an STL and an empty marker. Returns the
-    STL's key."""
+    """What a worker of the older contract leaves: an STL, an info log (the one routes.py
+    names) and an empty marker. Returns the STL's key."""
     key = layout.output_key(project, version, "part.stl")
     body = b"solid part\nendsolid part\n"
     bucket.put(key, body, content_type="model/stl")
+    written = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    log = layout.log_key(project, version, "info", written)
+    bucket.put(log, b"done\n", content_type="text/plain")
     bucket.put(layout.marker_key(project, version), b"", content_type="text/plain")
     return key
 

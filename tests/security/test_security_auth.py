@@ -11,7 +11,7 @@ import time
 
 import jwt
 import pytest
-from conftest import JWT_SECRET, Secured, upload
+from conftest import JWT_SECRET, Secured, assert_unchanged, upload
 from routes import ROUTES, admin_routes, example, is_public, protected_routes, route_id
 
 from services.gateway.__main__ import tokens as tokens_command
@@ -65,7 +65,7 @@ def bad_credentials() -> dict[str, dict[str, str]]:
 async def test_every_protected_route_refuses_requests_without_a_valid_token(
     secured: Secured, route: object, project: str
 ) -> None:
-    before = secured.snapshot()
+    before = await secured.settled_snapshot()
     request = example(route, project)  # type: ignore[arg-type]
     async with secured.client() as http:
         for case, headers in bad_credentials().items():
@@ -76,7 +76,7 @@ async def test_every_protected_route_refuses_requests_without_a_valid_token(
             assert response.headers["www-authenticate"].startswith('Bearer realm="cadpipe"'), case
             body = response.json()
             assert body["code"] == 16 and body["message"] and body["details"] == [], case
-    assert secured.snapshot() == before
+    assert_unchanged(before, secured.snapshot())
 
 
 async def test_public_routes_and_the_documents_need_no_token(secured: Secured) -> None:
