@@ -84,13 +84,13 @@ class WatcherMetrics:
             registry=registry,
         )
         self.detection = Histogram(
-            "cadpipe_watcher_detection",
+            "cadpipe_watcher_detection_seconds",
             "Seconds from the worker's finish (the marker's time) to the watcher's decision",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.duration = Histogram(
-            "cadpipe_watcher_job_duration",
+            "cadpipe_watcher_job_duration_seconds",
             "Seconds from the upload to the worker's finish (to the decision for a timeout)",
             ["outcome"],
             buckets=JOB_BUCKETS,

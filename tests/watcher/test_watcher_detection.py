@@ -449,7 +449,7 @@ async def test_metrics_count_decisions_events_and_rpcs(
     assert float(samples['cadpipe_watcher_decisions_total{outcome="completed"}']) == 1
     assert float(samples['cadpipe_watcher_events_published_total{kind="first"}']) == 1
     assert float(samples["cadpipe_watcher_pending"]) == 0
-    assert float(samples["cadpipe_watcher_detection_count"]) == 1
+    assert float(samples["cadpipe_watcher_detection_seconds_count"]) == 1
     assert any(k.startswith("cadpipe_s3_requests_total{") for k in samples)
     handled = (
         'grpc_server_handled_total{grpc_code="OK",grpc_method="GetStatus",'

@@ -1,0 +1,88 @@
+"""The whole system in this process (services/allinone/stack.py) with every service's metrics on a
+port of its own, behind an authenticating gateway, on the session's moto and a nats-server of
+the test's own; an admin API token for the monitoring routes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from cadpipe.adapters import mongo as mongo_adapter
+from cadpipe.adapters import s3
+from cadpipe.devstack import NatsServer, free_port
+from cadpipe.settings import MongoSettings, S3Settings
+from services.allinone import stack
+from services.gateway.tokens import MongoTokens
+
+ADMIN = "ops-admin"
+
+
+@dataclass
+class Observed:
+    stack: stack.Stack
+    nats: NatsServer
+    bucket: s3.Bucket
+    s3_settings: S3Settings
+    mongodb_uri: str
+    metrics: dict[str, int]
+    """Metrics port per service: gateway, scripts, watcher, worker."""
+    admin_token: str
+
+    def api(self, token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.stack.api_url, headers=headers, timeout=30)
+
+    def admin(self) -> httpx.AsyncClient:
+        return self.api(self.admin_token)
+
+    def user(self) -> httpx.AsyncClient:
+        return self.api(self.stack.user_token)
+
+
+def _admin_token(uri: str, database: str) -> str:
+    client = mongo_adapter.make_client(uri)
+    try:
+        token, _ = MongoTokens(client[database]).create(ADMIN, admin=True)
+        return token
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def observed(
+    bucket: s3.Bucket, s3_settings: S3Settings, mongo_settings: MongoSettings, nats_server: Any
+) -> AsyncIterator[Observed]:
+    secrets = {
+        "aws_access_key_id": s3_settings.aws_access_key_id,
+        "aws_secret_access_key": s3_settings.aws_secret_access_key,
+    }
+    s3_values = s3_settings.model_dump(mode="json") | {
+        k: v.get_secret_value() if v else None for k, v in secrets.items()
+    }
+    uri = mongo_settings.mongodb_uri.get_secret_value()
+    backends = stack.Backends(
+        s3=s3_values,
+        nats_url=nats_server.url,
+        mongodb_uri=uri,
+        mongodb_database=mongo_settings.mongodb_database,
+    )
+    metrics = {name: free_port() for name in ("gateway", "scripts", "watcher", "worker")}
+    fast = {"readiness_interval_seconds": 0.2, "shutdown_grace_seconds": 1.0}
+    overrides = stack.Overrides(
+        scripts={**fast, "metrics_port": metrics["scripts"]},
+        watcher={**fast, "metrics_port": metrics["watcher"], "monitoring_check_timeout_seconds": 1},
+        worker={**fast, "metrics_port": metrics["worker"]},
+        gateway={
+            "metrics_port": metrics["gateway"],
+            "shutdown_grace_seconds": 1.0,
+            "upload_burst": 1000,
+        },
+    )
+    async with stack.start(backends, overrides=overrides) as running:
+        token = await asyncio.to_thread(_admin_token, uri, mongo_settings.mongodb_database)
+        yield Observed(running, nats_server, bucket, s3_settings, uri, metrics, token)
