@@ -108,6 +108,10 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         app = create_app(
             gateway, middleware=[http_metrics, *_cors(settings.cors_origins()), guard]
         )
+        # uvicorn's access lines carry the query string, where an event stream's access_token
+        # travels: they stay off even when a handler is attached to their logger (the
+        # RequestIdMiddleware logs every request, without the query)
+        logging.getLogger("uvicorn.access").disabled = True
         sock = stack.enter_context(_bind(settings.http_host, settings.http_port))
         config = uvicorn.Config(
             app,
