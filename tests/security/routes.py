@@ -47,7 +47,9 @@ def example(route: Route, project: str) -> Example:
             value = EXAMPLE_PATH_VALUES.get(segment.field)
             assert value is not None, f"no example value for path field {segment.field!r}"
             parts.append(value.format(project=project))
-    body = {"script": SCRIPT} if route.body else None
+    body: dict[str, Any] | None = None
+    if route.body:
+        body = {"script": SCRIPT} if route.full_method.endswith("UploadScript") else {}
     return Example(route, route.http_method, "/" + "/".join(parts), body)
 
 
