@@ -16,6 +16,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -44,6 +45,38 @@ def stop_event_on_signals() -> asyncio.Event:
     return stop
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """The library's servicer, whose Watch streams also end at shutdown, after a last
+    NOT_SERVING: an open Watch (client-side health checking, a proxy, `grpcurl ... Watch`) is an
+    RPC in flight, and would hold server.stop() for its whole grace period."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ending = asyncio.Event()
+
+    def end_watches(self) -> None:
+        self._ending.set()
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        watching = asyncio.ensure_future(super().Watch(request, context))
+        ending = asyncio.ensure_future(self._ending.wait())
+        try:
+            await asyncio.wait({watching, ending}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ending.cancel()
+            if not watching.done():
+                watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+        if self._ending.is_set():
+            await context.write(health_pb2.HealthCheckResponse(status=NOT_SERVING))
+            return
+        error = None if watching.cancelled() else watching.exception()
+        if error is not None:
+            raise error
+
+
 class GrpcServer:
     def __init__(
         self,
@@ -58,7 +91,7 @@ class GrpcServer:
         credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(service_names)
         reflection.enable_server_reflection(
@@ -90,6 +123,7 @@ class GrpcServer:
         if self._watch:
             self._watch.cancel()
         await self.health.enter_graceful_shutdown()
+        self.health.end_watches()
         await self.server.stop(grace)
         logger.info("gRPC server stopped")
 
