@@ -48,33 +48,54 @@ def stop_event_on_signals() -> asyncio.Event:
 class HealthServicer(health.aio.HealthServicer):
     """The library's servicer, whose Watch streams also end at shutdown, after a last
     NOT_SERVING: an open Watch (client-side health checking, a proxy, `grpcurl ... Watch`) is an
-    RPC in flight, and would hold server.stop() for its whole grace period."""
+    RPC in flight, and would hold server.stop() for its whole grace period. Check and set are
+    the library's; Watch follows the statuses recorded here."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._ending = asyncio.Event()
+        self._statuses: dict[str, health_pb2.HealthCheckResponse.ServingStatus.ValueType] = {}
+        self._changed = asyncio.Condition()
+        self._shut = False
+        self._ended = False
 
-    def end_watches(self) -> None:
-        self._ending.set()
+    async def set(
+        self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
+        await super().set(service, status)
+        async with self._changed:
+            if not self._shut:  # as the library: statuses are frozen once shutting down
+                self._statuses[service] = status
+                self._changed.notify_all()
+
+    async def enter_graceful_shutdown(self) -> None:
+        await super().enter_graceful_shutdown()
+        async with self._changed:
+            if not self._shut:
+                self._shut = True
+                for service in self._statuses:
+                    self._statuses[service] = NOT_SERVING
+                self._changed.notify_all()
+
+    async def end_watches(self) -> None:
+        async with self._changed:
+            self._ended = True
+            self._changed.notify_all()
 
     async def Watch(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        watching = asyncio.ensure_future(super().Watch(request, context))
-        ending = asyncio.ensure_future(self._ending.wait())
-        try:
-            await asyncio.wait({watching, ending}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ending.cancel()
-            if not watching.done():
-                watching.cancel()
-            await asyncio.gather(watching, return_exceptions=True)
-        if self._ending.is_set():
-            await context.write(health_pb2.HealthCheckResponse(status=NOT_SERVING))
-            return
-        error = None if watching.cancelled() else watching.exception()
-        if error is not None:
-            raise error
+        last = None
+        async with self._changed:
+            while True:
+                status = self._statuses.get(
+                    request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+                )
+                if status != last:
+                    await context.write(health_pb2.HealthCheckResponse(status=status))
+                    last = status
+                if self._ended:
+                    return
+                await self._changed.wait()
 
 
 class GrpcServer:
@@ -123,7 +144,7 @@ class GrpcServer:
         if self._watch:
             self._watch.cancel()
         await self.health.enter_graceful_shutdown()
-        self.health.end_watches()
+        await self.health.end_watches()
         await self.server.stop(grace)
         logger.info("gRPC server stopped")
 

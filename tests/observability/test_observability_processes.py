@@ -126,7 +126,7 @@ async def _uploaded_events(js: Any, project: str) -> list[tuple[int, dict[str, s
         stream=messaging.SCRIPTS_STREAM,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, filter_subject=subject),
     )
-    found = []
+    found: list[tuple[int, dict[str, str]]] = []
     try:
         while True:
             try:
