@@ -25,7 +25,8 @@ from services.worker.settings import Settings as WorkerSettings
 
 @dataclass(frozen=True)
 class Backends:
-    """Where the shared state lives. s3 holds S3Settings fields (s3_bucket, s3_endpoint_url, ...)."""
+    """Where the shared state lives. s3 holds S3Settings fields (s3_bucket, s3_endpoint_url,
+    ...)."""
 
     s3: dict[str, Any]
     nats_url: str

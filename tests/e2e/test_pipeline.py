@@ -39,7 +39,8 @@ def assert_valid(fmt: str, data: bytes) -> None:
         assert stl_triangles(data) > 0
     elif fmt == "obj":
         lines = data.decode().splitlines()
-        assert any(line.startswith("v ") for line in lines) and any(line.startswith("f ") for line in lines)
+        assert any(line.startswith("v ") for line in lines)
+        assert any(line.startswith("f ") for line in lines)
     elif fmt == "fcstd":
         assert "Document.xml" in zipfile.ZipFile(io.BytesIO(data)).namelist()
     else:
@@ -66,7 +67,9 @@ async def test_upload_to_download_through_rest(pipeline: Stack, js: Any, unique:
         httpx.AsyncClient(base_url=pipeline.api_url, timeout=30, headers=auth) as client,
         httpx.AsyncClient(timeout=30) as s3_client,  # a presigned URL is its own credential
     ):
-        upload = await client.post(f"/api/projects/{project}/upload-script", json={"script": script})
+        upload = await client.post(
+            f"/api/projects/{project}/upload-script", json={"script": script}
+        )
         assert upload.status_code == 200, upload.text
         assert upload.json()["script"]["version"] == 1
 

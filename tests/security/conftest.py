@@ -174,7 +174,9 @@ async def start_secured(moto: MotoS3, **gateway_overrides: Any) -> AsyncIterator
         )
         running = await stack.enter_async_context(gateway.start(settings))
         client, db = mongo.connect(
-            MongoSettings(mongodb_uri=mongodb_uri, mongodb_database=database)
+            MongoSettings.model_validate(
+                {"mongodb_uri": mongodb_uri, "mongodb_database": database}
+            )
         )
         stack.callback(client.close)
         secured = Secured(

@@ -17,7 +17,7 @@ from routes import example, owned_routes, route_id
 
 from cadpipe import layout, messaging
 from cadpipe.callers import ADMIN_KEY, IDENTITY_KEY, SERVICE_TOKEN_KEY
-from cadpipe.settings import MongoSettings, NatsSettings
+from cadpipe.settings import NatsSettings
 from cadpipe.v1 import events_pb2, scripts_pb2, scripts_pb2_grpc, status_pb2, status_pb2_grpc
 from services.scripts.bootstrap import run_reindex
 from services.scripts.settings import Settings as ScriptsSettings
@@ -120,7 +120,8 @@ async def test_of_two_identities_creating_one_project_at_once_exactly_one_owns_i
     keys = [o.key for o in secured.bucket.list(layout.project_input_prefix(project))]
     assert len(keys) == 8
     for key in keys:
-        assert secured.bucket.head(key).metadata["owner"] == winner
+        info = secured.bucket.head(key)
+        assert info is not None and info.metadata["owner"] == winner
 
 
 async def test_the_owner_travels_with_the_uploaded_event(secured: Secured, project: str) -> None:
@@ -157,11 +158,12 @@ async def test_reindex_rebuilds_ownership_from_s3(secured: Secured, project: str
     assert secured.db["projects"].find_one({"_id": project})["owner"] == "alice"
 
     secured.db["projects"].update_one({"_id": project}, {"$unset": {"owner": ""}})
-    settings = ScriptsSettings(
-        **secured.s3_settings,
-        **MongoSettings(
-            mongodb_uri=secured.mongodb_uri, mongodb_database=secured.db.name
-        ).model_dump(),
+    settings = ScriptsSettings.model_validate(
+        {
+            **secured.s3_settings,
+            "mongodb_uri": secured.mongodb_uri,
+            "mongodb_database": secured.db.name,
+        }
     )
     await run_reindex(settings, project)
     assert secured.db["projects"].find_one({"_id": project})["owner"] == "alice"

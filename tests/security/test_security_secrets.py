@@ -87,12 +87,14 @@ async def test_no_secret_reaches_a_log_line_or_an_error_body(
 
 
 def test_settings_summaries_hide_their_secrets() -> None:
-    settings = GatewaySettings(
-        mongodb_uri="mongodb://cadpipe:mongo-password-1@db:27017",
-        jwt_secret=JWT_SECRET,
-        service_token="service-token-" + "q" * 30,
+    settings = GatewaySettings.model_validate(
+        {
+            "mongodb_uri": "mongodb://cadpipe:mongo-password-1@db:27017",
+            "jwt_secret": JWT_SECRET,
+            "service_token": "service-token-" + "q" * 30,
+        }
     )
-    service = GrpcSecuritySettings(service_token="service-token-" + "q" * 30)
+    service = GrpcSecuritySettings.model_validate({"service_token": "service-token-" + "q" * 30})
     for text in (
         repr(settings),
         str(settings),

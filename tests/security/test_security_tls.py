@@ -134,15 +134,17 @@ async def script_service(moto: MotoS3, **tls: str) -> AsyncIterator[int]:
     values = s3_env(moto, f"cadpipe-tls-{unique}")
     s3.Bucket(s3.make_client(S3Settings(**values)), values["s3_bucket"]).create_if_missing()
     with NatsServer() as nats:
-        settings = ScriptsSettings(
-            **values,
-            mongodb_uri=f"mongomock://tls-{unique}",
-            nats_url=nats.url,
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            shutdown_grace_seconds=0.5,
-            service_token="s" * 32,
-            **tls,
+        settings = ScriptsSettings.model_validate(
+            {
+                **values,
+                "mongodb_uri": f"mongomock://tls-{unique}",
+                "nats_url": nats.url,
+                "grpc_host": "127.0.0.1",
+                "grpc_port": 0,
+                "shutdown_grace_seconds": 0.5,
+                "service_token": "s" * 32,
+                **tls,
+            }
         )
         async with scripts.start(settings) as running:
             yield running.port
@@ -195,18 +197,20 @@ async def test_the_gateway_reaches_a_service_that_requires_client_certificates(
         distrust = channel_credentials(str(rogue.pem), str(client.cert), str(client.key))
         assert await _health(target, distrust) == grpc.StatusCode.UNAVAILABLE
 
-        settings = GatewaySettings(
-            http_host="127.0.0.1",
-            http_port=0,
-            scripts_addr=target,
-            watcher_addr="",
-            api_tokens=False,
-            jwt_secret=JWT_SECRET,
-            service_token="s" * 32,
-            grpc_tls_ca_file=str(ca.pem),
-            grpc_tls_cert_file=str(client.cert),
-            grpc_tls_key_file=str(client.key),
-            shutdown_grace_seconds=0.5,
+        settings = GatewaySettings.model_validate(
+            {
+                "http_host": "127.0.0.1",
+                "http_port": 0,
+                "scripts_addr": target,
+                "watcher_addr": "",
+                "api_tokens": False,
+                "jwt_secret": JWT_SECRET,
+                "service_token": "s" * 32,
+                "grpc_tls_ca_file": str(ca.pem),
+                "grpc_tls_cert_file": str(client.cert),
+                "grpc_tls_key_file": str(client.key),
+                "shutdown_grace_seconds": 0.5,
+            }
         )
         async with (
             gateway.start(settings) as running,
@@ -228,17 +232,19 @@ async def test_server_only_tls_and_a_name_other_than_the_address(
     async with script_service(
         moto_server, grpc_tls_cert_file=str(server.cert), grpc_tls_key_file=str(server.key)
     ) as port:
-        settings = GatewaySettings(
-            http_host="127.0.0.1",
-            http_port=0,
-            scripts_addr=f"localhost:{port}",  # not in the certificate: the override is
-            watcher_addr="",
-            api_tokens=False,
-            jwt_secret=JWT_SECRET,
-            service_token="s" * 32,
-            grpc_tls_ca_file=str(ca.pem),
-            grpc_tls_server_name="scripts.cadpipe.test",
-            shutdown_grace_seconds=0.5,
+        settings = GatewaySettings.model_validate(
+            {
+                "http_host": "127.0.0.1",
+                "http_port": 0,
+                "scripts_addr": f"localhost:{port}",  # not in the certificate: the override is
+                "watcher_addr": "",
+                "api_tokens": False,
+                "jwt_secret": JWT_SECRET,
+                "service_token": "s" * 32,
+                "grpc_tls_ca_file": str(ca.pem),
+                "grpc_tls_server_name": "scripts.cadpipe.test",
+                "shutdown_grace_seconds": 0.5,
+            }
         )
         async with (
             gateway.start(settings) as running,
