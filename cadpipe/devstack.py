@@ -143,6 +143,9 @@ class NatsServer:
             [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store_dir],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Ctrl-C reaches the terminal's whole process group: in a session of its own,
+            # nats-server outlives the services it serves until stop(), so they drain first
+            start_new_session=True,
         )
         wait_for_port(self.port)
         return self

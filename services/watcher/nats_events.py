@@ -213,7 +213,11 @@ class NatsEvents:
                 await self._nc.drain()
             except Exception as error:  # closing anyway
                 logger.warning("NATS drain failed: %s", error)
-                await self._nc.close()
+                try:
+                    await self._nc.close()
+                except (nats.errors.Error, OSError) as close_error:
+                    # NATS went away too (a node drain takes both): nothing left to flush
+                    logger.warning("NATS close failed: %s", close_error)
 
     async def _disconnected(self) -> None:
         if not self._closing:

@@ -6,42 +6,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
+from obs_harness import Observed
 
 from cadpipe.adapters import mongo as mongo_adapter
 from cadpipe.adapters import s3
-from cadpipe.devstack import NatsServer, free_port
+from cadpipe.devstack import free_port
 from cadpipe.settings import MongoSettings, S3Settings
 from services.allinone import stack
 from services.gateway.tokens import MongoTokens
 
 ADMIN = "ops-admin"
-
-
-@dataclass
-class Observed:
-    stack: stack.Stack
-    nats: NatsServer
-    bucket: s3.Bucket
-    s3_settings: S3Settings
-    mongodb_uri: str
-    metrics: dict[str, int]
-    """Metrics port per service: gateway, scripts, watcher, worker."""
-    admin_token: str
-
-    def api(self, token: str | None = None) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.AsyncClient(base_url=self.stack.api_url, headers=headers, timeout=30)
-
-    def admin(self) -> httpx.AsyncClient:
-        return self.api(self.admin_token)
-
-    def user(self) -> httpx.AsyncClient:
-        return self.api(self.stack.user_token)
 
 
 def _admin_token(uri: str, database: str) -> str:

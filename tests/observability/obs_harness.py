@@ -7,12 +7,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from cadpipe.adapters import s3
+from cadpipe.devstack import NatsServer
 from cadpipe.logs import ContextFilter
+from cadpipe.settings import S3Settings
+from services.allinone import stack
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -67,3 +72,25 @@ class Records(logging.Handler):
 
     def with_field(self, name: str, value: Any) -> list[logging.LogRecord]:
         return [r for r in self.records if getattr(r, name, None) == value]
+
+
+@dataclass
+class Observed:
+    stack: stack.Stack
+    nats: NatsServer
+    bucket: s3.Bucket
+    s3_settings: S3Settings
+    mongodb_uri: str
+    metrics: dict[str, int]
+    """Metrics port per service: gateway, scripts, watcher, worker."""
+    admin_token: str
+
+    def api(self, token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.stack.api_url, headers=headers, timeout=30)
+
+    def admin(self) -> httpx.AsyncClient:
+        return self.api(self.admin_token)
+
+    def user(self) -> httpx.AsyncClient:
+        return self.api(self.stack.user_token)

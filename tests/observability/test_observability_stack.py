@@ -5,16 +5,16 @@ health and reflection, and what a dependency outage looks like."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import grpc
 import httpx
 import pytest
-from conftest import Observed
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from obs_harness import STL_SCRIPT, Records, scrape, total, wait_until
+from obs_harness import STL_SCRIPT, Observed, Records, scrape, total, wait_until
 
 from cadpipe import layout
 
@@ -351,3 +351,28 @@ async def test_nats_down_makes_health_503_and_the_services_unready_until_it_is_b
 
         await wait_until(healthy, within=20, what="health 200 once NATS is back")
     assert await _health(observed.stack.worker_port) == "SERVING"
+
+
+async def test_every_service_stops_cleanly_while_nats_is_down(
+    bucket: Any, s3_settings: Any, mongo_settings: Any, nats_server: Any
+) -> None:
+    """A node drain can take NATS and a service down together: the service's shutdown then
+    finds NATS gone, and must still close everything and end without an error."""
+    from services.allinone import stack
+
+    s3_values = s3_settings.model_dump(mode="json") | {
+        "aws_access_key_id": s3_settings.aws_access_key_id.get_secret_value(),
+        "aws_secret_access_key": s3_settings.aws_secret_access_key.get_secret_value(),
+    }
+    backends = stack.Backends(
+        s3=s3_values,
+        nats_url=nats_server.url,
+        mongodb_uri=mongo_settings.mongodb_uri.get_secret_value(),
+        mongodb_database=mongo_settings.mongodb_database,
+    )
+    fast = {"shutdown_grace_seconds": 0.5}
+    overrides = stack.Overrides(scripts=fast, watcher=fast, worker=fast, gateway=fast)
+    async with stack.start(backends, overrides=overrides):
+        nats_server.stop()
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 10  # no service waits for NATS to come back
