@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, one after the other, each printing its own figures.
 
-    .venv/bin/python -m bench            all of them
-    .venv/bin/python -m bench.<name>     one (see its --help)
+.venv/bin/python -m bench            all of them
+.venv/bin/python -m bench.<name>     one (see its --help)
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ def main() -> int:
     failed = 0
     for name in BENCHMARKS:
         print(f"\n=== bench.{name} ===", flush=True)
-        failed |= subprocess.call([sys.executable, "-m", f"bench.{name}"], stderr=subprocess.DEVNULL)
+        failed |= subprocess.call(
+            [sys.executable, "-m", f"bench.{name}"], stderr=subprocess.DEVNULL
+        )
     return failed
 
 

@@ -17,12 +17,18 @@ def percentile(values: list[float], q: float) -> float:
     """q in [0, 100]; linear interpolation between closest ranks."""
     if len(values) == 1:
         return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if q < 100 else max(values)
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+        if q < 100
+        else max(values)
+    )
 
 
 def summary(label: str, latencies: list[float], wall: float | None = None) -> str:
     ms = [v * 1000 for v in latencies]
-    text = f"{label:<34} n={len(ms):<4} p50={percentile(ms, 50):8.1f} ms  p95={percentile(ms, 95):8.1f} ms  p99={percentile(ms, 99):8.1f} ms"
+    text = f"{label:<34} n={len(ms):<4}" + "".join(
+        f"  p{q}={percentile(ms, q):8.1f} ms" for q in (50, 95, 99)
+    )
     if wall:
         text += f"  {len(ms) / wall:8.1f} /s"
     return text

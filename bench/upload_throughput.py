@@ -36,8 +36,10 @@ SCRIPT = "import FreeCAD\nimport Part\nshape = Part.makeBox(20, 20, 10)\n" + "# 
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str], port: int) -> Iterator[None]:
     child = subprocess.Popen(
-        [sys.executable, *args], env={**os.environ, "LOG_LEVEL": "WARNING", **env},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, *args],
+        env={**os.environ, "LOG_LEVEL": "WARNING", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, timeout=30)
@@ -47,7 +49,9 @@ def process(args: list[str], env: dict[str, str], port: int) -> Iterator[None]:
         child.wait(30)
 
 
-async def drive(total: int, clients: int, upload: Callable[[int], Awaitable[None]]) -> tuple[list[float], float]:
+async def drive(
+    total: int, clients: int, upload: Callable[[int], Awaitable[None]]
+) -> tuple[list[float], float]:
     latencies: list[float] = []
     counter = iter(range(total))
 
@@ -62,25 +66,45 @@ async def drive(total: int, clients: int, upload: Callable[[int], Awaitable[None
     return latencies, time.perf_counter() - started
 
 
-async def measure(total: int, clients: int, bucket: s3.Bucket, grpc_port: int, http_port: int) -> dict[str, tuple[list[float], float]]:
+async def measure(
+    total: int, clients: int, bucket: s3.Bucket, grpc_port: int, http_port: int
+) -> dict[str, tuple[list[float], float]]:
     body = SCRIPT.encode()
 
     async def raw(i: int) -> None:
         key = f"baseline/raw/raw_{uuid.uuid4().hex}.py"
-        await asyncio.to_thread(bucket.client.put_object, Bucket=bucket.name, Key=key, Body=body, ContentType="text/x-python")
+        await asyncio.to_thread(
+            bucket.client.put_object,
+            Bucket=bucket.name,
+            Key=key,
+            Body=body,
+            ContentType="text/x-python",
+        )
 
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
     stub = scripts_pb2_grpc.ScriptServiceStub(channel)
 
     async def via_grpc(i: int) -> None:
-        await stub.UploadScript(scripts_pb2.UploadScriptRequest(project="bench-grpc", script=SCRIPT))
+        await stub.UploadScript(
+            scripts_pb2.UploadScriptRequest(project="bench-grpc", script=SCRIPT)
+        )
 
-    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=60, limits=httpx.Limits(max_connections=clients))
+    http = httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{http_port}",
+        timeout=60,
+        limits=httpx.Limits(max_connections=clients),
+    )
 
     async def via_rest(i: int) -> None:
-        (await http.post("/api/projects/bench-rest/upload-script", json={"script": SCRIPT})).raise_for_status()
+        (
+            await http.post("/api/projects/bench-rest/upload-script", json={"script": SCRIPT})
+        ).raise_for_status()
 
-    paths = {"boto3 put_object (baseline)": raw, "gRPC UploadScript": via_grpc, "REST upload-script": via_rest}
+    paths = {
+        "boto3 put_object (baseline)": raw,
+        "gRPC UploadScript": via_grpc,
+        "REST upload-script": via_rest,
+    }
     for warm in paths.values():  # connections, first documents
         await drive(clients, clients, warm)
     results = {name: await drive(total, clients, fn) for name, fn in paths.items()}
@@ -97,23 +121,42 @@ def main(total: int, clients: int) -> None:
         process(["-m", "cadpipe.devstack", "s3", str(s3_port)], {}, s3_port),
         NatsServer() as nats,
     ):
-        bucket = s3.Bucket(s3.make_client(S3Settings(**{k.lower(): v for k, v in s3_env.items()})), bucket_name)
+        bucket = s3.Bucket(
+            s3.make_client(S3Settings(**{k.lower(): v for k, v in s3_env.items()})), bucket_name
+        )
         bucket.create_if_missing()
-        scripts_env = {**s3_env, "MONGODB_URI": "mongomock://bench", "NATS_URL": nats.url,
-                       "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(grpc_port), "METRICS_PORT": "0"}
-        gateway_env = {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(http_port), "SCRIPTS_ADDR": f"127.0.0.1:{grpc_port}",
-                       "WATCHER_ADDR": "", "MONITORING_ADDR": "", "AUTH_MODE": "none", "METRICS_PORT": "0"}
+        scripts_env = {
+            **s3_env,
+            "MONGODB_URI": "mongomock://bench",
+            "NATS_URL": nats.url,
+            "GRPC_HOST": "127.0.0.1",
+            "GRPC_PORT": str(grpc_port),
+            "METRICS_PORT": "0",
+        }
+        gateway_env = {
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(http_port),
+            "SCRIPTS_ADDR": f"127.0.0.1:{grpc_port}",
+            "WATCHER_ADDR": "",
+            "MONITORING_ADDR": "",
+            "AUTH_MODE": "none",
+            "METRICS_PORT": "0",
+        }
         with (
             process(["-m", "services.scripts"], scripts_env, grpc_port),
             process(["-m", "services.gateway"], gateway_env, http_port),
         ):
             results = asyncio.run(measure(total, clients, bucket, grpc_port, http_port))
 
-    print(f"\nupload throughput: {total} uploads per path, {clients} concurrent clients, one project;")
+    print(
+        f"\nupload throughput: {total} uploads per path, {clients} concurrent clients, one project;"
+    )
     print("moto, script service and gateway in their own processes, on this 2-core machine")
     base_rate = total / results["boto3 put_object (baseline)"][1]
     for name, (latencies, wall) in results.items():
-        print(summary(name, latencies, wall) + f"  ratio to baseline {total / wall / base_rate:5.2f}")
+        print(
+            summary(name, latencies, wall) + f"  ratio to baseline {total / wall / base_rate:5.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,1 +1,2 @@
-"""Shared code of the cadpipe services: bucket layout, settings, adapters, generated protobuf code (cadpipe.v1)."""
+"""Shared code of the cadpipe services: bucket layout, settings, adapters, and the generated
+protobuf code (cadpipe.v1)."""

@@ -152,12 +152,17 @@ class GrpcServer:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if not self._stopping:
             await self.shutdown(0)
 
-    async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+    async def _set_all(
+        self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
 
@@ -165,7 +170,7 @@ class GrpcServer:
         try:
             if self._readiness:
                 await self._readiness()
-        except Exception as error:  # noqa: BLE001 - any failure means "not ready", logged
+        except Exception as error:
             logger.warning("not ready: %s", error)
             await self._set_all(NOT_SERVING)
             return False

@@ -56,7 +56,7 @@ def check_project(project: str) -> str:
         raise InvalidProject(f"project name is {len(project)} characters long; at most 64 allowed")
     if not PROJECT_PATTERN.fullmatch(project):
         raise InvalidProject(
-            "project name may hold only ASCII letters, digits, '-' and '_' (got %r)" % project
+            f"project name may hold only ASCII letters, digits, '-' and '_' (got {project!r})"
         )
     return project
 
@@ -146,7 +146,9 @@ def parse_log_key(key: str) -> LogName | None:
 
 
 def marker_key(project: str, version: int) -> str:
-    return f"{PROCESSED_PREFIX}{check_project(project)}/{project}_v{_check_version(version)}.py.done"
+    return (
+        f"{PROCESSED_PREFIX}{check_project(project)}/{project}_v{_check_version(version)}.py.done"
+    )
 
 
 def parse_marker_key(key: str) -> tuple[str, int] | None:

@@ -14,7 +14,16 @@ from typing import Any, Literal
 
 SCHEMA = "cadpipe.marker/1"
 MarkerStatus = Literal["completed", "error"]
-ExitReason = Literal["ok", "exception", "timeout", "limit_exceeded", "killed", "no_outputs", "worker_error", "redelivery_limit"]
+ExitReason = Literal[
+    "ok",
+    "exception",
+    "timeout",
+    "limit_exceeded",
+    "killed",
+    "no_outputs",
+    "worker_error",
+    "redelivery_limit",
+]
 
 
 @dataclass(frozen=True)

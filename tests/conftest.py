@@ -1,5 +1,6 @@
 """Fixtures that start real servers on 127.0.0.1: moto's S3 server (one per session, a fresh
-bucket per test) and nats-server (one per test), with a fresh MongoDB database and names per test."""
+bucket per test) and nats-server (one per test), with a fresh MongoDB database and names per
+test."""
 
 from __future__ import annotations
 

@@ -147,7 +147,9 @@ class Bucket:
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 
-    def list(self, prefix: str, *, start_after: str = "", limit: int | None = None) -> Iterator[ObjectInfo]:
+    def list(
+        self, prefix: str, *, start_after: str = "", limit: int | None = None
+    ) -> Iterator[ObjectInfo]:
         """Objects under prefix in key order, after start_after, at most limit of them."""
         kwargs: dict[str, Any] = {"Bucket": self.name, "Prefix": prefix}
         if start_after:

@@ -51,7 +51,9 @@ async def run(settings: AllInOneSettings) -> None:
         NatsServer(port=settings.nats_port, store_dir=nats_store) as nats,
     ):
         s3_env = {k.lower(): v for k, v in moto.env(settings.s3_bucket).items()}
-        s3.Bucket(s3.make_client(S3Settings.model_validate(s3_env)), settings.s3_bucket).create_if_missing()
+        s3.Bucket(
+            s3.make_client(S3Settings.model_validate(s3_env)), settings.s3_bucket
+        ).create_if_missing()
         backends = stack.Backends(s3=s3_env, nats_url=nats.url, mongodb_uri="mongomock://allinone")
         ports = stack.Ports(
             http=settings.http_port,
