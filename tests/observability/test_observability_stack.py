@@ -350,7 +350,12 @@ async def test_nats_down_makes_health_503_and_the_services_unready_until_it_is_b
             return (await client.get("/api/monitoring/health")).status_code == 200
 
         await wait_until(healthy, within=20, what="health 200 once NATS is back")
-    assert await _health(observed.stack.worker_port) == "SERVING"
+
+    async def worker_ready() -> bool:
+        return await _health(observed.stack.worker_port) == "SERVING"
+
+    # its own readiness check, every 0.2 s, sees NATS again
+    await wait_until(worker_ready, what="the worker SERVING once NATS is back")
 
 
 async def test_every_service_stops_cleanly_while_nats_is_down(
