@@ -84,6 +84,8 @@ def banner(
         f"  REST API   {api}/api   docs {api}/docs   OpenAPI {api}/openapi.json\n"
         f"  API token  {running.user_token}   (identity {stack.LOCAL_USER}; send it as\n"
         '             -H "Authorization: Bearer $TOKEN"; a new one at every start)\n'
+        f"  admin      {running.admin_token}   (identity {stack.LOCAL_ADMIN}: "
+        "/api/monitoring/...)\n"
         f"  gRPC       scripts 127.0.0.1:{running.scripts_port}  "
         f"watcher 127.0.0.1:{running.watcher_port}  worker 127.0.0.1:{running.worker_port}\n"
         f"  S3 (moto)  {moto.endpoint_url}  bucket {bucket}  "

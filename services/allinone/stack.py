@@ -69,6 +69,9 @@ class Stack:
     user_token: str = ""
     """An API token of the identity LOCAL_USER (not an admin), made at start; "" when the
     gateway runs with AUTH_MODE=none."""
+    admin_token: str = ""
+    """An API token of LOCAL_ADMIN, for the admin routes (/api/monitoring/...): MongoDB is in
+    this process, so no token command from outside could make one."""
 
     @property
     def api_url(self) -> str:
@@ -145,19 +148,28 @@ async def start(
                 )
             )
         )
-        token = ""
+        token = admin_token = ""
         if overrides.gateway.get("auth_mode", "bearer") != "none":
             token = await asyncio.to_thread(_user_token, backends)
-        yield Stack(gateway_svc.port, scripts_svc.port, watcher_svc.port, worker_svc.port, token)
+            admin_token = await asyncio.to_thread(_user_token, backends, LOCAL_ADMIN, admin=True)
+        yield Stack(
+            gateway_svc.port,
+            scripts_svc.port,
+            watcher_svc.port,
+            worker_svc.port,
+            token,
+            admin_token,
+        )
 
 
 LOCAL_USER = "local-user"
+LOCAL_ADMIN = "local-admin"
 
 
-def _user_token(backends: Backends) -> str:
+def _user_token(backends: Backends, identity: str = LOCAL_USER, *, admin: bool = False) -> str:
     client = mongo_adapter.make_client(backends.mongodb_uri)
     try:
-        token, _ = MongoTokens(client[backends.mongodb_database]).create(LOCAL_USER)
+        token, _ = MongoTokens(client[backends.mongodb_database]).create(identity, admin=admin)
         return token
     finally:
         client.close()

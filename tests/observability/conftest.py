@@ -1,33 +1,19 @@
 """The whole system in this process (services/allinone/stack.py) with every service's metrics on a
 port of its own, behind an authenticating gateway, on the session's moto and a nats-server of
-the test's own; an admin API token for the monitoring routes."""
+the test's own; the stack's admin API token for the monitoring routes."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from obs_harness import Observed
 
-from cadpipe.adapters import mongo as mongo_adapter
 from cadpipe.adapters import s3
 from cadpipe.devstack import free_port
 from cadpipe.settings import MongoSettings, S3Settings
 from services.allinone import stack
-from services.gateway.tokens import MongoTokens
-
-ADMIN = "ops-admin"
-
-
-def _admin_token(uri: str, database: str) -> str:
-    client = mongo_adapter.make_client(uri)
-    try:
-        token, _ = MongoTokens(client[database]).create(ADMIN, admin=True)
-        return token
-    finally:
-        client.close()
 
 
 @pytest.fixture
@@ -61,5 +47,5 @@ async def observed(
         },
     )
     async with stack.start(backends, overrides=overrides) as running:
-        token = await asyncio.to_thread(_admin_token, uri, mongo_settings.mongodb_database)
-        yield Observed(running, nats_server, bucket, s3_settings, uri, metrics, token)
+        # the all-in-one's own admin token, as `make run` prints it
+        yield Observed(running, nats_server, bucket, s3_settings, uri, metrics, running.admin_token)
