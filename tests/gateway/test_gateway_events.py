@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import httpx
-from conftest import Stack, start_stack
+from gateway_stack import Stack, start_stack
 
 from cadpipe.v1 import status_pb2
 from services.gateway import sse

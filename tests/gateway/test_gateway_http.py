@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 
 import grpc
 import httpx
-from conftest import Stack, start_stack
+from gateway_stack import Stack, start_stack
 from openapi_spec_validator import validate as validate_spec
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse

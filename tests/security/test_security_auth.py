@@ -11,8 +11,8 @@ import time
 
 import jwt
 import pytest
-from conftest import JWT_SECRET, Secured, assert_unchanged, upload
 from routes import ROUTES, admin_routes, example, is_public, protected_routes, route_id
+from security_stack import JWT_SECRET, Secured, assert_unchanged, upload
 
 from services.gateway.__main__ import tokens as tokens_command
 from services.gateway.tokens import new_token

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Secured, assert_unchanged, finish_version, upload, wait_until
 from google.protobuf.descriptor import FieldDescriptor
 from routes import ROUTES, Example, example, is_admin, is_public, route_id
+from security_stack import Secured, assert_unchanged, finish_version, upload, wait_until
 
 from services.gateway.routes import Route
 from services.gateway.tokens import new_token

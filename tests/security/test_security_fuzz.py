@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import Secured, start_secured
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from routes import ROUTES, route_id
@@ -24,6 +23,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from security_stack import Secured, start_secured
 
 from cadpipe.devstack import MotoS3
 from services.gateway.routes import Route

@@ -4,7 +4,7 @@ nothing stored; other tokens and reads unaffected."""
 from __future__ import annotations
 
 import pytest
-from conftest import Secured, assert_unchanged, start_secured, upload
+from security_stack import Secured, assert_unchanged, start_secured, upload
 
 from cadpipe.devstack import MotoS3
 

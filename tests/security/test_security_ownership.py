@@ -11,9 +11,9 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import SCRIPT, Secured, assert_unchanged, finish_version, upload, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from routes import example, owned_routes, route_id
+from security_stack import SCRIPT, Secured, assert_unchanged, finish_version, upload, wait_until
 
 from cadpipe import layout, messaging
 from cadpipe.callers import ADMIN_KEY, IDENTITY_KEY, SERVICE_TOKEN_KEY

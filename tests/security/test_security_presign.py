@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import httpx
 import pytest
-from conftest import Secured, finish_version, upload, wait_until
+from security_stack import Secured, finish_version, upload, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -9,7 +9,7 @@ import time
 
 import jwt
 import pytest
-from conftest import JWT_SECRET, Secured, upload
+from security_stack import JWT_SECRET, Secured, upload
 
 from cadpipe.settings import GrpcSecuritySettings
 from services.gateway.settings import Settings as GatewaySettings

@@ -17,12 +17,12 @@ import grpc
 import httpx
 import jwt
 import pytest
-from conftest import JWT_SECRET, SCRIPT, s3_env
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from security_stack import JWT_SECRET, SCRIPT, s3_env
 
 from cadpipe.adapters import s3
 from cadpipe.callers import channel_credentials

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CANARY_MONGODB_URI, SharedWorker
 from worker_harness import (
     REPO,
     keys,
@@ -29,6 +28,7 @@ from worker_harness import (
     wait_marker,
     wait_until,
 )
+from worker_shared import CANARY_MONGODB_URI, SharedWorker
 
 from cadpipe import layout
 
