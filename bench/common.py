@@ -26,7 +26,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def summary(label: str, latencies: list[float], wall: float | None = None) -> str:
     ms = [v * 1000 for v in latencies]
-    text = f"{label:<34} n={len(ms):<4}" + "".join(
+    text = f"{label:<50} n={len(ms):<4}" + "".join(
         f"  p{q}={percentile(ms, q):8.1f} ms" for q in (50, 95, 99)
     )
     if wall:

@@ -98,7 +98,7 @@ async def main(runs: int) -> None:
     print(summary("upload -> completion event", total))
     print(summary("  of which: REST upload", upload))
     print(summary("  of which: FreeCAD run in sandbox", freecad))
-    print(summary("  worker finished -> event", detection))
+    print(summary("  FreeCAD done -> event (uploads, marker, detection)", detection))
 
 
 if __name__ == "__main__":
