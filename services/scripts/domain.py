@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cadpipe import layout, messaging, ownership
+from cadpipe.timestamps import to_timestamp
 from cadpipe.v1 import events_pb2
 
 # --- errors --------------------------------------------------------------------------------
@@ -360,15 +359,13 @@ class OutboxEntry:
 
 
 def uploaded_event(record: VersionRecord, request_id: str = "") -> OutboxEntry:
-    uploaded_at = Timestamp()
-    uploaded_at.FromDatetime(record.uploaded_at)
     event = events_pb2.ScriptUploaded(
         project=record.project,
         version=record.version,
         key=record.key,
         sha256=record.sha256,
         size_bytes=record.size_bytes,
-        uploaded_at=uploaded_at,
+        uploaded_at=to_timestamp(record.uploaded_at),
         owner=record.owner,
     )
     return OutboxEntry(

@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyProto
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 
 from cadpipe.callers import current_caller
+from cadpipe.timestamps import to_timestamp
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 from services.scripts.domain import (
     IdempotencyInProgress,
@@ -99,15 +99,13 @@ def _grpc_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
 
 
 def script_version(record: VersionRecord) -> scripts_pb2.ScriptVersion:
-    uploaded_at = Timestamp()
-    uploaded_at.FromDatetime(record.uploaded_at)
     return scripts_pb2.ScriptVersion(
         project=record.project,
         version=record.version,
         key=record.key,
         sha256=record.sha256,
         size_bytes=record.size_bytes,
-        uploaded_at=uploaded_at,
+        uploaded_at=to_timestamp(record.uploaded_at),
         content_type=record.content_type,
         metadata=dict(record.metadata),
     )

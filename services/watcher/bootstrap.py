@@ -19,6 +19,7 @@ from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import GrpcServer
 from cadpipe.metrics import ServiceMetrics
 from cadpipe.settings import S3Settings, summarize
+from cadpipe.timestamps import to_datetime
 from cadpipe.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -169,7 +170,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             await watcher.accept_upload(
                 event.project,
                 event.version,
-                uploaded_at=domain.timestamp_to_datetime(event.uploaded_at),
+                uploaded_at=to_datetime(event.uploaded_at),
                 script_key=event.key,
                 project_owner=event.owner,
             )

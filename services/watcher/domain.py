@@ -17,10 +17,9 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cadpipe import layout
 from cadpipe.marker import Marker, MarkerOutput
+from cadpipe.timestamps import to_timestamp
 from cadpipe.v1 import artifacts_pb2, events_pb2, status_pb2
 
 JobState = Literal["processing", "completed", "error", "timeout"]
@@ -429,20 +428,6 @@ def tail_text(body: bytes, limit: int) -> str:
 # --- messages ------------------------------------------------------------------------------
 
 
-def _timestamp(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(dt.UTC))
-    return stamp
-
-
-def timestamp_to_datetime(stamp: Timestamp) -> dt.datetime | None:
-    if stamp.seconds == 0 and stamp.nanos == 0:
-        return None
-    return stamp.ToDatetime(tzinfo=dt.UTC)
-
-
 def output_message(output: MarkerOutput) -> artifacts_pb2.OutputFile:
     return artifacts_pb2.OutputFile(
         key=output.key,
@@ -476,9 +461,9 @@ def job_finished(job: Job) -> events_pb2.JobFinished:
         outputs=[output_message(o) for o in job.outputs],
         log_key=job.log_key,
         error=job.error,
-        uploaded_at=_timestamp(job.uploaded_at),
-        finished_at=_timestamp(job.finished_at),
-        detected_at=_timestamp(job.detected_at),
+        uploaded_at=to_timestamp(job.uploaded_at),
+        finished_at=to_timestamp(job.finished_at),
+        detected_at=to_timestamp(job.detected_at),
         duration_seconds=job.duration_seconds,
     )
 
@@ -491,9 +476,9 @@ def project_status(project: str, job: Job | None) -> status_pb2.ProjectStatus:
         project=job.project,
         version=job.version,
         state=job.state,
-        uploaded_at=_timestamp(job.uploaded_at),
-        finished_at=_timestamp(job.finished_at),
-        detected_at=_timestamp(job.detected_at),
+        uploaded_at=to_timestamp(job.uploaded_at),
+        finished_at=to_timestamp(job.finished_at),
+        detected_at=to_timestamp(job.detected_at),
         formats=job.formats,
         outputs=[output_message(o) for o in job.outputs],
         error=job.error,

@@ -12,7 +12,6 @@ the gateway's admin-path check repeated here.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,10 +20,10 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import status_pb2
 
 from cadpipe.callers import current_caller
+from cadpipe.timestamps import to_timestamp
 from cadpipe.v1 import monitoring_pb2, monitoring_pb2_grpc
 from services.watcher import domain
 from services.watcher.monitoring import (
@@ -40,14 +39,6 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Method = Callable[[Any, Req, Context], Awaitable[Resp]]
-
-
-def _stamp(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(dt.UTC))
-    return stamp
 
 
 def check_message(check: Check) -> monitoring_pb2.Check:
@@ -73,9 +64,9 @@ def version_message(row: VersionRow) -> monitoring_pb2.VersionProcessing:
     return monitoring_pb2.VersionProcessing(
         version=row.version,
         state=row.state,
-        uploaded_at=_stamp(row.uploaded_at),
-        finished_at=_stamp(row.finished_at),
-        detected_at=_stamp(row.detected_at),
+        uploaded_at=to_timestamp(row.uploaded_at),
+        finished_at=to_timestamp(row.finished_at),
+        detected_at=to_timestamp(row.detected_at),
         duration_seconds=row.duration_seconds,
         detection_latency_seconds=row.detection_latency_seconds,
         event_published=row.event_published,
@@ -137,7 +128,7 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
         reply = monitoring_pb2.HealthReport(
             status=report.status,
             checks=[check_message(c) for c in report.checks],
-            checked_at=_stamp(report.checked_at),
+            checked_at=to_timestamp(report.checked_at),
             served_by=report.served_by,
         )
         if not report.healthy:
@@ -236,7 +227,7 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
     ) -> monitoring_pb2.MetricsSummary:
         summary = await self._monitoring.metrics_summary(request.window_seconds)
         return monitoring_pb2.MetricsSummary(
-            since=_stamp(summary.since),
+            since=to_timestamp(summary.since),
             uploads=summary.uploads,
             jobs_by_state=summary.jobs_by_state,
             pending=summary.pending,
@@ -246,5 +237,5 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
             worker_queue=summary.worker_queue,
             worker_in_flight=summary.worker_in_flight,
             completion_events=summary.completion_events,
-            computed_at=_stamp(summary.computed_at),
+            computed_at=to_timestamp(summary.computed_at),
         )

@@ -3,16 +3,15 @@ become INVALID_ARGUMENT or NOT_FOUND with the message the domain wrote."""
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from cadpipe.callers import current_caller
+from cadpipe.timestamps import to_timestamp
 from cadpipe.v1 import artifacts_pb2, artifacts_pb2_grpc, status_pb2, status_pb2_grpc
 from services.watcher import domain
 from services.watcher.broadcast import StatusBroadcast
@@ -48,19 +47,13 @@ def _user_errors(
     return call
 
 
-def _timestamp(value: dt.datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(dt.UTC))
-    return stamp
-
-
 def _log_message(log: LogObject) -> artifacts_pb2.LogFile:
     return artifacts_pb2.LogFile(
         key=log.key,
         name=log.name,
         version=log.parsed.version,
         level=log.parsed.level,
-        written_at=_timestamp(log.parsed.written_at),
+        written_at=to_timestamp(log.parsed.written_at),
         size_bytes=log.size_bytes,
     )
 
@@ -124,7 +117,7 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         )
         return artifacts_pb2.DownloadUrl(
             url=download.url,
-            expires_at=_timestamp(download.expires_at),
+            expires_at=to_timestamp(download.expires_at),
             file=domain.output_message(download.file),
             version=download.version,
         )
