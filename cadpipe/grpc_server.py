@@ -15,6 +15,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
 
@@ -43,6 +44,17 @@ def stop_event_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+async def serve_until_signalled(
+    service: AbstractAsyncContextManager[object], *, stopping: str = "stopping"
+) -> None:
+    """A service's main loop: start it, wait for SIGTERM or SIGINT, log `stopping`, and let
+    the service's own context manager shut it down in order."""
+    stop = stop_event_on_signals()
+    async with service:
+        await stop.wait()
+        logger.info(stopping)
 
 
 class HealthServicer(health.aio.HealthServicer):

@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from cadpipe.adapters import mongo
 from cadpipe.callers import InvalidIdentity
-from cadpipe.grpc_server import stop_event_on_signals
+from cadpipe.grpc_server import serve_until_signalled
 from cadpipe.logs import configure_logging
 from cadpipe.settings import MongoSettings, load_settings
 from services.gateway.bootstrap import start
 from services.gateway.settings import Settings
 from services.gateway.tokens import MongoTokens
-
-logger = logging.getLogger("services.gateway")
-
-
-async def run(settings: Settings) -> None:
-    stop = stop_event_on_signals()
-    async with start(settings):
-        await stop.wait()
-        logger.info("stopping")
 
 
 def tokens(args: argparse.Namespace) -> int:
@@ -81,7 +71,7 @@ def main() -> None:
         configure_logging("gateway-tokens")
         sys.exit(tokens(args))
     configure_logging("gateway")
-    asyncio.run(run(load_settings(Settings, "gateway")))
+    asyncio.run(serve_until_signalled(start(load_settings(Settings, "gateway"))))
 
 
 if __name__ == "__main__":

@@ -9,20 +9,13 @@ import argparse
 import asyncio
 import logging
 
-from cadpipe.grpc_server import stop_event_on_signals
+from cadpipe.grpc_server import serve_until_signalled
 from cadpipe.logs import configure_logging
 from cadpipe.settings import load_settings
 from services.scripts.bootstrap import run_reindex, start
 from services.scripts.settings import Settings
 
 logger = logging.getLogger("services.scripts")
-
-
-async def serve(settings: Settings) -> None:
-    stop = stop_event_on_signals()
-    async with start(settings):
-        await stop.wait()
-        logger.info("stopping")
 
 
 async def reindex(settings: Settings, project: str | None) -> None:
@@ -49,7 +42,7 @@ def main() -> None:
     if args.command == "reindex":
         asyncio.run(reindex(settings, args.project))
     else:
-        asyncio.run(serve(settings))
+        asyncio.run(serve_until_signalled(start(settings)))
 
 
 if __name__ == "__main__":
