@@ -46,7 +46,7 @@ class Backends:
 def backends() -> Iterator[Backends]:
     with MotoS3() as moto, NatsServer() as nats:
         name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
-        settings = S3Settings(**{k.lower(): v for k, v in moto.env(name).items()})
+        settings = S3Settings(**moto.s3_fields(name))
         bucket = s3.Bucket(s3.make_client(settings), name)
         bucket.create_if_missing()
         yield Backends(moto, nats, settings, bucket)

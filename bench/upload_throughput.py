@@ -116,13 +116,14 @@ async def measure(
 def main(total: int, clients: int) -> None:
     s3_port, grpc_port, http_port = free_port(), free_port(), free_port()
     bucket_name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
-    s3_env = {**MotoS3(port=s3_port).env(bucket_name)}
+    moto = MotoS3(port=s3_port)  # for its addresses only: the server runs in a child process
+    s3_env = moto.env(bucket_name)
     with (
         process(["-m", "cadpipe.devstack", "s3", str(s3_port)], {}, s3_port),
         NatsServer() as nats,
     ):
         bucket = s3.Bucket(
-            s3.make_client(S3Settings(**{k.lower(): v for k, v in s3_env.items()})), bucket_name
+            s3.make_client(S3Settings(**moto.s3_fields(bucket_name))), bucket_name
         )
         bucket.create_if_missing()
         scripts_env = {

@@ -99,6 +99,10 @@ class MotoS3:
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
         }
 
+    def s3_fields(self, bucket: str) -> dict[str, str]:
+        """The same, as S3Settings fields (S3Settings(**moto.s3_fields(bucket)))."""
+        return {name.lower(): value for name, value in self.env(bucket).items()}
+
     def start(self) -> Self:
         self._server.start()
         wait_for_port(self.port)

@@ -38,8 +38,7 @@ def unique() -> str:
 
 @pytest.fixture
 def s3_settings(moto_server: MotoS3, unique: str) -> S3Settings:
-    env = moto_server.env(f"cadpipe-test-{unique}")
-    return S3Settings(**{k.lower(): v for k, v in env.items()})
+    return S3Settings(**moto_server.s3_fields(f"cadpipe-test-{unique}"))
 
 
 @pytest.fixture

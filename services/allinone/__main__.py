@@ -50,7 +50,7 @@ async def run(settings: AllInOneSettings) -> None:
         tempfile.TemporaryDirectory(prefix="cadpipe-nats-") as nats_store,
         NatsServer(port=settings.nats_port, store_dir=nats_store) as nats,
     ):
-        s3_env = {k.lower(): v for k, v in moto.env(settings.s3_bucket).items()}
+        s3_env = moto.s3_fields(settings.s3_bucket)
         s3.Bucket(
             s3.make_client(S3Settings.model_validate(s3_env)), settings.s3_bucket
         ).create_if_missing()

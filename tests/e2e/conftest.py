@@ -16,15 +16,7 @@ async def pipeline(
     bucket: object, s3_settings: S3Settings, mongo_settings: MongoSettings, nats_server: object
 ) -> AsyncIterator[stack.Stack]:
     backends = stack.Backends(
-        s3=s3_settings.model_dump(mode="json")
-        | {
-            "aws_access_key_id": s3_settings.aws_access_key_id.get_secret_value()
-            if s3_settings.aws_access_key_id
-            else None,
-            "aws_secret_access_key": s3_settings.aws_secret_access_key.get_secret_value()
-            if s3_settings.aws_secret_access_key
-            else None,
-        },
+        s3=s3_settings.model_dump(),  # secrets stay SecretStr: the services' settings take them
         nats_url=nats_server.url,  # type: ignore[attr-defined]
         mongodb_uri=mongo_settings.mongodb_uri.get_secret_value(),
         mongodb_database=mongo_settings.mongodb_database,

@@ -20,13 +20,7 @@ from services.allinone import stack
 async def observed(
     bucket: s3.Bucket, s3_settings: S3Settings, mongo_settings: MongoSettings, nats_server: Any
 ) -> AsyncIterator[Observed]:
-    secrets = {
-        "aws_access_key_id": s3_settings.aws_access_key_id,
-        "aws_secret_access_key": s3_settings.aws_secret_access_key,
-    }
-    s3_values = s3_settings.model_dump(mode="json") | {
-        k: v.get_secret_value() if v else None for k, v in secrets.items()
-    }
+    s3_values = s3_settings.model_dump()  # secrets stay SecretStr: the services' settings take them
     uri = mongo_settings.mongodb_uri.get_secret_value()
     backends = stack.Backends(
         s3=s3_values,

@@ -365,12 +365,8 @@ async def test_every_service_stops_cleanly_while_nats_is_down(
     finds NATS gone, and must still close everything and end without an error."""
     from services.allinone import stack
 
-    s3_values = s3_settings.model_dump(mode="json") | {
-        "aws_access_key_id": s3_settings.aws_access_key_id.get_secret_value(),
-        "aws_secret_access_key": s3_settings.aws_secret_access_key.get_secret_value(),
-    }
     backends = stack.Backends(
-        s3=s3_values,
+        s3=s3_settings.model_dump(),
         nats_url=nats_server.url,
         mongodb_uri=mongo_settings.mongodb_uri.get_secret_value(),
         mongodb_database=mongo_settings.mongodb_database,

@@ -126,7 +126,7 @@ def assert_unchanged(before: dict[str, Any], after: dict[str, Any]) -> None:
 
 
 def s3_env(moto: MotoS3, bucket_name: str) -> dict[str, Any]:
-    return {k.lower(): v for k, v in moto.env(bucket_name).items()}
+    return moto.s3_fields(bucket_name)
 
 
 @asynccontextmanager

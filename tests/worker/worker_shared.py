@@ -61,7 +61,7 @@ def shared_worker(moto_server: MotoS3) -> Iterator[SharedWorker]:
     64 MiB files, 32 processes), two jobs at a time, on a NATS server of its own."""
     name = f"cadpipe-worker-{uuid.uuid4().hex[:8]}"
     s3_env = moto_server.env(name)
-    settings = S3Settings(**{k.lower(): v for k, v in s3_env.items()})  # type: ignore[arg-type]
+    settings = S3Settings(**moto_server.s3_fields(name))  # type: ignore[arg-type]
     bucket = s3.Bucket(s3.make_client(settings), name)
     bucket.create_if_missing()
     root = tempfile.mkdtemp(prefix="cadpipe-worker-test-", dir="/var/tmp")
