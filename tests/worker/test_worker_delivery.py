@@ -82,6 +82,16 @@ async def serving(port: int) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+async def start_slow_job(
+    js: Any, bucket: s3.Bucket, root: str, project: str, seconds: float
+) -> None:
+    """Submits version 1 of a script that sleeps, and returns once a worker has started it."""
+    await submit(js, bucket, project, 1, SLOW_SCRIPT.format(seconds=seconds).encode())
+    await asyncio.to_thread(
+        wait_until, lambda: job_dirs(root, project), 10, "the job did not start"
+    )
+
+
 async def test_two_workers_run_each_of_twenty_versions_exactly_once(
     bucket: s3.Bucket,
     s3_settings: S3Settings,
@@ -130,10 +140,7 @@ async def test_a_worker_killed_mid_job_hands_the_job_to_another(
     env = process_env(moto_server, bucket, nats_settings, scratch_root, ACK_WAIT_SECONDS="1.5")
     first = WorkerProcess(env).start()
     try:
-        await submit(js, bucket, project, 1, SLOW_SCRIPT.format(seconds=2).encode())
-        await asyncio.to_thread(
-            wait_until, lambda: job_dirs(scratch_root, project), 10, "the job did not start"
-        )
+        await start_slow_job(js, bucket, scratch_root, project, seconds=2)
         assert first.process is not None
         sandbox_uid = os.stat(os.path.join(job_dirs(scratch_root, project)[0], "sandbox")).st_uid
         zygotes = children(first.process.pid)
@@ -172,10 +179,7 @@ async def test_sigterm_lets_the_running_job_finish(
     project = f"term-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(process_env(moto_server, bucket, nats_settings, scratch_root)).start()
     try:
-        await submit(js, bucket, project, 1, SLOW_SCRIPT.format(seconds=1).encode())
-        await asyncio.to_thread(
-            wait_until, lambda: job_dirs(scratch_root, project), 10, "the job did not start"
-        )
+        await start_slow_job(js, bucket, scratch_root, project, seconds=1)
         worker.signal(signal.SIGTERM)
         assert await asyncio.to_thread(worker.wait, 20) == 0
     finally:
@@ -197,10 +201,7 @@ async def test_sigterm_hands_back_a_job_that_outlasts_the_drain_timeout(
     env = process_env(moto_server, bucket, nats_settings, scratch_root, DRAIN_TIMEOUT_SECONDS="0.2")
     worker = WorkerProcess(env).start()
     try:
-        await submit(js, bucket, project, 1, SLOW_SCRIPT.format(seconds=1.5).encode())
-        await asyncio.to_thread(
-            wait_until, lambda: job_dirs(scratch_root, project), 10, "the job did not start"
-        )
+        await start_slow_job(js, bucket, scratch_root, project, seconds=1.5)
         worker.signal(signal.SIGTERM)
         assert await asyncio.to_thread(worker.wait, 20) == 0
     finally:
