@@ -1,7 +1,8 @@
 """The grpc.aio server interceptor every service installs: each call runs inside a log context
 (request id from the caller's `x-request-id` metadata, or a new one; the gRPC method; the
-project and version when the request message has those fields), and is counted and timed by
-method and status code.
+project and version when the request message has those fields), is counted and timed by
+method and status code, and has its errors mapped in one place: a cadpipe.errors error becomes
+its status with its message, anything else INTERNAL, logged with its traceback.
 
     GrpcServer(..., interceptors=[ObservingInterceptor(GrpcServerMetrics(metrics.registry))])
 """
@@ -18,8 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.rpc import error_details_pb2
+from google.rpc import status_pb2 as rpc_status_pb2
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from cadpipe import errors
 from cadpipe.logs import REQUEST_ID, REQUEST_ID_HEADER, log_context
 from cadpipe.metrics import LATENCY_BUCKETS
 
@@ -71,6 +76,41 @@ def request_fields(request: Any) -> dict[str, Any]:
     if "version" in names and isinstance(getattr(request, "version", None), int):
         fields["version"] = request.version or None
     return fields
+
+
+def _status_details(error: errors.CadpipeError) -> tuple[tuple[str, bytes], ...]:
+    """google.rpc.Status with a BadRequest naming the field, in grpc-status-details-bin: what
+    grpc-gateway and rich-status clients read as the error's details."""
+    if not isinstance(error, errors.InvalidArgument) or not error.field:
+        return ()
+    bad_request = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field=error.field, description=error.message
+            )
+        ]
+    )
+    detail = AnyProto()
+    detail.Pack(bad_request)
+    status = rpc_status_pb2.Status(
+        code=error.code.value[0], message=error.message, details=[detail]
+    )
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+async def abort_for(
+    error: Exception, context: grpc.aio.ServicerContext[Any, Any], request_id: str
+) -> None:
+    """Ends the RPC with the status the error stands for (cadpipe.errors), or INTERNAL for
+    anything else, logged with its traceback; raises, as context.abort does."""
+    if isinstance(error, errors.CadpipeError):
+        level = logging.WARNING if error.code == grpc.StatusCode.UNAVAILABLE else logging.INFO
+        logger.log(level, "%s: %s", error.code.name, error.message)
+        await context.abort(
+            error.code, error.message, trailing_metadata=_status_details(error)
+        )
+    logger.error("unexpected error", exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
 
 
 def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -157,7 +197,12 @@ class _Call:
             code = "UNKNOWN"
             with self._context(request if unary_request else None):
                 try:
-                    response = await behavior(request, context)
+                    try:
+                        response = await behavior(request, context)
+                    except (asyncio.CancelledError, grpc.aio.AbortError):
+                        raise
+                    except Exception as error:
+                        await abort_for(error, context, self.request_id)
                     code = _code_name(context)
                     return response
                 except asyncio.CancelledError:
@@ -186,8 +231,13 @@ class _Call:
             code = "UNKNOWN"
             with self._context(request if unary_request else None):
                 try:
-                    async for item in behavior(request, context):
-                        yield item
+                    try:
+                        async for item in behavior(request, context):
+                            yield item
+                    except (asyncio.CancelledError, GeneratorExit, grpc.aio.AbortError):
+                        raise
+                    except Exception as error:
+                        await abort_for(error, context, self.request_id)
                     code = _code_name(context)
                 except (asyncio.CancelledError, GeneratorExit):
                     code = "CANCELLED"
