@@ -3,6 +3,7 @@
 Streams (JetStream, limits retention, so every durable consumer sees every message):
     CADPIPE_SCRIPTS  cadpipe.scripts.>   uploaded events (script service -> worker, watcher)
     CADPIPE_JOBS     cadpipe.jobs.>      completion events (watcher -> anyone)
+    CADPIPE_GENERATIONS cadpipe.generations.>  a generation's progress (generator -> watcher)
 Core NATS (no stream): cadpipe.worker.finished.{project}, the worker's nudge to the watcher.
 
 Events are proto messages from cadpipe/v1/events.proto, encoded as proto3 JSON so that any
@@ -25,8 +26,10 @@ from cadpipe.settings import NatsSettings
 
 SCRIPTS_STREAM = "CADPIPE_SCRIPTS"
 JOBS_STREAM = "CADPIPE_JOBS"
+GENERATIONS_STREAM = "CADPIPE_GENERATIONS"
 UPLOADED_SUBJECTS = "cadpipe.scripts.uploaded.>"
 JOB_SUBJECTS = "cadpipe.jobs.>"
+GENERATION_SUBJECTS = "cadpipe.generations.>"
 WORKER_FINISHED_SUBJECTS = "cadpipe.worker.finished.>"
 JOB_OUTCOMES = ("completed", "error", "timeout")
 
@@ -53,6 +56,14 @@ def job_subject(outcome: str, project: str) -> str:
 
 def job_msg_id(project: str, version: int) -> str:
     return f"{project}.v{version}.finished"
+
+
+def generation_subject(project: str) -> str:
+    return f"cadpipe.generations.{project}"
+
+
+def generation_msg_id(generation_id: str, sequence: int) -> str:
+    return f"{generation_id}.{sequence}"
 
 
 def worker_finished_subject(project: str) -> str:
@@ -87,7 +98,11 @@ async def connect(settings: NatsSettings, *, name: str, **kwargs: Any) -> NatsCl
 async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
     """Creates cadpipe's streams, or updates them to this configuration; safe to call from
     every replica at start."""
-    for name, subjects in ((SCRIPTS_STREAM, [UPLOADED_SUBJECTS]), (JOBS_STREAM, [JOB_SUBJECTS])):
+    for name, subjects in (
+        (SCRIPTS_STREAM, [UPLOADED_SUBJECTS]),
+        (JOBS_STREAM, [JOB_SUBJECTS]),
+        (GENERATIONS_STREAM, [GENERATION_SUBJECTS]),
+    ):
         config = StreamConfig(
             name=name,
             subjects=subjects,

@@ -33,6 +33,7 @@ class AllInOneSettings(BaseSettings):
     scripts_grpc_port: int = 50051
     watcher_grpc_port: int = 50052
     worker_grpc_port: int = 50053
+    generator_grpc_port: int = 50054
     s3_port: int = 9000
     nats_port: int = 4222
     s3_bucket: str = "cadpipe"
@@ -61,6 +62,7 @@ async def run(settings: AllInOneSettings) -> None:
             watcher=settings.watcher_grpc_port,
             worker=settings.worker_grpc_port,
             metrics=settings.metrics_port,
+            generator=settings.generator_grpc_port,
         )
         async with stack.start(backends, ports) as running:
             banner(running, moto, nats, settings.s3_bucket, ports)
@@ -75,7 +77,7 @@ def banner(
     metrics = (
         f"  metrics    http://127.0.0.1:{ports.metrics_port(0)}/metrics (gateway), "
         f":{ports.metrics_port(1)} scripts, :{ports.metrics_port(2)} watcher, "
-        f":{ports.metrics_port(3)} worker\n"
+        f":{ports.metrics_port(3)} worker, :{ports.metrics_port(4)} generator\n"
         if ports.metrics
         else ""
     )

@@ -15,6 +15,9 @@ from cadpipe.adapters import mongo as mongo_adapter
 from services.gateway import bootstrap as gateway
 from services.gateway.settings import Settings as GatewaySettings
 from services.gateway.tokens import MongoTokens
+from services.generator import bootstrap as generator
+from services.generator.ports import ScriptWriter
+from services.generator.settings import Settings as GeneratorSettings
 from services.scripts import bootstrap as scripts
 from services.scripts.settings import Settings as ScriptsSettings
 from services.watcher import bootstrap as watcher
@@ -43,8 +46,9 @@ class Ports:
     watcher: int = 0
     worker: int = 0
     metrics: int = 0
-    """Prometheus /metrics of the gateway on this port, then scripts, watcher and worker on the
-    next three (each service its own registry, as in separate pods); 0: none."""
+    """Prometheus /metrics of the gateway on this port, then scripts, watcher, worker and
+    generator on the next four (each service its own registry, as in separate pods); 0: none."""
+    generator: int = 0
 
     def metrics_port(self, offset: int) -> int:
         return self.metrics + offset if self.metrics else 0
@@ -58,6 +62,7 @@ class Overrides:
     watcher: dict[str, Any] = field(default_factory=dict)
     worker: dict[str, Any] = field(default_factory=dict)
     gateway: dict[str, Any] = field(default_factory=dict)
+    generator: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,10 @@ class Stack:
     admin_token: str = ""
     """An API token of LOCAL_ADMIN, for the admin routes (/api/monitoring/...): MongoDB is in
     this process, so no token command from outside could make one."""
+    generator_port: int = 0
+    service_token: str = ""
+    """What the services believe the gateway's identity metadata with (tests start more
+    instances of a service against the same stack with it)."""
 
     @property
     def api_url(self) -> str:
@@ -80,8 +89,15 @@ class Stack:
 
 @asynccontextmanager
 async def start(
-    backends: Backends, ports: Ports = Ports(), overrides: Overrides = Overrides()
+    backends: Backends,
+    ports: Ports = Ports(),
+    overrides: Overrides = Overrides(),
+    *,
+    writer: ScriptWriter | None = None,
+    with_generator: bool = True,
 ) -> AsyncIterator[Stack]:
+    """writer: the generator's script writer instead of the one its settings name (tests).
+    with_generator False: no generator (a test runs its own, at Ports.generator)."""
     # The services believe the caller named by the gateway only with this token (docs/security.md)
     service_token = secrets.token_urlsafe(32)
     common = {
@@ -132,6 +148,25 @@ async def start(
                 )
             )
         )
+        generator_port = ports.generator
+        if with_generator:
+            generator_svc = await stack.enter_async_context(
+                generator.start(
+                    GeneratorSettings(
+                        **{
+                            **common,
+                            **mongo,
+                            "grpc_port": ports.generator,
+                            "metrics_port": ports.metrics_port(4),
+                            "scripts_addr": f"127.0.0.1:{scripts_svc.port}",
+                            "watcher_addr": f"127.0.0.1:{watcher_svc.port}",
+                            **overrides.generator,
+                        }
+                    ),
+                    writer=writer,
+                )
+            )
+            generator_port = generator_svc.port
         gateway_svc = await stack.enter_async_context(
             gateway.start(
                 GatewaySettings(
@@ -140,6 +175,7 @@ async def start(
                         "http_port": ports.http,
                         "scripts_addr": f"127.0.0.1:{scripts_svc.port}",
                         "watcher_addr": f"127.0.0.1:{watcher_svc.port}",
+                        "generator_addr": f"127.0.0.1:{generator_port}" if generator_port else "",
                         "metrics_port": ports.metrics_port(0),
                         "service_token": service_token,
                         **mongo,
@@ -159,6 +195,8 @@ async def start(
             worker_svc.port,
             token,
             admin_token,
+            generator_port,
+            service_token,
         )
 
 

@@ -35,9 +35,9 @@ from services.gateway.auth import ApiTokens, Authenticator, JwtVerifier
 from services.gateway.backends import Backends, channel_options
 from services.gateway.guard import ACCESS_TOKEN_PARAM, Guard
 from services.gateway.metrics import HttpMetrics, HttpMetricsMiddleware
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import MethodLimit, RateLimiter
 from services.gateway.routes import default_modules, derive_routes_from_modules
-from services.gateway.settings import Settings
+from services.gateway.settings import GENERATE_METHOD, Settings
 from services.gateway.tokens import MongoTokens
 from services.gateway.transcode import check_bindings
 
@@ -101,13 +101,12 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             table=table,
             authenticator=await _authenticator(settings, stack),
             limiter=_limiter(settings),
+            method_limiters=_method_limiters(settings),
             public_paths=settings.public_path_list(),
             admin_prefixes=settings.admin_prefix_list(),
         )
         # CORS outside the guard: preflights carry no token, and refusals need CORS headers
-        app = create_app(
-            gateway, middleware=[http_metrics, *_cors(settings.cors_origins()), guard]
-        )
+        app = create_app(gateway, middleware=[http_metrics, *_cors(settings.cors_origins()), guard])
         # uvicorn's access lines carry the query string, where an event stream's access_token
         # travels: they stay off even when a handler is attached to their logger (the
         # RequestIdMiddleware logs every request, without the query)
@@ -178,6 +177,18 @@ def _limiter(settings: Settings) -> RateLimiter | None:
     if settings.upload_rate_per_second <= 0:
         return None
     return RateLimiter(settings.upload_rate_per_second, settings.upload_burst)
+
+
+def _method_limiters(settings: Settings) -> dict[str, MethodLimit]:
+    """Limits of their own, per token, on writes that cost more than an upload."""
+    if settings.generation_rate_per_minute <= 0:
+        return {}
+    return {
+        GENERATE_METHOD: MethodLimit(
+            RateLimiter(settings.generation_rate_per_minute / 60, settings.generation_burst),
+            what="generations",
+        )
+    }
 
 
 def _channel_options(settings: Settings) -> list[tuple[str, Any]]:

@@ -17,7 +17,7 @@ path cannot reach a protected route.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl
 
 import grpc
@@ -32,7 +32,7 @@ from services.gateway.auth import (
     bearer_token,
 )
 from services.gateway.errors import GatewayError
-from services.gateway.ratelimit import RateLimiter, retry_after_header
+from services.gateway.ratelimit import MethodLimit, RateLimiter, retry_after_header
 from services.gateway.routes import Route, RouteTable, split_raw_path
 from services.gateway.tokens import AuthUnavailable
 
@@ -52,6 +52,7 @@ class Guard:
         table: RouteTable,
         authenticator: Authenticator | None,
         limiter: RateLimiter | None = None,
+        method_limiters: Mapping[str, MethodLimit] | None = None,
         public_paths: Sequence[str] = (),
         admin_prefixes: Sequence[str] = (),
     ) -> None:
@@ -61,6 +62,7 @@ class Guard:
         self._table = table
         self._authenticator = authenticator
         self._limiter = limiter
+        self._method_limiters = dict(method_limiters or {})
         self._public = {tuple(split_raw_path(p)) for p in public_paths}
         self._admin_prefixes = tuple(admin_prefixes)
 
@@ -153,9 +155,19 @@ class Guard:
     def _limit(self, route: Route | None, identity: Identity | None) -> None:
         # AUTH_MODE=none has no token to count against (and behind a load balancer every
         # client would share one address): no limit
-        if self._limiter is None or identity is None or route is None:
+        if identity is None or route is None or route.http_method == "GET":
             return
-        if route.http_method == "GET":
+        key = identity.rate_key or identity.name
+        special = self._method_limiters.get(route.full_method)
+        if special is not None:
+            wait = special.limiter.take(key)
+            if wait > 0:
+                raise GatewayError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    special.refusal(wait),
+                    headers={"Retry-After": retry_after_header(wait)},
+                )
+        if self._limiter is None:
             return
         wait = self._limiter.take(identity.rate_key or identity.name)
         if wait > 0:

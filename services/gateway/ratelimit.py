@@ -63,3 +63,19 @@ class RateLimiter:
 def retry_after_header(wait_seconds: float) -> str:
     """Retry-After in whole seconds, never 0 (a client would retry at once and be refused)."""
     return str(max(1, math.ceil(wait_seconds)))
+
+
+@dataclass(frozen=True)
+class MethodLimit:
+    """A limit of its own on one method, on top of the one on every write: `what` names what is
+    counted in the refusal ("generations")."""
+
+    limiter: RateLimiter
+    what: str
+
+    def refusal(self, wait_seconds: float) -> str:
+        per_minute = self.limiter.rate * 60
+        return (
+            f"too many {self.what}: at most {self.limiter.burst} at once, then {per_minute:g} "
+            f"per minute; retry in {retry_after_header(wait_seconds)} s"
+        )

@@ -242,9 +242,15 @@ def derive_routes_from_modules(modules: Iterable[ModuleType]) -> RouteTable:
 
 def default_modules() -> list[ModuleType]:
     """The cadpipe API the gateway serves."""
-    from cadpipe.v1 import artifacts_pb2, monitoring_pb2, scripts_pb2, status_pb2
+    from cadpipe.v1 import (
+        artifacts_pb2,
+        generation_pb2,
+        monitoring_pb2,
+        scripts_pb2,
+        status_pb2,
+    )
 
-    return [scripts_pb2, status_pb2, artifacts_pb2, monitoring_pb2]
+    return [scripts_pb2, status_pb2, artifacts_pb2, monitoring_pb2, generation_pb2]
 
 
 def _route(method: MethodDescriptor, rule: http_pb2.HttpRule) -> Route:

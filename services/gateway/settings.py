@@ -15,6 +15,8 @@ SCRIPT_SERVICE = "cadpipe.v1.ScriptService"
 STATUS_SERVICE = "cadpipe.v1.StatusService"
 ARTIFACT_SERVICE = "cadpipe.v1.ArtifactService"
 MONITORING_SERVICE = "cadpipe.v1.MonitoringService"
+GENERATION_SERVICE = "cadpipe.v1.GenerationService"
+GENERATE_METHOD = f"{GENERATION_SERVICE}.Generate"
 
 
 class Settings(BaseSettings):
@@ -28,6 +30,10 @@ class Settings(BaseSettings):
     scripts_addr: str = Field(default="127.0.0.1:50051", description="cadpipe.v1.ScriptService")
     watcher_addr: str = Field(
         default="127.0.0.1:50052", description="cadpipe.v1.StatusService and ArtifactService"
+    )
+    generator_addr: str = Field(
+        default="127.0.0.1:50054",
+        description="cadpipe.v1.GenerationService (text to CAD, /api/.../generate)",
     )
     monitoring_addr: str | None = Field(
         default=None,
@@ -101,6 +107,15 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="Per token, on routes that write; 0: no limit"
     )
     upload_burst: int = Field(default=20, ge=1, description="Writes a token may make at once")
+    generation_rate_per_minute: float = Field(
+        default=6.0,
+        ge=0,
+        description="Per token, generations started (each costs provider calls); 0: no limit "
+        "beyond the one on writes",
+    )
+    generation_burst: int = Field(
+        default=3, ge=1, description="Generations a token may start at once"
+    )
 
     # --- the gRPC side -------------------------------------------------------------------
     service_token: SecretStr | None = Field(
@@ -169,6 +184,7 @@ class Settings(BaseSettings):
             SCRIPT_SERVICE: self.scripts_addr,
             STATUS_SERVICE: self.watcher_addr,
             ARTIFACT_SERVICE: self.watcher_addr,
+            GENERATION_SERVICE: self.generator_addr,
             MONITORING_SERVICE: (
                 self.watcher_addr if self.monitoring_addr is None else self.monitoring_addr
             ),

@@ -524,3 +524,42 @@ def supersedes(new: status_pb2.ProjectStatus, last: status_pb2.ProjectStatus | N
     if new.version != last.version:
         return new.version > last.version
     return last.state == PROCESSING and new.state in TERMINAL_STATES
+
+
+def status_from_generation(update: events_pb2.GenerationUpdated) -> status_pb2.ProjectStatus:
+    """A generation's progress as the project's stream carries it (status.proto): state is the
+    generation's, version the one of its round under way or the one that succeeded."""
+    g = update.generation
+    rounds = list(g.rounds)
+    version = g.result_version or (rounds[-1].version if rounds else 0)
+    if g.error:
+        message = g.error
+    else:
+        feedback = rounds[-1].feedback.strip() if rounds else ""
+        message = feedback.splitlines()[0] if feedback else ""
+    return status_pb2.ProjectStatus(
+        project=g.project,
+        version=version,
+        state=g.state,
+        error=g.error,
+        generation=status_pb2.GenerationProgress(
+            id=g.id,
+            state=g.state,
+            round=g.round,
+            max_rounds=g.max_rounds,
+            version=version,
+            message=message,
+            sequence=update.sequence,
+        ),
+    )
+
+
+def generation_news(new: status_pb2.ProjectStatus, seen: dict[str, int]) -> bool:
+    """Whether a generation's update is news to a watcher that was sent `seen` (the last
+    sequence per generation): later updates only; repeats and late duplicates are dropped.
+    Records it when it is."""
+    progress = new.generation
+    if progress.sequence <= seen.get(progress.id, 0):
+        return False
+    seen[progress.id] = progress.sequence
+    return True

@@ -6,7 +6,8 @@
   Nats-Msg-Id, so a repeat within the stream's duplicate window is dropped;
 * listens (core NATS) to the worker's nudge, cadpipe.worker.finished.>, to check a version early;
 * listens (core NATS) to every replica's uploaded and completion events to feed the WatchStatus
-  streams served here: a version another replica decides still reaches this replica's watchers.
+  streams served here: a version another replica decides still reaches this replica's watchers;
+  and to the generator's GenerationUpdated, merged into the same streams.
 
 Subjects, streams and encoding come from cadpipe.messaging.
 """
@@ -101,7 +102,17 @@ class NatsEvents:
                 return
             on_status(domain.status_from_finished(event))
 
+        async def generation(msg: Msg) -> None:
+            try:
+                update = messaging.decode(msg.data, events_pb2.GenerationUpdated)
+                layout.check_project(update.generation.project)
+            except Exception as error:  # a malformed update is only logged
+                logger.warning("ignored a malformed generation update: %s", error)
+                return
+            on_status(domain.status_from_generation(update))
+
         await self._nc.subscribe(messaging.WORKER_FINISHED_SUBJECTS, cb=nudged)
+        await self._nc.subscribe(messaging.GENERATION_SUBJECTS, cb=generation)
         await self._nc.subscribe(messaging.UPLOADED_SUBJECTS, cb=uploaded)
         await self._nc.subscribe(messaging.JOB_SUBJECTS, cb=finished)
         await self._nc.flush()

@@ -8,11 +8,11 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cadpipe import ownership
+from cadpipe import layout, ownership
 from cadpipe.callers import ANONYMOUS, Caller
 from cadpipe.marker import MarkerOutput
-from cadpipe.v1 import status_pb2
-from services.watcher import domain
+from cadpipe.v1 import artifacts_pb2, status_pb2
+from services.watcher import domain, reports
 from services.watcher.domain import LogObject
 from services.watcher.ports import JobRepository, ProjectOwners, ResultReader
 
@@ -99,6 +99,26 @@ class Reads:
             else await self._results.list_outputs(project, version)
         )
         return Outputs(project, version, domain.own_outputs(project, version, listed))
+
+    async def report(
+        self, project: str, version: int = 0, caller: Caller = ANONYMOUS
+    ) -> artifacts_pb2.GeometryReport:
+        """What FreeCAD measured of a completed version's outputs (report.json, written by our
+        worker; a worker of the older contract writes none: NotFound)."""
+        outputs = await self.outputs(project, version, caller)  # access, completed, version
+        marker = await self._results.marker(project, outputs.version)
+        key = (marker.report_key if marker else "") or layout.output_key(
+            project, outputs.version, layout.REPORT_NAME
+        )
+        body = await self._results.read_text(key)
+        if body is None:
+            raise domain.NotFound(f"version {outputs.version} of {project} has no geometry report")
+        try:
+            return reports.geometry_report(project, outputs.version, body)
+        except ValueError:
+            raise domain.NotFound(
+                f"the geometry report of version {outputs.version} of {project} is unreadable"
+            ) from None
 
     async def download(
         self, project: str, fmt: str, version: int = 0, caller: Caller = ANONYMOUS

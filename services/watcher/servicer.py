@@ -85,7 +85,13 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
             except Exception as error:  # UNAVAILABLE, logged
                 await _abort_for(error, context)
             yield last
+            generations: dict[str, int] = {}
             async for status in changes:
+                # a generation's progress has its own order; the versions' de-dup is untouched
+                if status.HasField("generation"):
+                    if domain.generation_news(status, generations):
+                        yield status
+                    continue
                 if domain.supersedes(status, last):
                     yield status
                     last = status
@@ -121,6 +127,12 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
             file=domain.output_message(download.file),
             version=download.version,
         )
+
+    @_user_errors
+    async def GetReport(
+        self, request: artifacts_pb2.GetReportRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> artifacts_pb2.GeometryReport:
+        return await self._reads.report(request.project, request.version, current_caller())
 
     @_user_errors
     async def ListLogs(

@@ -1,0 +1,193 @@
+"""The generator's composition root: every adapter built from one Settings, the gRPC server and
+the background tasks (resuming lapsed generations, renewing leases) started, and everything shut
+down in order on exit.
+
+Readiness is MongoDB and NATS answering: without MongoDB no state can be stored, without NATS
+no completion is heard (the status poll would still end each wait, but slowly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import grpc
+
+from cadpipe.adapters import mongo
+from cadpipe.callers import CallerInterceptor, CallerPolicy, server_credentials
+from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
+from cadpipe.grpc_server import GrpcServer
+from cadpipe.metrics import ServiceMetrics
+from cadpipe.v1 import generation_pb2, generation_pb2_grpc
+from services.generator import domain
+from services.generator.generating import Generator, Options
+from services.generator.grpc_clients import ScriptsClient, WatcherClient
+from services.generator.metrics import GeneratorMetrics
+from services.generator.mongo_generations import MongoGenerations, MongoProjectOwners
+from services.generator.nats_events import Completions, NatsGenerationEvents
+from services.generator.ports import ScriptWriter
+from services.generator.servicer import GenerationServicer
+from services.generator.settings import Settings
+from services.generator.templates_writer import TemplatesWriter
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name
+ADMIN_METHODS = [f"/{SERVICE_NAME}/GetAiMetrics"]
+
+
+@dataclass(frozen=True)
+class Running:
+    port: int
+    generator: Generator
+    metrics: ServiceMetrics
+
+
+def make_writer(settings: Settings) -> ScriptWriter:
+    if settings.generator_provider == "openai":
+        # the adapter (and httpx) only when configured
+        from services.generator.openai_provider import OpenAIWriter
+
+        return OpenAIWriter(
+            base_url=settings.openai_base_url,
+            model=settings.openai_model,
+            api_key=(
+                settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+            ),
+            timeout_seconds=settings.openai_timeout_seconds,
+            max_retries=settings.openai_max_retries,
+        )
+    return TemplatesWriter()
+
+
+def limits_from(settings: Settings) -> domain.Limits:
+    return domain.Limits(
+        max_prompt_chars=settings.max_prompt_chars,
+        max_rounds=settings.max_rounds,
+        default_max_rounds=settings.default_max_rounds,
+        max_script_bytes=settings.max_script_bytes,
+    )
+
+
+async def _every(seconds: float, what: str, step: object) -> None:
+    assert callable(step)
+    while True:
+        try:
+            await step()
+        except Exception as error:  # retried at the next tick
+            logger.warning("%s failed: %s", what, error)
+        await asyncio.sleep(seconds)
+
+
+@asynccontextmanager
+async def start(
+    settings: Settings, *, writer: ScriptWriter | None = None
+) -> AsyncIterator[Running]:
+    """writer: the script writer to use instead of the one the settings name (tests)."""
+    async with AsyncExitStack() as stack:
+        observed = ServiceMetrics("generator")
+        metrics = GeneratorMetrics(observed.registry)
+        mongo_client, db = mongo.connect(settings, event_listeners=observed.mongo_listeners())
+        stack.callback(mongo_client.close)
+        store = MongoGenerations(db)
+        await asyncio.to_thread(store.ensure_indexes)  # fails the start without MongoDB
+
+        token = settings.service_token.get_secret_value() if settings.service_token else None
+        scripts_channel = grpc.aio.insecure_channel(settings.scripts_addr)
+        stack.push_async_callback(scripts_channel.close)
+        watcher_channel = grpc.aio.insecure_channel(settings.watcher_addr)
+        stack.push_async_callback(watcher_channel.close)
+        scripts = ScriptsClient(
+            scripts_channel, service_token=token, timeout=settings.call_timeout_seconds
+        )
+        watcher = WatcherClient(
+            watcher_channel, service_token=token, timeout=settings.call_timeout_seconds
+        )
+
+        events = NatsGenerationEvents(
+            settings,
+            publish_timeout=settings.publish_timeout_seconds,
+            error_cb=observed.nats_error_cb,
+        )
+        stack.push_async_callback(events.close)
+        await events.connect()
+
+        limits = limits_from(settings)
+        generator = Generator(
+            store=store,
+            writer=writer or make_writer(settings),
+            uploader=scripts,
+            completions=Completions(events, watcher, poll_seconds=settings.completion_poll_seconds),
+            reports=watcher,
+            events=events,
+            owners=MongoProjectOwners(db),
+            options=Options(
+                limits=limits,
+                deadline_seconds=settings.generation_deadline_seconds,
+                lease_seconds=settings.lease_seconds,
+                freecad_version=settings.freecad_version,
+                runner=settings.generator_id or f"{socket.gethostname()}-{os.getpid()}-{id(store)}",
+            ),
+            observer=metrics.observer(),
+        )
+        metrics.watch_running(lambda: generator.running)
+        stack.enter_context(observed.serving(settings.grpc_host, settings.metrics_port))
+
+        async def ready() -> None:
+            await asyncio.to_thread(store.ping)
+            await events.check()
+
+        callers = CallerPolicy.from_settings(settings)
+        if not callers.peers_authenticated:
+            logger.warning(
+                "no SERVICE_TOKEN and no mutual TLS: whoever reaches the gRPC port may act for "
+                "any identity (docs/security.md)"
+            )
+        server = GrpcServer(
+            settings.grpc_host,
+            settings.grpc_port,
+            service_names=[SERVICE_NAME],
+            readiness=ready,
+            readiness_interval=settings.readiness_interval_seconds,
+            interceptors=[
+                ObservingInterceptor(GrpcServerMetrics(observed.registry)),
+                CallerInterceptor(callers, admin_methods=ADMIN_METHODS),
+            ],
+            credentials=server_credentials(settings),
+        )
+        generation_pb2_grpc.add_GenerationServiceServicer_to_server(
+            GenerationServicer(generator, limits), server.server
+        )
+        tasks = [
+            asyncio.create_task(
+                _every(
+                    settings.resume_interval_seconds,
+                    "resuming generations",
+                    generator.resume_lapsed,
+                ),
+                name="generator-resume",
+            ),
+            asyncio.create_task(
+                _every(settings.lease_seconds / 3, "renewing leases", generator.renew_leases),
+                name="generator-leases",
+            ),
+        ]
+        await server.start()
+        logger.info(
+            "generator serving on port %d (provider %s)", server.port, settings.generator_provider
+        )
+        try:
+            yield Running(port=server.port, generator=generator, metrics=observed)
+        finally:
+            await server.shutdown(settings.shutdown_grace_seconds)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # running generations stop where they are (stored) and are handed on at once
+            await generator.stop()
+            logger.info("generator stopped")
