@@ -68,12 +68,15 @@ class ScriptedWriter:
     ) -> None:
         self.scripts = scripts
         self.requests: list[ScriptRequest] = []
+        self.asked = asyncio.Event()
+        """Set by the first request."""
         self.expected = expected
         self.error = error
         self.gate = gate
 
     async def write(self, request: ScriptRequest) -> Completion:
         self.requests.append(request)
+        self.asked.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:

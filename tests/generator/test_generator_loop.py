@@ -7,14 +7,7 @@ import dataclasses
 import datetime as dt
 
 import pytest
-
-from cadpipe import errors
-from cadpipe.callers import Caller
-from services.generator import domain
-from services.generator.domain import ExpectedInput, Limits
-from services.generator.generating import Generator, Options
-from services.generator.ports import CannotMake, Expected, ProviderError
-from tests.generator.generator_fakes import (
+from generator_fakes import (
     RAISING_SCRIPT,
     Clock,
     FakeEvents,
@@ -26,6 +19,13 @@ from tests.generator.generator_fakes import (
     box_runs,
     box_script,
 )
+
+from cadpipe import errors
+from cadpipe.callers import Caller
+from services.generator import domain
+from services.generator.domain import ExpectedInput, Limits
+from services.generator.generating import Generator, Options
+from services.generator.ports import CannotMake, Expected, ProviderError
 
 ALICE = Caller(name="alice")
 

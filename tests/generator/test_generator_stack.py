@@ -1,0 +1,261 @@
+"""Text to CAD through REST against the real stack (moto, nats-server, mongomock, FreeCAD): a
+generation becomes versions that run, are verified and repaired."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from generator_fakes import RAISING_SCRIPT, ScriptedWriter, box_script
+from generator_stack import finished, generate, start
+
+from cadpipe.adapters import mongo
+from cadpipe.devstack import NatsServer, free_port
+from cadpipe.settings import MongoSettings, S3Settings
+from services.generator import bootstrap
+from services.generator.settings import Settings
+
+pytestmark = [pytest.mark.freecad, pytest.mark.timeout(120)]
+
+BOX = {"bbox": {"x_mm": 10, "y_mm": 20, "z_mm": 30}}
+
+
+@pytest.fixture
+async def servers(
+    bucket: object, s3_settings: S3Settings, mongo_settings: MongoSettings, nats_server: NatsServer
+) -> AsyncIterator[tuple[S3Settings, MongoSettings, str]]:
+    yield s3_settings, mongo_settings, nats_server.url
+
+
+async def test_generate_succeeds_with_a_version_and_its_files(
+    servers: tuple[S3Settings, MongoSettings, str],
+) -> None:
+    writer = ScriptedWriter([box_script(10, 20, 30)])
+    async with start(*servers, writer) as running, running.client() as client:
+        started = await generate(client, "gen1", prompt="a box 10 x 20 x 30", expect=BOX)
+        assert started["state"] == "queued" and started["id"]
+        done = await finished(client, "gen1", started["id"])
+        assert done["state"] == "succeeded", done
+        assert done["result_version"] == 1 and done["round"] == 1
+        (only,) = done["rounds"]
+        assert only["state"] == "verified" and only["version"] == 1
+        assert only["measured"]["bbox"] == {"x_mm": 10.0, "y_mm": 20.0, "z_mm": 30.0}
+        assert abs(only["measured"]["volume_mm3"] - 6000) < 1
+        assert only["provider"] == "fake" and only["tokens_in"] == "100"
+
+        # an ordinary version: its provenance, outputs, a download, the typed report
+        script = (await client.get("/api/projects/gen1/script/1")).json()
+        assert script["script"]["metadata"]["generation-id"] == done["id"]
+        assert script["script"]["metadata"]["generator-model"] == "fake-1"
+        outputs = (await client.get("/api/projects/gen1/outputs", params={"version": 1})).json()
+        assert {o["format"] for o in outputs["outputs"]} >= {"step", "fcstd"}
+        url = (await client.get("/api/projects/gen1/download/step")).json()["url"]
+        async with httpx.AsyncClient() as plain:
+            assert (await plain.get(url)).content.startswith(b"ISO-10303-21;")
+        report = (await client.get("/api/projects/gen1/report", params={"version": 1})).json()
+        assert report["solids"] == 1 and report["total"]["valid"]
+        assert (report["total"]["x_mm"], report["total"]["z_mm"]) == (10.0, 30.0)
+
+        listed = (await client.get("/api/projects/gen1/generations")).json()
+        assert [g["id"] for g in listed["generations"]] == [done["id"]]
+
+
+async def test_a_script_that_raises_is_repaired_from_its_traceback(
+    servers: tuple[S3Settings, MongoSettings, str],
+) -> None:
+    writer = ScriptedWriter([RAISING_SCRIPT, box_script()])
+    async with start(*servers, writer) as running, running.client() as client:
+        started = await generate(client, "gen2", prompt="a box")
+        done = await finished(client, "gen2", started["id"])
+        assert done["state"] == "succeeded" and done["result_version"] == 2, done
+        assert [r["state"] for r in done["rounds"]] == ["error", "verified"]
+        feedback = writer.requests[1].attempts[0].feedback
+        assert feedback.splitlines()[0] == "ValueError: the fillet radius is too large"
+        scripts = (await client.get("/api/projects/gen2/scripts")).json()["scripts"]
+        assert sorted(s["version"] for s in scripts) == [1, 2]
+
+
+async def test_a_geometry_mismatch_is_repaired_with_measured_vs_expected(
+    servers: tuple[S3Settings, MongoSettings, str],
+) -> None:
+    writer = ScriptedWriter([box_script(12, 20, 30), box_script(10, 20, 30)])
+    async with start(*servers, writer) as running, running.client() as client:
+        started = await generate(client, "gen3", prompt="a box", expect=BOX)
+        done = await finished(client, "gen3", started["id"])
+        assert done["state"] == "succeeded" and done["result_version"] == 2, done
+        assert done["rounds"][0]["state"] == "mismatch"
+        feedback = writer.requests[1].attempts[0].feedback
+        assert "measured 12.00 x 20.00 x 30.00 mm, expected 10.00 x 20.00 x 30.00 mm" in feedback
+        assert done["rounds"][0]["feedback"] == feedback
+
+
+async def test_two_generations_at_once_on_one_project(
+    servers: tuple[S3Settings, MongoSettings, str],
+) -> None:
+    writer = ScriptedWriter([box_script()])
+    async with start(*servers, writer) as running, running.client() as client:
+        first, second = await asyncio.gather(
+            generate(client, "gen4", prompt="a box"), generate(client, "gen4", prompt="a box")
+        )
+        done = await asyncio.gather(
+            finished(client, "gen4", first["id"]), finished(client, "gen4", second["id"])
+        )
+        assert [d["state"] for d in done] == ["succeeded", "succeeded"], done
+        assert sorted(d["result_version"] for d in done) == [1, 2]
+
+
+async def test_bad_input_is_400_with_a_message(
+    servers: tuple[S3Settings, MongoSettings, str],
+) -> None:
+    writer = ScriptedWriter([box_script()])
+    async with start(*servers, writer) as running, running.client() as client:
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"prompt": ""}, "prompt: must not be empty"),
+            ({"prompt": "x" * 4001}, "prompt: 4001 characters; at most 4000"),
+            ({"prompt": "a box", "expect": {"volume_mm3": -5}}, "expect.volume_mm3"),
+            ({"prompt": "a box", "expect": {"bbox": {"x_mm": 1}}}, "expect.bbox"),
+            ({"prompt": "a box", "max_rounds": 9}, "max_rounds: 1 to 5"),
+            ({"prompt": "a box", "parent_version": 3}, "parent_version"),
+        ]
+        for body, message in cases:
+            response = await client.post("/api/projects/gen5/generate", json=body)
+            assert response.status_code == 400, (body, response.text)
+            assert message in response.json()["message"], response.json()
+        # a project with one version: version 3 is still unknown
+        first = await finished(client, "gen5", (await generate(client, "gen5", prompt="b"))["id"])
+        assert first["state"] == "succeeded"
+        response = await client.post(
+            "/api/projects/gen5/generate", json={"prompt": "taller", "parent_version": 3}
+        )
+        assert response.status_code == 400
+        assert "gen5 has no version 3" in response.json()["message"]
+
+
+async def test_another_identity_gets_404_and_admin_metrics(
+    servers: tuple[S3Settings, MongoSettings, str],
+) -> None:
+    writer = ScriptedWriter([box_script()])
+    async with start(*servers, writer) as running, running.client() as client:
+        done = await finished(client, "gen6", (await generate(client, "gen6", prompt="a"))["id"])
+        assert done["state"] == "succeeded"
+        async with running.client(running.token_for("mallory")) as mallory:
+            for path in (f"generations/{done['id']}", "generations"):
+                response = await mallory.get(f"/api/projects/gen6/{path}")
+                assert response.status_code == 404, response.text
+            response = await mallory.post("/api/projects/gen6/generate", json={"prompt": "x"})
+            assert response.status_code == 404
+            assert (await mallory.get("/api/monitoring/ai/metrics")).status_code == 403
+        async with running.client(running.stack.admin_token) as admin:
+            metrics = (await admin.get("/api/monitoring/ai/metrics")).json()
+            assert metrics["generations"]["succeeded"] == "1"
+            assert metrics["success_rate"] == 1.0
+            (fake,) = metrics["providers"]
+            assert fake["provider"] == "fake" and fake["calls"] == "1"
+
+
+async def sse(
+    client: httpx.AsyncClient, project: str, seen: list[dict[str, Any]], opened: asyncio.Event
+) -> None:
+    async with client.stream("GET", f"/api/projects/{project}/events") as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                status = json.loads(line.removeprefix("data:"))
+                seen.append(status)
+                opened.set()
+                if (status.get("generation") or {}).get("state") in ("succeeded", "failed"):
+                    return
+
+
+async def test_the_event_stream_shows_the_sequence(
+    servers: tuple[S3Settings, MongoSettings, str],
+) -> None:
+    writer = ScriptedWriter([box_script(), RAISING_SCRIPT, box_script()])
+    async with start(*servers, writer) as running, running.client() as client:
+        # a project is watched once it exists (until then it is nobody's: 404)
+        first = await finished(client, "gen7", (await generate(client, "gen7", prompt="a"))["id"])
+        assert first["state"] == "succeeded"
+        seen: list[dict[str, Any]] = []
+        opened = asyncio.Event()
+        watching = asyncio.create_task(sse(client, "gen7", seen, opened))
+        await asyncio.wait_for(opened.wait(), 10)  # the first message: the current status
+        await generate(client, "gen7", prompt="a box")
+        await asyncio.wait_for(watching, 60)
+        steps = []
+        for status in seen[1:]:
+            g = status.get("generation")
+            step = (
+                f"generation {g['state']} r{g['round']} v{g['version']}"
+                if g
+                else f"version {status['version']} {status['state']}"
+            )
+            if not steps or steps[-1] != step:
+                steps.append(step)
+        # the version's own statuses come from the script service and the watcher, so they
+        # may pass the generator's news of the same upload; each source keeps its order
+        expected_in_order = [
+            "generation queued r0 v0",
+            "generation generating r1 v0",
+            "version 2 error",
+            "generation repairing r2 v0",
+            "version 3 completed",
+            "generation succeeded r2 v3",
+        ]
+        position = 0
+        for step in steps:
+            if position < len(expected_in_order) and step == expected_in_order[position]:
+                position += 1
+        assert position == len(expected_in_order), steps
+        for step in ("generation generating r1 v2", "version 2 processing", "version 3 processing"):
+            assert step in steps, steps
+        failed_round = next(
+            s["generation"]
+            for s in seen
+            if s.get("generation", {}).get("version") == 2
+            and "ValueError" in s["generation"]["message"]
+        )
+        assert failed_round["message"] == "ValueError: the fillet radius is too large"
+
+
+async def test_restart_of_the_generator_mid_generation_resumes(
+    servers: tuple[S3Settings, MongoSettings, str],
+) -> None:
+    _, mongo_settings, nats_url = servers
+    port = free_port()
+    stuck = ScriptedWriter([box_script()], gate=asyncio.Event())  # never answers
+    async with (
+        start(*servers, None, with_generator=False, generator_port=port) as running,
+        running.client() as client,
+    ):
+        settings = Settings(
+            mongodb_uri=mongo_settings.mongodb_uri,
+            mongodb_database=mongo_settings.mongodb_database,
+            nats_url=nats_url,
+            grpc_host="127.0.0.1",
+            grpc_port=port,
+            scripts_addr=f"127.0.0.1:{running.stack.scripts_port}",
+            watcher_addr=f"127.0.0.1:{running.stack.watcher_port}",
+            service_token=running.stack.service_token,
+            completion_poll_seconds=0.5,
+            resume_interval_seconds=0.2,
+            shutdown_grace_seconds=0,
+        )
+        async with bootstrap.start(settings, writer=stuck):
+            started = await generate(client, "gen8", prompt="a box")
+            await asyncio.wait_for(stuck.asked.wait(), 10)
+        # stopped mid-round: what is stored says so, and nothing was uploaded
+        db_client, db = mongo.connect(mongo_settings)
+        try:
+            mid = db["generations"].find_one({"_id": started["id"]})
+        finally:
+            db_client.close()
+        assert mid["state"] == "generating" and mid["rounds"][0]["state"] == "writing"
+        writer = ScriptedWriter([box_script()])
+        async with bootstrap.start(settings, writer=writer):
+            done = await finished(client, "gen8", started["id"])
+        assert done["state"] == "succeeded" and done["result_version"] == 1, done
+        assert len(writer.requests) == 1
