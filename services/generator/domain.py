@@ -21,6 +21,7 @@ import ast
 import datetime as dt
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -255,6 +256,17 @@ def check_project(project: str) -> str:
         return layout.check_project(project)
     except layout.InvalidProject as error:
         raise errors.InvalidArgument(f"project: {error}", field="project") from None
+
+
+GENERATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_generation_id(generation_id: str) -> str:
+    if not GENERATION_ID.fullmatch(generation_id):
+        raise errors.InvalidArgument(
+            "id: a generation id is 1 to 64 letters, digits, '-' and '_'", field="id"
+        )
+    return generation_id
 
 
 def check_request(

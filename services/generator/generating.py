@@ -101,16 +101,21 @@ class Generator:
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def _check_access(self, project: str, caller: Caller) -> str | None:
+    async def check_access(
+        self, project: str, caller: Caller, *, creating: bool = False
+    ) -> str | None:
+        """The project's owner, unless the caller may not see the project: NotFound, worded as
+        for a project that does not exist. A generation may create a project (creating): its
+        first upload claims it for the caller."""
         owner = await self._owners.owner_of(project)
-        if not caller.unrestricted and owner is not None and not caller.may_access(owner):
-            raise errors.NotFound(ownership.not_found_message(project))
-        return owner
+        if caller.unrestricted or caller.may_access(owner) or (creating and owner is None):
+            return owner
+        raise errors.NotFound(ownership.not_found_message(project))
 
     async def start(self, request: domain.NewGeneration, caller: Caller) -> tuple[Generation, bool]:
         """Stores a new generation and starts running it; with an idempotency key used before,
         the generation it started (replayed True)."""
-        owner = await self._check_access(request.project, caller)
+        owner = await self.check_access(request.project, caller, creating=True)
         if request.parent_version:
             if owner is None:
                 raise errors.InvalidArgument(
@@ -151,7 +156,7 @@ class Generator:
         return generation, False
 
     async def get(self, project: str, generation_id: str, caller: Caller) -> Generation:
-        await self._check_access(project, caller)
+        await self.check_access(project, caller)
         found = await self._store.get(project, generation_id)
         if found is None or not _may_see(caller, found):
             raise errors.NotFound(f"{project} has no generation {generation_id!r}")
@@ -160,7 +165,7 @@ class Generator:
     async def page(
         self, project: str, caller: Caller, *, page_size: int, page_token: str
     ) -> tuple[list[Generation], str]:
-        await self._check_access(project, caller)
+        await self.check_access(project, caller)
         if page_size < 0 or page_size > 100:
             raise errors.InvalidArgument(
                 f"page_size: 1 to 100, or 0 for 20 (got {page_size})", field="page_size"

@@ -24,6 +24,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
     async def Generate(
         self, request: generation_pb2.GenerateRequest, context: Context
     ) -> generation_pb2.Generation:
+        # another identity's project is not found, whatever else is wrong with the request
+        domain.check_project(request.project)
+        await self._generator.check_access(request.project, current_caller(), creating=True)
         new = domain.check_request(
             project=request.project,
             prompt=request.prompt,
@@ -40,6 +43,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         self, request: generation_pb2.GetGenerationRequest, context: Context
     ) -> generation_pb2.Generation:
         domain.check_project(request.project)
+        domain.check_generation_id(request.id)
         return generation_message(
             await self._generator.get(request.project, request.id, current_caller())
         )

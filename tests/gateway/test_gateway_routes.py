@@ -43,6 +43,20 @@ CADPIPE_REST = {
     ),
     ("POST", "/api/monitoring/test/s3-upload", "cadpipe.v1.MonitoringService.TestS3Upload"),
     ("GET", "/api/monitoring/metrics", "cadpipe.v1.MonitoringService.GetMetricsSummary"),
+    ("GET", "/api/projects", "cadpipe.v1.ScriptService.ListProjects"),
+    ("GET", "/api/projects/{project}/report", "cadpipe.v1.ArtifactService.GetReport"),
+    ("POST", "/api/projects/{project}/generate", "cadpipe.v1.GenerationService.Generate"),
+    (
+        "GET",
+        "/api/projects/{project}/generations/{id}",
+        "cadpipe.v1.GenerationService.GetGeneration",
+    ),
+    (
+        "GET",
+        "/api/projects/{project}/generations",
+        "cadpipe.v1.GenerationService.ListGenerations",
+    ),
+    ("GET", "/api/monitoring/ai/metrics", "cadpipe.v1.GenerationService.GetAiMetrics"),
 }
 
 
@@ -87,6 +101,7 @@ def test_a_derived_route_knows_its_grpc_method_and_message_classes() -> None:
         "cadpipe.v1.StatusService",
         "cadpipe.v1.ArtifactService",
         "cadpipe.v1.MonitoringService",
+        "cadpipe.v1.GenerationService",
     }
 
 

@@ -15,6 +15,7 @@ EXAMPLE_PATH_VALUES = {
     "version": "1",
     "format": "stl",
     "name": "{project}_v1_info_20260101_000000.log",
+    "id": "{project}-generation",
 }
 
 ROUTES: list[Route] = list(derive_routes_from_modules(default_modules()))

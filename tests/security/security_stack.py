@@ -10,6 +10,7 @@ Identities: alice and bob (users), root (admin), each with an API token.
 from __future__ import annotations
 
 import asyncio
+import json
 import datetime as dt
 import secrets
 import time
@@ -31,6 +32,8 @@ from cadpipe.settings import MongoSettings, S3Settings
 from services.gateway import bootstrap as gateway
 from services.gateway.settings import Settings as GatewaySettings
 from services.gateway.tokens import MongoTokens
+from services.generator import bootstrap as generator
+from services.generator.settings import Settings as GeneratorSettings
 from services.scripts import bootstrap as scripts
 from services.scripts.settings import Settings as ScriptsSettings
 from services.watcher import bootstrap as watcher
@@ -156,12 +159,22 @@ async def start_secured(moto: MotoS3, **gateway_overrides: Any) -> AsyncIterator
                 WatcherSettings(**common, scripts_addr=f"127.0.0.1:{scripts_svc.port}")
             )
         )
+        generator_svc = await stack.enter_async_context(
+            generator.start(
+                GeneratorSettings(
+                    **common,
+                    scripts_addr=f"127.0.0.1:{scripts_svc.port}",
+                    watcher_addr=f"127.0.0.1:{watcher_svc.port}",
+                )
+            )
+        )
         settings = GatewaySettings(
             **{
                 "http_host": "127.0.0.1",
                 "http_port": 0,
                 "scripts_addr": f"127.0.0.1:{scripts_svc.port}",
                 "watcher_addr": f"127.0.0.1:{watcher_svc.port}",
+                "generator_addr": f"127.0.0.1:{generator_svc.port}",
                 "mongodb_uri": mongodb_uri,
                 "mongodb_database": database,
                 "jwt_secret": JWT_SECRET,
@@ -169,6 +182,7 @@ async def start_secured(moto: MotoS3, **gateway_overrides: Any) -> AsyncIterator
                 "grpc_deadline_seconds": 5.0,
                 "shutdown_grace_seconds": 0.5,
                 "upload_burst": 1000,
+                "generation_burst": 1000,
                 **gateway_overrides,
             }
         )
@@ -213,10 +227,17 @@ async def upload(client: httpx.AsyncClient, project: str, script: str = SCRIPT) 
 
 def finish_version(bucket: s3.Bucket, project: str, version: int = 1) -> str:
     """What a worker of the older contract leaves: an STL, an info log (the one routes.py
-    names) and an empty marker. Returns the STL's key."""
+    names) and an empty marker; and the geometry report our worker adds. Returns the STL's
+    key."""
     key = layout.output_key(project, version, "part.stl")
     body = b"solid part\nendsolid part\n"
     bucket.put(key, body, content_type="model/stl")
+    report = {"freecad_version": "1.0.0", "files": [{"name": "part.stl", "kind": "mesh"}]}
+    bucket.put(
+        layout.output_key(project, version, layout.REPORT_NAME),
+        json.dumps(report).encode(),
+        content_type="application/json",
+    )
     written = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     log = layout.log_key(project, version, "info", written)
     bucket.put(log, b"done\n", content_type="text/plain")

@@ -58,6 +58,7 @@ BAD_PATH_VALUES: dict[str, list[tuple[str, str]]] = {
         ("0x10", "integer"),
     ],
     "format": [("exe", "format"), ("..%2Fstl", "format"), ("", "format")],
+    "id": [("a%20b", "id"), ("x" * 65, "id"), ("%00", "id"), ("%FF", "UTF-8"), ("", "id")],
     "name": [
         ("..%2F..%2Fetc%2Fpasswd", "log"),
         ("other_v1_info_20260101_000000.log", "log"),

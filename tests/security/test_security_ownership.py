@@ -6,6 +6,7 @@ holding the service token."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from typing import Any
 
@@ -19,6 +20,8 @@ from cadpipe import layout, messaging
 from cadpipe.callers import ADMIN_KEY, IDENTITY_KEY, SERVICE_TOKEN_KEY
 from cadpipe.settings import NatsSettings
 from cadpipe.v1 import events_pb2, scripts_pb2, scripts_pb2_grpc, status_pb2, status_pb2_grpc
+from services.generator.domain import Generation
+from services.generator.mongo_generations import to_document
 from services.scripts.bootstrap import run_reindex
 from services.scripts.settings import Settings as ScriptsSettings
 
@@ -36,6 +39,20 @@ async def _completed(secured: Secured, project: str) -> None:
             return status.json().get("state") == "completed"
 
         await wait_until(completed)
+    # and a generation of alice's, at the id routes.py names
+    now = dt.datetime.now(dt.UTC)
+    generation = Generation(
+        id=f"{project}-generation",
+        project=project,
+        prompt="a box",
+        caller="alice",
+        caller_admin=False,
+        created_at=now,
+        deadline_at=now,
+        state="succeeded",
+        sequence=1,
+    )
+    await asyncio.to_thread(secured.db["generations"].insert_one, to_document(generation))
 
 
 async def _answer(http: Any, request: Any) -> tuple[int, Any]:
