@@ -10,8 +10,8 @@ Identities: alice and bob (users), root (admin), each with an API token.
 from __future__ import annotations
 
 import asyncio
-import json
 import datetime as dt
+import json
 import secrets
 import time
 import uuid
