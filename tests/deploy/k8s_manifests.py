@@ -23,7 +23,7 @@ NAMESPACE = "cadpipe"
 CONFIG_MAP = "cadpipe-config"
 SECRET = "cadpipe-secrets"
 # each gRPC service's port, as the brief and the README fix them
-GRPC_SERVICES = {"scripts": 50051, "watcher": 50052, "worker": 50053}
+GRPC_SERVICES = {"scripts": 50051, "watcher": 50052, "worker": 50053, "generator": 50054}
 HTTP_SERVICES = {"gateway": 8080}
 SERVICES = [*GRPC_SERVICES, *HTTP_SERVICES]
 METRICS_PORT = 9090

@@ -15,7 +15,7 @@ import pytest
 from k8s_manifests import BASE, ROOT, SERVICES, container, container_ports, named
 
 DOCKER = ROOT / "deploy" / "docker"
-PYTHON_SERVICES = ["scripts", "watcher", "gateway"]
+PYTHON_SERVICES = ["scripts", "watcher", "gateway", "generator"]
 
 
 @dataclass

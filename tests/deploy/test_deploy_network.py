@@ -39,6 +39,15 @@ NEEDED = [
     # the watcher's monitoring health report asks the script service's grpc.health.v1
     ("watcher", "scripts", 50051),
     ("gateway", "mongodb", 27017),
+    # text to CAD: the gateway calls the generator, which uploads, reads status and reports,
+    # and asks the LLM provider
+    ("gateway", "generator", 50054),
+    ("generator", "scripts", 50051),
+    ("generator", "watcher", 50052),
+    ("generator", "nats", 4222),
+    ("generator", "mongodb", 27017),
+    ("generator", "internet", 443),
+    ("prometheus", "generator", 9090),
     ("scripts", "nats", 4222),
     ("scripts", "mongodb", 27017),
     ("scripts", "minio", 9000),
@@ -62,6 +71,11 @@ REFUSED = [
     ("client", "scripts", 50051),
     ("client", "watcher", 50052),
     ("client", "worker", 50053),
+    ("client", "generator", 50054),
+    # the generator never writes to S3 itself: every attempt is an upload
+    ("generator", "minio", 9000),
+    ("generator", "worker", 50053),
+    ("worker", "generator", 50054),
     ("client", "nats", 4222),
     ("client", "mongodb", 27017),
     ("client", "minio", 9000),
