@@ -156,8 +156,10 @@ class Generator:
         return generation, False
 
     async def get(self, project: str, generation_id: str, caller: Caller) -> Generation:
-        await self.check_access(project, caller)
+        owner = await self._owners.owner_of(project)
         found = await self._store.get(project, generation_id)
+        if not self._may_read(caller, owner, found and [found]):
+            raise errors.NotFound(ownership.not_found_message(project))
         if found is None or not _may_see(caller, found):
             raise errors.NotFound(f"{project} has no generation {generation_id!r}")
         return found
@@ -165,13 +167,23 @@ class Generator:
     async def page(
         self, project: str, caller: Caller, *, page_size: int, page_token: str
     ) -> tuple[list[Generation], str]:
-        await self.check_access(project, caller)
+        owner = await self._owners.owner_of(project)
         if page_size < 0 or page_size > 100:
             raise errors.InvalidArgument(
                 f"page_size: 1 to 100, or 0 for 20 (got {page_size})", field="page_size"
             )
         found, token = await self._store.page(project, limit=page_size or 20, after=page_token)
+        if not self._may_read(caller, owner, found):
+            raise errors.NotFound(ownership.not_found_message(project))
         return [g for g in found if _may_see(caller, g)], token
+
+    @staticmethod
+    def _may_read(caller: Caller, owner: str | None, generations: list[Generation] | None) -> bool:
+        """The project's readers; and, before its first version claims it (owner None), the
+        callers of its generations: whoever started one can follow it from the start."""
+        if caller.unrestricted or caller.may_access(owner):
+            return True
+        return owner is None and any(g.caller == caller.name for g in generations or [])
 
     async def summary(self, window_seconds: int) -> domain.AiSummary:
         if window_seconds < 0:

@@ -296,3 +296,24 @@ async def test_summary_counts_rounds_and_providers() -> None:
     assert summary.mean_rounds == 2.0
     (fake,) = summary.providers
     assert fake.calls == 2 and fake.tokens_in == 200 and fake.errors == 0
+
+
+@pytest.mark.timeout(10)
+async def test_the_caller_follows_a_generation_before_its_first_version_claims_the_project() -> (
+    None
+):
+    w = world(ScriptedWriter([box_script()], gate=asyncio.Event()))
+    g = w.generator()
+    started, _ = await g.start(request(), ALICE)  # p1 has no owner yet: nothing uploaded
+    assert (await g.get("p1", started.id, ALICE)).id == started.id
+    assert [x.id for x in (await g.page("p1", ALICE, page_size=0, page_token=""))[0]] == [
+        started.id
+    ]
+    for call in (
+        g.get("p1", started.id, Caller(name="bob")),
+        g.page("p1", Caller(name="bob"), page_size=0, page_token=""),
+    ):
+        with pytest.raises(errors.NotFound) as raised:
+            await call
+        assert raised.value.message == "project 'p1' not found"
+    await g.stop()
