@@ -94,6 +94,23 @@ class ScriptedWriter:
         )
 
 
+class PromptWriter:
+    """One writer for a stack shared by several tests: each test routes its own prompt to a
+    ScriptedWriter of its own."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.routes: dict[str, ScriptedWriter] = {}
+
+    def route(self, prompt: str, writer: ScriptedWriter) -> ScriptedWriter:
+        self.routes[prompt] = writer
+        return writer
+
+    async def write(self, request: ScriptRequest) -> Completion:
+        return await self.routes[request.prompt].write(request)
+
+
 class FakeStore:
     def __init__(self) -> None:
         self.docs: dict[str, tuple[Generation, str, dt.datetime]] = {}
