@@ -54,7 +54,7 @@ class Options:
     limits: domain.Limits = field(default_factory=domain.Limits)
     deadline_seconds: float = 900.0
     lease_seconds: float = 30.0
-    freecad_version: str = "1.0"
+    freecad_version: str = "0.20.2"
     runner: str = "generator"
     """This instance's name, holding the leases of the generations it runs."""
     upload_attempts: int = 3
