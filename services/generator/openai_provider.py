@@ -74,6 +74,10 @@ class OpenAIWriter:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
     ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"base_url: must start with http:// or https:// (OPENAI_BASE_URL), not {base_url!r}"
+            )
         if not model:
             raise ValueError("model: required (OPENAI_MODEL)")
         if timeout_seconds <= 0:

@@ -178,7 +178,8 @@ class FakeOpenAI:
 
     def __init__(self, replies: Sequence[Reply] = (), *, then: Reply | Answerer | None = None):
         self._replies = list(replies)
-        self._then = then
+        self.then = then
+        """What answers once the scripted replies run out; may be changed at any time."""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.requests: list[ReceivedRequest] = []
@@ -219,7 +220,7 @@ class FakeOpenAI:
             self.requests.append(request)
             if self._replies:
                 return self._replies.pop(0)
-        then = self._then
+        then = self.then
         if then is None:
             return Reply.http(500, "fake_openai: no scripted reply left for this request")
         return then if isinstance(then, Reply) else then(request)

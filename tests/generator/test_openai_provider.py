@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fake_openai import FakeOpenAI, Reply, stream_chunks
 
@@ -218,7 +219,7 @@ async def test_openai_retry_after_ms_is_honoured(
 async def test_5xx_for_ever_ends_after_max_retries_with_full_jitter_backoff(
     api: FakeOpenAI, make_writer: MakeWriter, sleeps: Sleeps
 ):
-    api._then = Reply.http(500, "the server is on fire")
+    api.then = Reply.http(500, "the server is on fire")
     message = await provider_error(make_writer(max_retries=2))
     assert "answered HTTP 500 three times" in message
     assert "the server is on fire" in message
@@ -413,3 +414,55 @@ async def test_the_key_never_appears_in_logs_messages_or_repr(
     assert KEY not in repr(writer)
     assert all(KEY not in m for m in messages)
     assert "[key]" in messages[1]
+
+
+# --- construction and the fake server itself ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "complaint"),
+    [
+        ({"base_url": "api.openai.com/v1"}, "base_url"),
+        ({"model": ""}, "model"),
+        ({"timeout_seconds": 0}, "timeout_seconds"),
+        ({"max_retries": -1}, "max_retries"),
+    ],
+)
+def test_bad_settings_fail_at_construction(options: dict[str, Any], complaint: str):
+    defaults: dict[str, Any] = {"base_url": "http://127.0.0.1:1/v1", "model": "m", "api_key": None}
+    with pytest.raises(ValueError, match=complaint):
+        OpenAIWriter(**(defaults | options))
+
+
+async def test_a_given_http_client_is_used_and_left_open(api: FakeOpenAI):
+    api.add(Reply.answer(ANSWER), Reply.answer(ANSWER))
+    async with httpx.AsyncClient(headers={"X-Title": "cadpipe"}) as client:
+        writer = OpenAIWriter(
+            base_url=api.base_url + "/", model="m", api_key=None, http_client=client
+        )
+        await writer.write(REQUEST)
+        await writer.aclose()
+        assert not client.is_closed
+        await writer.write(REQUEST)
+    assert api.requests[0].headers["x-title"] == "cadpipe"
+    assert api.requests[0].path == "/v1/chat/completions"
+
+
+async def test_the_fake_answers_from_the_request_once_its_script_runs_out(
+    api: FakeOpenAI, make_writer: MakeWriter
+):
+    def echo_the_prompt(request: Any) -> Reply:
+        prompt = request.json["messages"][1]["content"].splitlines()[0]
+        return Reply.answer(f"```python\nimport Part\n# {prompt}\n```")
+
+    api.add(Reply.answer(ANSWER))
+    api.then = echo_the_prompt
+    writer = make_writer()
+    assert (await writer.write(REQUEST)).script == SCRIPT
+    second = await writer.write(REQUEST)
+    assert "# Make this part: a 20 x 20 x 10 mm box" in second.script
+
+
+async def test_the_fake_says_when_its_script_ran_out(api: FakeOpenAI, make_writer: MakeWriter):
+    message = await provider_error(make_writer(max_retries=0))
+    assert "no scripted reply left" in message

@@ -4,6 +4,10 @@ from its answer."""
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +161,32 @@ def test_of_several_python_blocks_the_longest_is_the_script() -> None:
 def test_anything_else_is_refused(answer: str) -> None:
     with pytest.raises(prompting.NoScript):
         prompting.extract_script(answer)
+
+
+@pytest.mark.freecad
+@pytest.mark.timeout(180)
+def test_the_example_told_to_the_model_runs_in_freecad_and_writes_the_five_files(
+    tmp_path: Path,
+) -> None:
+    """The example is what models copy: it must itself follow the contract on the FreeCAD the
+    workers run (Debian's freecadcmd)."""
+    freecadcmd = shutil.which("freecadcmd")
+    if freecadcmd is None:
+        pytest.skip("freecadcmd is not installed (make freecad)")
+    script = tmp_path / "example.py"
+    script.write_text(prompting.extract_script(prompting.system_prompt("0.20")))
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "FREECAD_OUTPUT": str(out)}
+    run = subprocess.run(
+        [freecadcmd, str(script)], env=env, capture_output=True, text=True, timeout=150
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "MyHeadlessModel.FCStd",
+        "MyHeadlessModel.iges",
+        "MyHeadlessModel.obj",
+        "MyHeadlessModel.step",
+        "MyHeadlessModel.stl",
+    ]
