@@ -122,10 +122,11 @@ class OpenAIWriter:
                     break
                 delay = self._delay(attempt, failure.retry_after)
                 logger.warning(
-                    "%s (model %s) failed: %s; retry %d of %d in %.1f s",
+                    "%s (model %s) failed: %s (%s); retry %d of %d in %.1f s",
                     self._where,
                     self.model,
                     failure.what,
+                    failure.detail,
                     attempt + 1,
                     self.max_retries,
                     delay,
@@ -184,10 +185,16 @@ class OpenAIWriter:
             retry_after = _retry_after(response.headers)
             if retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS:
                 return self._error(
-                    f"rate limited (HTTP {status}); the provider asks to wait "
-                    f"{retry_after:.0f} s: {detail}"
+                    f"answered HTTP {status} and asks to wait {retry_after:.0f} s, longer than a "
+                    f"generation waits: {detail}"
                 )
             return _Retryable(f"HTTP {status}", detail, retry_after)
+        if 300 <= status < 400:
+            location = _without_userinfo(response.headers.get("location", "?"))
+            return self._error(
+                f"redirected (HTTP {status}) to {location}: check OPENAI_BASE_URL (the API root, "
+                "such as https://api.openai.com/v1)"
+            )
         if status in (401, 403):
             # the provider's own text may quote part of the key: not repeated
             if self._api_key is None:

@@ -240,7 +240,7 @@ async def test_a_retry_after_longer_than_a_generation_should_wait_fails_at_once(
 ):
     api.add(Reply.http(429, "daily limit", headers={"Retry-After": "3600"}))
     message = await provider_error(make_writer())
-    assert "wait 3600 s" in message
+    assert "answered HTTP 429 and asks to wait 3600 s" in message
     assert sleeps.delays == []
     assert len(api.requests) == 1
 
@@ -383,6 +383,13 @@ async def test_an_unknown_model_is_named(
     assert f"does not know the model 'llama9' (HTTP {status}" in message
     assert text in message
     assert len(api.requests) == 1
+
+
+async def test_a_redirect_points_at_the_base_url(api: FakeOpenAI, make_writer: MakeWriter):
+    api.add(Reply(status=301, headers={"Location": "https://example.test/v1/chat/completions"}))
+    message = await provider_error(make_writer())
+    assert "redirected (HTTP 301) to https://example.test/v1/chat/completions" in message
+    assert "OPENAI_BASE_URL" in message
 
 
 async def test_another_bad_request_is_named(api: FakeOpenAI, make_writer: MakeWriter):
