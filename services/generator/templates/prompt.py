@@ -360,8 +360,11 @@ def _after_label(tokens: list[_Token], i: int) -> bool:
 
 
 def _starts_label(tokens: list[_Token], i: int) -> bool:
+    """Whether a noun label starts at i ("in diameter"; "in tall" can only be inches)."""
     words = [t.text for t in tokens[i : i + 4] if t.kind == "word"]
-    for label_phrases, _, _ in LABELS.values():
+    for label_phrases, may_precede, _ in LABELS.values():
+        if not may_precede:
+            continue
         for phrase in label_phrases:
             parts = phrase.split()
             if words[: len(parts)] == parts:
