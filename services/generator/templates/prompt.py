@@ -310,7 +310,13 @@ def _phrase_table(part_words: Mapping[str, str]) -> dict[tuple[str, ...], tuple[
 
 def _attach_units(tokens: list[_Token]) -> tuple[list[_Token], str | None]:
     """Joins each number with the unit written right after it; a unit word standing alone
-    ("all sizes in inches") is the prompt's unit for bare numbers."""
+    ("all sizes in inches") is the prompt's unit for bare numbers. A '"' that follows no number
+    shows the prompt uses quotation marks: then none of them is an inch mark."""
+    quoted = any(
+        t.text == '"' and (i == 0 or tokens[i - 1].kind != "num") for i, t in enumerate(tokens)
+    )
+    if quoted:
+        tokens = [t for t in tokens if t.text != '"']
     out: list[_Token] = []
     prompt_unit: str | None = None
     i = 0
@@ -333,12 +339,9 @@ def _attach_units(tokens: list[_Token]) -> tuple[list[_Token], str | None]:
             out.append(token)
             i += 2
             continue
-        if (
-            token.kind == "word"
-            and token.text in units.UNIT_WORDS
-            and token.text != "in"
-            and (not out or out[-1].kind != "num")
-        ):
+        if token.kind == "word" and token.text in units.UNIT_WORDS and token.text != "in":
+            if out and out[-1].kind == "num":
+                raise PromptError(f"'{out[-1].written()} {token.text}' has two units")
             unit = units.UNIT_WORDS[token.text]
             if prompt_unit not in (None, unit):
                 raise PromptError(f"the prompt names two units: {prompt_unit}, {unit}")
