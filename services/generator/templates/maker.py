@@ -118,12 +118,7 @@ def _edit(prompt: str, parent_script: str) -> TemplatePart:
     unknown = set(header.parameters) - set(part.parameters)
     if unknown:
         raise Refused(f"its header names parameters a {part.kind} does not have: {sorted(unknown)}")
-    # Defaults that follow from other sizes are worked out again; the others are kept.
-    base = {
-        name: value
-        for name, value in header.parameters.items()
-        if not (name in header.defaulted and name in part.derived)
-    }
+    base = part.edit_base(header.parameters, header.defaulted)
     parameters, defaulted = part.finish(given, base)
     for name in header.defaulted:
         if name in base and name not in given.values and name not in defaulted:

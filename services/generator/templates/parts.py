@@ -204,6 +204,20 @@ class Part:
         del values
         return {}
 
+    def edit_base(
+        self, parameters: dict[str, float], defaulted: frozenset[str]
+    ) -> dict[str, float]:
+        """What an edit starts from: the parent's parameters, less the defaults that follow from
+        other sizes (worked out again), and less the hole pattern of a part that had no holes."""
+        base = {
+            name: value
+            for name, value in parameters.items()
+            if not (name in defaulted and name in self.derived)
+        }
+        if self.hole_count and not base.get("holes"):
+            base = {name: value for name, value in base.items() if name not in HOLE_PATTERN}
+        return base
+
     def finish(self, given: Given, base: dict[str, float]) -> Finished:
         """The part's parameters: base (a parent's), then what the prompt gives, then defaults.
         Returns them and the parameters that were defaulted, with why."""
@@ -326,7 +340,6 @@ class Plate(Part):
         "wide": ("width", 1),
         "thickness": ("thickness", 1),
         "thick": ("thickness", 1),
-        "diameter": ("hole_diameter", 1),
         "inset": ("hole_inset", 1),
         "from_edge": ("hole_inset", 1),
     }
