@@ -166,3 +166,29 @@ def test_ambiguous_prompts_are_refused(prompt: str, message: str) -> None:
 def test_quotation_marks_are_not_inch_marks() -> None:
     assert group('make "a box 40 x 30 x 10"') == [40, 30, 10]
     assert group('box 2" x 1" x 1"') == pytest.approx([50.8, 25.4, 25.4])
+
+
+@pytest.mark.parametrize(
+    ("prompt", "count"), [("remove 2 holes", -2), ("2 fewer holes", -2), ("2 extra holes", 2)]
+)
+def test_holes_taken_away(prompt: str, count: int) -> None:
+    (phrase,) = reading(prompt).holes
+    assert (phrase.count, phrase.added) == (count, True)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "unit_mm"),
+    [
+        ("box 4x3x1 in", 25.4),
+        ("box 4x3x1 in, with a lid", 25.4),
+        ("box 4x3x1 in with 2 holes", 25.4),
+        ("box 4x3x1 mm in steel", 1),
+    ],
+)
+def test_in_after_a_number_is_inches(prompt: str, unit_mm: float) -> None:
+    assert group(prompt)[0] == pytest.approx(4 * unit_mm)
+
+
+def test_in_before_an_unknown_word_is_refused() -> None:
+    with pytest.raises(PromptError, match="inches"):
+        reading("plate 100x60x5 in aluminium")

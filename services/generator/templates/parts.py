@@ -243,6 +243,8 @@ class Part:
     def check_sizes(self, p: dict[str, float]) -> None:
         for name, value in p.items():
             if name in self.counts:
+                if value < 0 and name == "holes":
+                    raise Refused(f"the part has fewer holes than the prompt removes ({value:g})")
                 if value < 0 or value != int(value):
                     raise Refused(f"{name} must be a whole number, not {value:g}")
                 continue

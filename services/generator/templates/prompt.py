@@ -49,7 +49,8 @@ class Labelled:
 class HolePhrase:
     count: int | None
     added: bool
-    """"2 more holes", "add 2 holes": count is added to what the part has."""
+    """"2 more holes", "add 2 holes": count is added to what the part has ("remove 2 holes",
+    "2 fewer holes": a negative count)."""
     size: Size | None
     plural: bool
 
@@ -231,6 +232,8 @@ FILLERS = frozenset(
 SEPARATORS = frozenset({"x", "by", "*"})
 STOPS = frozenset({",", ";", ".", "and", "(", ")"})
 HOLE_QUALIFIERS = frozenset({"more", "extra", "additional"})
+FEWER = frozenset({"fewer", "less"})
+REMOVE = frozenset({"remove", "minus"})
 
 _TOKEN = re.compile(
     r"""(?P<thread>(?<![a-z0-9.])m\d+(?:\.\d+)?(?![\d.]))
@@ -308,10 +311,11 @@ def _phrase_table(part_words: Mapping[str, str]) -> dict[tuple[str, ...], tuple[
     return table
 
 
-def _attach_units(tokens: list[_Token]) -> tuple[list[_Token], str | None]:
+def _attach_units(tokens: list[_Token], known: set[str]) -> tuple[list[_Token], str | None]:
     """Joins each number with the unit written right after it; a unit word standing alone
     ("all sizes in inches") is the prompt's unit for bare numbers. A '"' that follows no number
-    shows the prompt uses quotation marks: then none of them is an inch mark."""
+    shows the prompt uses quotation marks: then none of them is an inch mark. "in" after a
+    number is inches unless a word the reader does not know follows ("5 in aluminium")."""
     quoted = any(
         t.text == '"' and (i == 0 or tokens[i - 1].kind != "num") for i, t in enumerate(tokens)
     )
@@ -334,6 +338,16 @@ def _attach_units(tokens: list[_Token]) -> tuple[list[_Token], str | None]:
                 raise PromptError(
                     f"'{token.text} in {after.text}' is ambiguous: write "
                     f"'{token.text} mm in {after.text}' or '{token.text} inch {after.text}'"
+                )
+            if (
+                nxt.text == "in"
+                and after is not None
+                and after.kind == "word"
+                and after.text not in known | FILLERS | SEPARATORS | STOPS | units.UNIT_WORDS.keys()
+            ):
+                raise PromptError(
+                    f"is '{token.text} in {after.text}' {token.text} inches? write 'inch' for "
+                    "inches, or the unit of the number"
                 )
             token.unit = units.UNIT_WORDS[nxt.text]
             out.append(token)
@@ -418,8 +432,10 @@ def _read_holes(tokens: list[_Token]) -> list[tuple[int | None, bool, _Token | N
             size, j = tokens[j], j - 1
         if j >= 0 and tokens[j].text in SEPARATORS:
             j -= 1
-        if j >= 0 and tokens[j].text in HOLE_QUALIFIERS:
+        sign = 1
+        if j >= 0 and tokens[j].text in HOLE_QUALIFIERS | FEWER:
             added, j = True, j - 1
+            sign = -1 if tokens[j + 1].text in FEWER else 1
         if j >= 0 and tokens[j].kind == "num" and not tokens[j].unit and not tokens[j].used:
             if tokens[j].value != int(tokens[j].value):
                 raise PromptError(f"'{tokens[j].text} {token.text}': a number of holes is whole")
@@ -428,6 +444,9 @@ def _read_holes(tokens: list[_Token]) -> list[tuple[int | None, bool, _Token | N
             tokens[j].kind = "count"
             if j >= 1 and tokens[j - 1].text in ("add", "plus"):
                 added = True
+            elif j >= 1 and tokens[j - 1].text in REMOVE:
+                added, sign = True, -1
+            count *= sign
         elif j >= 0 and tokens[j].text in ("a", "an", "single") and token.name == "hole":
             count = 1
         if size is None:
@@ -520,9 +539,11 @@ def _read_labels(tokens: list[_Token]) -> tuple[list[tuple[_Token, _Token]], lis
 
 def read(prompt: str, part_words: Mapping[str, str]) -> Reading:
     """What the prompt says. part_words: phrase naming a part -> its kind."""
+    table = _phrase_table(part_words)
+    known = {word for phrase in table for word in phrase}
     tokens = _lex(_normalise(prompt))
-    tokens, prompt_unit = _attach_units(tokens)
-    tokens = _phrase(tokens, _phrase_table(part_words))
+    tokens, prompt_unit = _attach_units(tokens, known)
+    tokens = _phrase(tokens, table)
 
     unsupported = tuple(t.text for t in tokens if t.kind == "word" and t.text in UNSUPPORTED)
     relative = tuple(t.text for t in tokens if t.kind == "word" and t.text in RELATIVE)
