@@ -266,6 +266,8 @@ def test_same_prompt_same_script() -> None:
         ("box 40 x 30 x 0 mm", "outside what templates make"),
         ("box 40 x 30 x 20 m", "outside what templates make"),
         ("a box with a lid 40x30x10", "'lid' does not apply to a box"),
+        ("a cube on a circle, 20 mm", "a box has no 'circle'"),
+        ("a thin disc 20 mm diameter 3 mm high, wall", "a cylinder has no 'wall'"),
         ("a bigger box 40x30x10", "not relative"),
         ("cylinder 40 in diameter 20 high", "ambiguous"),
     ],

@@ -144,7 +144,7 @@ def test_loose_thread() -> None:
 
 
 def test_dangling_label() -> None:
-    assert reading("a thick plate").dangling == ("thick",)
+    assert reading("a thick plate").dangling == (("thick", "thick"),)
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ def _edit(prompt: str, parent_script: str) -> TemplatePart:
         )
     given = part.read(reading, editing=True)
     if not given.values and not given.added_holes:
-        unclear = f" ('{reading.dangling[0]}' has no number)" if reading.dangling else ""
+        unclear = f" ('{reading.dangling[0][1]}' has no number)" if reading.dangling else ""
         raise Refused(
             f"found nothing to change in the {part.kind}{unclear}; name a size, e.g. "
             f"'make it 20 mm thick', from: {part.vocabulary()}"

@@ -129,6 +129,9 @@ class Part:
             if item.label in self.label_flags:
                 flag, value = self.label_flags[item.label]
                 given.put(flag, value, item.word)
+        for label, word in reading.dangling:
+            if label not in self.labels:
+                raise Refused(f"a {self.kind} has no '{word}'; it takes {self.vocabulary()}")
         for phrase in reading.holes:
             self.read_holes(phrase, given, editing=editing)
         for thread in reading.loose_threads:

@@ -70,8 +70,8 @@ class Reading:
     """Features the catalogue does not make ("fillet"), as written."""
     relative: tuple[str, ...] = ()
     """Relative sizes ("twice", "thicker", "%"), which the catalogue does not take."""
-    dangling: tuple[str, ...] = ()
-    """Labels that found no number ("a thick plate")."""
+    dangling: tuple[tuple[str, str], ...] = ()
+    """(label, word as written) of labels that found no number ("a thick plate")."""
 
     def is_empty(self) -> bool:
         return not (self.groups or self.labelled or self.holes or self.loose_threads or self.flags)
@@ -503,11 +503,13 @@ def _read_groups(tokens: list[_Token]) -> list[list[_Token]]:
     return groups
 
 
-def _read_labels(tokens: list[_Token]) -> tuple[list[tuple[_Token, _Token]], list[str]]:
+def _read_labels(
+    tokens: list[_Token],
+) -> tuple[list[tuple[_Token, _Token]], list[tuple[str, str]]]:
     """Binds each label to the number right after it (skipping fillers) when it may precede its
     number, else to the number right before it."""
     bound: list[tuple[_Token, _Token]] = []
-    dangling: list[str] = []
+    dangling: list[tuple[str, str]] = []
     for i, token in enumerate(tokens):
         if token.kind != "label" or token.used:
             continue
@@ -529,7 +531,7 @@ def _read_labels(tokens: list[_Token]) -> tuple[list[tuple[_Token, _Token]], lis
                 continue  # "holes of 6 mm diameter": the hole phrase has it
         if target is None:
             if not token.used:
-                dangling.append(token.text)
+                dangling.append((token.name, token.text))
             continue
         target.used = True
         token.used = True
