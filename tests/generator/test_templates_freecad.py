@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from services.generator.templates import CATALOGUE, make_part
+from services.generator.templates import CATALOGUE, TemplatePart, make_part
 
 pytestmark = [
     pytest.mark.freecad,
@@ -28,7 +28,8 @@ RUNNER = Path(__file__).with_name("templates_runner.py")
 FILES = sorted(f"MyHeadlessModel.{ext}" for ext in ("FCStd", "step", "iges", "stl", "obj"))
 SQRT3 = math.sqrt(3)
 
-# name -> (prompt, bounding box the prompt asks for, its volume worked out by hand, solids)
+# name -> (prompt, bounding box the prompt asks for, its volume worked out by hand, solids);
+# "parent prompt | edit prompt" is an edit of the parent's script.
 CASES: dict[str, tuple[str, tuple[float, float, float], float, int]] = {
     "box": ("a 40 x 30 x 10 mm box", (40, 30, 10), 40 * 30 * 10, 1),
     "box_cm": ("box 4x3x1 cm", (40, 30, 10), 12000, 1),
@@ -83,7 +84,28 @@ CASES: dict[str, tuple[str, tuple[float, float, float], float, int]] = {
         80 * 60 * 40 - 76 * 56 * 36,
         2,
     ),
+    "plate_edited": (
+        "plate 100 by 60 by 5 mm with 4 holes of 6 mm | add 2 more holes | make the holes M8",
+        (100, 60, 5),
+        100 * 60 * 5 - 6 * math.pi * 4.5**2 * 5,
+        1,
+    ),
+    "standoff_edited": (
+        "standoff M3 10 mm long | make it M5, 16 mm long",
+        (16 / SQRT3, 8, 16),
+        SQRT3 / 2 * 8**2 * 16 - math.pi / 4 * 4.2**2 * 16,
+        1,
+    ),
 }
+
+
+def made(prompts: str) -> TemplatePart:
+    """The part of a prompt, or of a chain of edits "parent | edit | edit"."""
+    first, *edits = (p.strip() for p in prompts.split("|"))
+    part = make_part(first)
+    for edit in edits:
+        part = make_part(edit, parent_script=part.script)
+    return part
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +115,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
     jobs = []
     for name, (prompt, *_) in CASES.items():
         script = root / f"{name}.py"
-        script.write_text(make_part(prompt).script, encoding="utf-8")
+        script.write_text(made(prompt).script, encoding="utf-8")
         jobs.append({"name": name, "script": str(script), "output": str(root / name)})
     results_path = root / "results.json"
     jobs_path = root / "jobs.json"
@@ -111,13 +133,13 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
 
 
 def test_every_catalogue_kind_is_measured() -> None:
-    assert {entry.kind for entry in CATALOGUE} <= {make_part(c[0]).kind for c in CASES.values()}
+    assert {entry.kind for entry in CATALOGUE} <= {made(c[0]).kind for c in CASES.values()}
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_part_measures_what_the_prompt_asks(name: str, measured: dict[str, dict[str, Any]]) -> None:
     prompt, bbox, volume, solids = CASES[name]
-    part = make_part(prompt)
+    part = made(prompt)
     result = measured[name]
 
     assert "error" not in result, result["error"]
