@@ -841,7 +841,7 @@ class Standoff(Part):
 
 class Enclosure(Part):
     kind = "enclosure"
-    names = ("enclosure", "project box", "electronics box", "case", "housing", "open box")
+    names = ("enclosure", "project box", "electronics box", "housing", "open box")
     description = "a hollow box, open at the top or with a separate lid, outer size and wall"
     example = "enclosure 80x60x40 wall 2 mm"
     parameters = ("length", "width", "height", "wall", "lid")
