@@ -192,3 +192,8 @@ def test_in_after_a_number_is_inches(prompt: str, unit_mm: float) -> None:
 def test_in_before_an_unknown_word_is_refused() -> None:
     with pytest.raises(PromptError, match="inches"):
         reading("plate 100x60x5 in aluminium")
+
+
+def test_a_very_long_prompt_is_refused() -> None:
+    with pytest.raises(PromptError, match="at most 2000"):
+        reading("box 40 x 30 x 10 mm " + "please " * 400)

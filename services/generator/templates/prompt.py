@@ -226,6 +226,7 @@ RELATIVE: tuple[str, ...] = (
     "deeper",
 )
 
+MAX_PROMPT_CHARS = 2000
 FILLERS = frozenset(
     {"of", "a", "an", "the", "is", "be", "to", "at", "on", "with", "in", "=", ":", "each", "its"}
 )
@@ -541,6 +542,11 @@ def _read_labels(
 
 def read(prompt: str, part_words: Mapping[str, str]) -> Reading:
     """What the prompt says. part_words: phrase naming a part -> its kind."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise PromptError(
+            f"the prompt is {len(prompt)} characters long; a part of the catalogue is asked for "
+            f"in at most {MAX_PROMPT_CHARS}"
+        )
     table = _phrase_table(part_words)
     known = {word for phrase in table for word in phrase}
     tokens = _lex(_normalise(prompt))
