@@ -765,10 +765,10 @@ class Standoff(Part):
         thread = values.get("thread", 0)
         if thread:
             name = units.thread_name(thread)
-            defaults["hole_diameter"] = (units.TAP_DRILL_MM[thread], f"tap drill of {name}")
+            defaults["hole_diameter"] = (units.TAP_DRILL_MM[thread], f"the tap drill of {name}")
             defaults["body_width"] = (
                 units.HEX_ACROSS_FLATS_MM[thread],
-                f"the width across flats of an {name} nut (ISO 4032)",
+                f"across flats of an {name} nut, ISO 4032",
             )
         else:
             defaults["thread"] = (0, "no thread named: a plain bore")
