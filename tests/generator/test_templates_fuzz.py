@@ -87,7 +87,7 @@ def mutations(seed: int, n: int) -> list[str]:
 
 def test_mutated_examples_make_a_part_or_refuse() -> None:
     made = 0
-    for prompt in mutations(seed=7, n=2000):
+    for prompt in mutations(seed=7, n=1000):
         try:
             part = make_part(prompt)
         except CannotMake as refused:
@@ -97,4 +97,4 @@ def test_mutated_examples_make_a_part_or_refuse() -> None:
         ast.parse(part.script)
         assert part.expected.volume_mm3 is not None and part.expected.volume_mm3 > 0, prompt
         assert part.expected.bbox_mm is not None and min(part.expected.bbox_mm) > 0, prompt
-    assert made > 200
+    assert made > 100
