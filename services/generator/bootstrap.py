@@ -118,9 +118,14 @@ async def start(
         await events.connect()
 
         limits = limits_from(settings)
+        if writer is None:
+            writer = make_writer(settings)
+            closing = getattr(writer, "aclose", None)  # the openai writer's HTTP client
+            if closing is not None:
+                stack.push_async_callback(closing)
         generator = Generator(
             store=store,
-            writer=writer or make_writer(settings),
+            writer=writer,
             uploader=scripts,
             completions=Completions(events, watcher, poll_seconds=settings.completion_poll_seconds),
             reports=watcher,

@@ -158,7 +158,7 @@ class Generator:
     async def get(self, project: str, generation_id: str, caller: Caller) -> Generation:
         owner = await self._owners.owner_of(project)
         found = await self._store.get(project, generation_id)
-        if not self._may_read(caller, owner, found and [found]):
+        if not self._may_read(caller, owner, [found] if found else []):
             raise errors.NotFound(ownership.not_found_message(project))
         if found is None or not _may_see(caller, found):
             raise errors.NotFound(f"{project} has no generation {generation_id!r}")

@@ -1,34 +1,32 @@
 """ports.ScriptWriter over the built-in template catalogue (services.generator.templates): the
 provider `templates`, the default when no LLM is configured, so text to CAD works offline. It
 knows the geometry of what it makes, and says so (Completion.expected); a prompt it cannot make
-is CannotMake, with the list of what it can."""
+is CannotMake, whose message lists what it can."""
 
 from __future__ import annotations
 
-import importlib
 import time
 
-from services.generator.ports import Completion, ProviderError, ScriptRequest
+from services.generator.ports import Completion, ScriptRequest
+from services.generator.templates import PROVIDER, make_part
 
-PROVIDER = "templates"
+MODEL = "catalogue"
 
 
 class TemplatesWriter:
     name = PROVIDER
 
     async def write(self, request: ScriptRequest) -> Completion:
-        try:
-            # imported when first used: the catalogue is a package of its own
-            templates = importlib.import_module("services.generator.templates")
-        except ImportError as error:
-            raise ProviderError(f"the template catalogue is not installed: {error}") from None
         started = time.perf_counter()
-        part = templates.make_part(request.prompt, parent_script=request.parent_script)
+        part = make_part(request.prompt, parent_script=request.parent_script)
+        notes = {"kind": part.kind, **{k: f"{v:g}" for k, v in part.parameters.items()}}
+        if part.defaulted:
+            notes["defaulted"] = ",".join(part.defaulted)
         return Completion(
             script=part.script,
             provider=PROVIDER,
-            model="catalogue",
+            model=MODEL,
             latency_seconds=time.perf_counter() - started,
             expected=part.expected,
-            notes={"kind": str(part.kind), **{k: str(v) for k, v in dict(part.parameters).items()}},
+            notes=notes,
         )

@@ -18,6 +18,7 @@ from services.generator.ports import (
     RunOutcome,
     ScriptRequest,
 )
+from services.generator.templates_writer import TemplatesWriter
 
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -96,19 +97,23 @@ class ScriptedWriter:
 
 class PromptWriter:
     """One writer for a stack shared by several tests: each test routes its own prompt to a
-    ScriptedWriter of its own."""
+    ScriptedWriter of its own; any other prompt goes to the real template catalogue."""
 
     name = "fake"
 
     def __init__(self) -> None:
         self.routes: dict[str, ScriptedWriter] = {}
+        self.templates = TemplatesWriter()
 
     def route(self, prompt: str, writer: ScriptedWriter) -> ScriptedWriter:
         self.routes[prompt] = writer
         return writer
 
     async def write(self, request: ScriptRequest) -> Completion:
-        return await self.routes[request.prompt].write(request)
+        routed = self.routes.get(request.prompt)
+        if routed is None:
+            return await self.templates.write(request)
+        return await routed.write(request)
 
 
 class FakeStore:

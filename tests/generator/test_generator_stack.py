@@ -88,6 +88,30 @@ async def test_generate_succeeds_with_a_version_and_its_files(
         assert [g["id"] for g in listed["generations"]] == [done["id"]]
 
 
+async def test_the_template_catalogue_makes_verifies_and_edits_a_part(
+    shared: tuple[Running, PromptWriter],
+) -> None:
+    running, _ = shared  # unrouted prompts reach the real catalogue
+    async with running.client() as client:
+        prompt = "plate 100 by 60 by 5 mm with four M5 holes"
+        done = await finished(client, "tpl1", (await generate(client, "tpl1", prompt=prompt))["id"])
+        assert done["state"] == "succeeded" and done["result_version"] == 1, done
+        (only,) = done["rounds"]
+        assert (only["provider"], only["model"]) == ("templates", "catalogue")
+        # verified against the geometry the catalogue says the part has
+        assert only["measured"]["bbox"] == {"x_mm": 100.0, "y_mm": 60.0, "z_mm": 5.0}
+        assert only["feedback"] == "the geometry is within tolerance"
+        edit = await generate(client, "tpl1", prompt="make the holes 8 mm", parent_version=1)
+        edited = await finished(client, "tpl1", edit["id"])
+        assert edited["state"] == "succeeded" and edited["result_version"] == 2, edited
+        before, after = done["rounds"][0]["measured"], edited["rounds"][0]["measured"]
+        assert after["volume_mm3"] < before["volume_mm3"]  # wider holes, less material
+        cannot = await generate(client, "tpl1", prompt="a teapot with a spout")
+        failed = await finished(client, "tpl1", cannot["id"])
+        assert failed["state"] == "failed" and "They make:" in failed["error"], failed
+        assert "plate" in failed["error"] and failed["rounds"][0]["version"] == 0
+
+
 async def test_a_script_that_raises_is_repaired_from_its_traceback(
     shared: tuple[Running, PromptWriter],
 ) -> None:
@@ -187,8 +211,10 @@ async def test_another_identity_gets_404_and_admin_metrics(
             metrics = (await admin.get("/api/monitoring/ai/metrics")).json()
             assert int(metrics["generations"]["succeeded"]) >= 1
             assert 0 < metrics["success_rate"] <= 1 and metrics["mean_rounds"] >= 1
-            (fake,) = metrics["providers"]  # the stack is shared: every test's generations
-            assert fake["provider"] == "fake" and int(fake["calls"]) >= 1
+            # the stack is shared: every test's generations count
+            by_provider = {(p["provider"], p["model"]): p for p in metrics["providers"]}
+            fake = by_provider["fake", "fake-1"]
+            assert int(fake["calls"]) >= 1 and float(fake["latency_p95_seconds"]) > 0
             assert int(fake["tokens_in"]) >= 100 and fake["cost_usd"] > 0
 
 
