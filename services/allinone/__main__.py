@@ -39,8 +39,8 @@ class AllInOneSettings(BaseSettings):
     s3_bucket: str = "cadpipe"
     metrics_port: int = Field(
         default=9090,
-        description="Prometheus /metrics: gateway here, scripts, watcher, worker on the next "
-        "three ports; 0: none",
+        description="Prometheus /metrics: gateway here, scripts, watcher, worker, generator on "
+        "the next four ports; 0: none",
     )
 
 
@@ -89,7 +89,8 @@ def banner(
         f"  admin      {running.admin_token}   (identity {stack.LOCAL_ADMIN}: "
         "/api/monitoring/...)\n"
         f"  gRPC       scripts 127.0.0.1:{running.scripts_port}  "
-        f"watcher 127.0.0.1:{running.watcher_port}  worker 127.0.0.1:{running.worker_port}\n"
+        f"watcher 127.0.0.1:{running.watcher_port}  worker 127.0.0.1:{running.worker_port}  "
+        f"generator 127.0.0.1:{running.generator_port}\n"
         f"  S3 (moto)  {moto.endpoint_url}  bucket {bucket}  "
         f"credentials {moto.access_key} / {moto.secret_key}\n"
         f"  NATS       {nats.url}\n"
