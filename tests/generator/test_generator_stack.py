@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from fake_openai import FakeOpenAI, Reply
 from generator_fakes import RAISING_SCRIPT, PromptWriter, ScriptedWriter, box_script
 from generator_stack import Running, finished, generate, start
 
@@ -323,3 +324,51 @@ async def test_restart_of_the_generator_mid_generation_resumes(
             done = await finished(client, "gen8", started["id"])
         assert done["state"] == "succeeded" and done["result_version"] == 1, done
         assert len(writer.requests) == 1
+
+
+async def test_an_openai_protocol_provider_writes_and_repairs(
+    servers: tuple[S3Settings, MongoSettings, str],
+) -> None:
+    """GENERATOR_PROVIDER=openai against a server speaking the protocol: the repair request
+    carries the real traceback; tokens and cost land in the rounds and the version's metadata."""
+    _, mongo_settings, nats_url = servers
+    port = free_port()
+    replies = [
+        Reply.answer(f"```python\n{RAISING_SCRIPT}```", cost=0.002),
+        Reply.answer(f"```python\n{box_script()}```", cost=0.003),
+    ]
+    with FakeOpenAI(replies) as api:
+        async with (
+            start(*servers, None, with_generator=False, generator_port=port) as running,
+            running.client() as client,
+        ):
+            settings = Settings(
+                mongodb_uri=mongo_settings.mongodb_uri,
+                mongodb_database=mongo_settings.mongodb_database,
+                nats_url=nats_url,
+                grpc_host="127.0.0.1",
+                grpc_port=port,
+                scripts_addr=f"127.0.0.1:{running.stack.scripts_port}",
+                watcher_addr=f"127.0.0.1:{running.stack.watcher_port}",
+                service_token=running.stack.service_token,
+                generator_provider="openai",
+                openai_base_url=api.base_url,
+                openai_model="fake-model",
+                openai_api_key="sk-test",
+                shutdown_grace_seconds=0,
+            )
+            async with bootstrap.start(settings):
+                started = await generate(client, "gen9", prompt="a box 10 x 20 x 30 mm")
+                done = await finished(client, "gen9", started["id"])
+            assert done["state"] == "succeeded" and done["result_version"] == 2, done
+            assert [(r["provider"], r["model"]) for r in done["rounds"]] == [
+                ("openai", "fake-model")
+            ] * 2
+            assert done["rounds"][1]["cost_usd"] == 0.003
+            assert done["rounds"][1]["tokens_out"] == "22"
+            repair = json.dumps(api.requests[1].json["messages"])
+            assert "ValueError: the fillet radius is too large" in repair
+            assert "0.20.2" in json.dumps(api.requests[0].json["messages"])  # the FreeCAD
+            script = (await client.get("/api/projects/gen9/script/2")).json()["script"]
+            assert script["metadata"]["cost-usd"] == "0.003000"
+            assert script["metadata"]["generator-provider"] == "openai"
