@@ -58,6 +58,8 @@ class Options:
     runner: str = "generator"
     """This instance's name, holding the leases of the generations it runs."""
     upload_attempts: int = 3
+    retry_seconds: float = 0.5
+    """First wait after a dependency did not answer; doubled up to 10 s, within the deadline."""
 
 
 class LeaseLost(Exception):
@@ -217,7 +219,11 @@ class Generator:
         return len(claimed)
 
     async def renew_leases(self) -> None:
-        await self._store.renew(self._options.runner, until=self._lease_until())
+        """Only the generations running here: one whose task ended without finishing (its last
+        save's answer lost) lapses and is resumed from what is stored."""
+        await self._store.renew(
+            self._options.runner, list(self._running), until=self._lease_until()
+        )
 
     async def stop(self) -> None:
         """Stops the running generations where they are (their state is stored) and hands them
@@ -243,16 +249,18 @@ class Generator:
     async def _run(self, generation: Generation) -> None:
         run = _Run(self, generation)
         remaining = (generation.deadline_at - self._clock()).total_seconds()
+        waited_on: list[str] = []
         try:
             if remaining <= 0:
                 raise TimeoutError
             async with asyncio.timeout(remaining):
-                await run.drive()
+                await self._drive_through_outages(run, waited_on)
         except TimeoutError:
+            allowed = (generation.deadline_at - generation.created_at).total_seconds()
             await run.fail(
-                f"the generation did not finish within its deadline of "
-                f"{self._options.deadline_seconds:g} s"
+                f"the generation did not finish within its deadline of {allowed:g} s"
                 + (f" (round {run.generation.round})" if run.generation.round else "")
+                + (f"; last: {waited_on[-1]}" if waited_on else "")
             )
         except LeaseLost:
             logger.info("generation %s is held by another runner now", generation.id)
@@ -263,6 +271,28 @@ class Generator:
         except Exception as error:  # a bug must still end the generation, never leave it hanging
             logger.exception("generation %s failed", generation.id)
             await run.fail(f"internal error: {type(error).__name__}")
+
+    async def _drive_through_outages(self, run: _Run, waited_on: list[str]) -> None:
+        """A service or MongoDB that does not answer (Unavailable) is waited for, with backoff,
+        and the generation continues from its stored state; the deadline bounds the wait.
+        A provider's failure is not retried here: its round records it."""
+        backoff = self._options.retry_seconds
+        while True:
+            try:
+                await run.drive()
+                return
+            except ProviderError:
+                raise
+            except errors.Unavailable as error:
+                waited_on.append(error.message)
+                logger.warning(
+                    "generation %s waits: %s; retrying in %.1fs",
+                    run.generation.id,
+                    error.message,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
 
     def _lease_until(self) -> dt.datetime:
         return self._clock() + dt.timedelta(seconds=self._options.lease_seconds)

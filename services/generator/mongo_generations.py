@@ -299,10 +299,13 @@ class MongoGenerations:
 
         return await self._call(blocking)
 
-    async def renew(self, runner: str, *, until: dt.datetime) -> None:
+    async def renew(self, runner: str, ids: list[str], *, until: dt.datetime) -> None:
+        if not ids:
+            return
         await self._call(
             lambda: self._generations.update_many(
-                {"runner": runner, "terminal": False}, {"$set": {"lease_until": until}}
+                {"_id": {"$in": ids}, "runner": runner, "terminal": False},
+                {"$set": {"lease_until": until}},
             )
         )
 

@@ -181,7 +181,9 @@ class GenerationStore(Protocol):
         """Takes over unfinished generations whose runner's lease lapsed."""
         ...
 
-    async def renew(self, runner: str, *, until: dt.datetime) -> None: ...
+    async def renew(self, runner: str, ids: list[str], *, until: dt.datetime) -> None:
+        """Extends the leases of these generations, where `runner` still holds them."""
+        ...
 
     async def release(self, runner: str, *, now: dt.datetime) -> None:
         """Lets any runner take this runner's unfinished generations at once (shutdown)."""

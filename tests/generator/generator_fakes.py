@@ -160,9 +160,9 @@ class FakeStore:
                 claimed.append(g)
         return claimed[:limit]
 
-    async def renew(self, runner: str, *, until: dt.datetime) -> None:
+    async def renew(self, runner: str, ids: list[str], *, until: dt.datetime) -> None:
         for gid, (g, holder, _) in list(self.docs.items()):
-            if holder == runner and not g.terminal:
+            if gid in ids and holder == runner and not g.terminal:
                 self.docs[gid] = (g, holder, until)
 
     async def release(self, runner: str, *, now: dt.datetime) -> None:
@@ -234,6 +234,8 @@ class FakeRuns:
         self.waiting = asyncio.Event()
         """Set once a wait began."""
         self.gate: asyncio.Event | None = None
+        self.report_outages = 0
+        """That many report reads fail as a watcher that does not answer."""
 
     async def wait(self, caller: Caller, project: str, version: int) -> RunOutcome:
         self.waits.append(version)
@@ -243,6 +245,9 @@ class FakeRuns:
         return self._outcome(self._scripts.scripts[(project, version)])[0]
 
     async def report(self, caller: Caller, project: str, version: int) -> Report:
+        if self.report_outages:
+            self.report_outages -= 1
+            raise errors.Unavailable("the watcher service did not answer: connection refused")
         return Report(measured=self._outcome(self._scripts.scripts[(project, version)])[1])
 
 

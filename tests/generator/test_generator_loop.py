@@ -317,3 +317,37 @@ async def test_the_caller_follows_a_generation_before_its_first_version_claims_t
             await call
         assert raised.value.message == "project 'p1' not found"
     await g.stop()
+
+
+@pytest.mark.timeout(10)
+async def test_a_dependency_outage_is_waited_out_from_the_stored_state() -> None:
+    w = world(ScriptedWriter([box_script()]))
+    w.runs.report_outages = 2
+    done = await generate(w, w.generator(retry_seconds=0.01))
+    assert done.state == domain.SUCCEEDED and done.result_version == 1
+    assert len(w.scripts.uploads) == 1 and len(w.writer.requests) == 1
+
+
+@pytest.mark.timeout(10)
+async def test_an_outage_past_the_deadline_fails_with_what_did_not_answer() -> None:
+    w = world(ScriptedWriter([box_script()]))
+    w.runs.report_outages = 10_000
+    done = await generate(w, w.generator(retry_seconds=0.01, deadline_seconds=0.3))
+    assert done.state == domain.FAILED
+    assert "deadline of 0.3 s (round 1); last: the watcher service did not answer" in done.error
+
+
+@pytest.mark.timeout(10)
+async def test_leases_are_renewed_only_for_generations_running_here() -> None:
+    w = world(ScriptedWriter([box_script()], gate=asyncio.Event()))
+    g = w.generator("r1", lease_seconds=30)
+    await g.start(request(prompt="a"), ALICE)
+    orphan, _ = await g.start(request(prompt="b"), ALICE)
+    g._running.pop(orphan.id).cancel()  # its task ended without finishing
+    w.clock.now += dt.timedelta(seconds=20)
+    await g.renew_leases()
+    w.clock.now += dt.timedelta(seconds=20)
+    assert [
+        x.id for x in await w.store.claim_lapsed("r2", now=w.clock.now, until=w.clock.now, limit=9)
+    ] == [orphan.id]
+    await g.stop()
