@@ -152,6 +152,22 @@ class Generator:
             generation, runner=self._options.runner, lease_until=self._lease_until()
         )
         if existing is not None:
+            first = (
+                existing.prompt,
+                existing.expected,
+                existing.parent_version,
+                existing.max_rounds,
+            )
+            if first != (
+                request.prompt,
+                request.expected,
+                request.parent_version,
+                request.max_rounds,
+            ):
+                raise errors.FailedPrecondition(
+                    f"idempotency key {request.idempotency_key!r} was first used with another "
+                    f"request (generation {existing.id}); use a new key for a new generation"
+                )
             return existing, True
         await self._events.publish(generation)
         self.run_in_background(generation)

@@ -351,3 +351,14 @@ async def test_leases_are_renewed_only_for_generations_running_here() -> None:
         x.id for x in await w.store.claim_lapsed("r2", now=w.clock.now, until=w.clock.now, limit=9)
     ] == [orphan.id]
     await g.stop()
+
+
+@pytest.mark.timeout(10)
+async def test_an_idempotency_key_reused_for_another_request_is_refused() -> None:
+    w = world(ScriptedWriter([box_script()]))
+    g = w.generator()
+    await g.start(request(idempotency_key="k1"), ALICE)
+    with pytest.raises(errors.FailedPrecondition) as raised:
+        await g.start(request(prompt="a cylinder", idempotency_key="k1"), ALICE)
+    assert "first used with another request" in raised.value.message
+    await g.wait_idle()
