@@ -32,8 +32,9 @@ class Settings(BaseSettings):
         default="127.0.0.1:50052", description="cadpipe.v1.StatusService and ArtifactService"
     )
     generator_addr: str = Field(
-        default="127.0.0.1:50054",
-        description="cadpipe.v1.GenerationService (text to CAD, /api/.../generate)",
+        default="",
+        description="cadpipe.v1.GenerationService (text to CAD, /api/.../generate), e.g. "
+        "127.0.0.1:50054; empty: those routes answer 503 and /readyz does not wait for it",
     )
     monitoring_addr: str | None = Field(
         default=None,
