@@ -9,17 +9,24 @@ no completion is heard (the status poll would still end each wait, but slowly).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
 from cadpipe.adapters import mongo
-from cadpipe.callers import CallerInterceptor, CallerPolicy, server_credentials
+from cadpipe.callers import (
+    CallerInterceptor,
+    CallerPolicy,
+    channel_credentials,
+    server_credentials,
+)
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import GrpcServer
 from cadpipe.metrics import ServiceMetrics
@@ -74,6 +81,22 @@ def limits_from(settings: Settings) -> domain.Limits:
     )
 
 
+def _channel(settings: Settings, address: str) -> grpc.aio.Channel:
+    """Plaintext, or TLS (mutual with a client certificate) when CLIENT_TLS_CA_FILE is set;
+    round robin over every ready pod behind a headless Service, as the gateway's channels."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+    ]
+    if settings.client_tls_server_name:
+        options.append(("grpc.ssl_target_name_override", settings.client_tls_server_name))
+    if not settings.client_tls_ca_file:
+        return grpc.aio.insecure_channel(address, options=options)
+    credentials = channel_credentials(
+        settings.client_tls_ca_file, settings.client_tls_cert_file, settings.client_tls_key_file
+    )
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
 async def _every(seconds: float, what: str, step: object) -> None:
     assert callable(step)
     while True:
@@ -98,9 +121,9 @@ async def start(
         await asyncio.to_thread(store.ensure_indexes)  # fails the start without MongoDB
 
         token = settings.service_token.get_secret_value() if settings.service_token else None
-        scripts_channel = grpc.aio.insecure_channel(settings.scripts_addr)
+        scripts_channel = _channel(settings, settings.scripts_addr)
         stack.push_async_callback(scripts_channel.close)
-        watcher_channel = grpc.aio.insecure_channel(settings.watcher_addr)
+        watcher_channel = _channel(settings, settings.watcher_addr)
         stack.push_async_callback(watcher_channel.close)
         scripts = ScriptsClient(
             scripts_channel, service_token=token, timeout=settings.call_timeout_seconds

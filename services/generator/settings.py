@@ -28,6 +28,16 @@ class Settings(MongoSettings, NatsSettings, GrpcServerSettings, GrpcSecuritySett
         description="cadpipe.v1.StatusService and ArtifactService: runs' status and reports",
     )
     call_timeout_seconds: float = Field(default=30.0, gt=0, description="Per gRPC call")
+    # TLS towards the script service and the watcher, as the gateway's GRPC_TLS_* (the
+    # GRPC_TLS_* settings here are this server's own port)
+    client_tls_ca_file: str | None = Field(
+        default=None, description="PEM CA of the services' certificates: calls use TLS when set"
+    )
+    client_tls_cert_file: str | None = Field(default=None, description="mutual TLS: our cert")
+    client_tls_key_file: str | None = Field(default=None, description="Key of that certificate")
+    client_tls_server_name: str | None = Field(
+        default=None, description="Name to verify in the services' certificates, if not the host"
+    )
 
     # --- the script writer ---------------------------------------------------------------
     generator_provider: Literal["templates", "openai"] = Field(
@@ -79,4 +89,8 @@ class Settings(MongoSettings, NatsSettings, GrpcServerSettings, GrpcSecuritySett
     def _consistent(self) -> Settings:
         if self.default_max_rounds > self.max_rounds:
             raise ValueError("default_max_rounds must not exceed max_rounds")
+        if bool(self.client_tls_cert_file) != bool(self.client_tls_key_file):
+            raise ValueError("client_tls_cert_file and client_tls_key_file go together")
+        if self.client_tls_cert_file and not self.client_tls_ca_file:
+            raise ValueError("a client certificate (mutual TLS) needs client_tls_ca_file")
         return self
