@@ -19,12 +19,14 @@ from generator_fakes import (
     box_runs,
     box_script,
 )
+from prometheus_client import CollectorRegistry
 
 from cadpipe import errors
 from cadpipe.callers import Caller
 from services.generator import domain
 from services.generator.domain import ExpectedInput, Limits
-from services.generator.generating import Generator, Options
+from services.generator.generating import Generator, Observer, Options
+from services.generator.metrics import GeneratorMetrics
 from services.generator.ports import CannotMake, Expected, ProviderError
 
 ALICE = Caller(name="alice")
@@ -40,7 +42,9 @@ class World:
     clock: Clock
     writer: ScriptedWriter
 
-    def generator(self, runner: str = "r1", **options: object) -> Generator:
+    def generator(
+        self, runner: str = "r1", observer: Observer | None = None, **options: object
+    ) -> Generator:
         return Generator(
             store=self.store,
             writer=self.writer,
@@ -51,6 +55,7 @@ class World:
             owners=self.owners,
             options=Options(runner=runner, **options),  # type: ignore[arg-type]
             clock=self.clock,
+            observer=observer,
         )
 
 
@@ -362,3 +367,19 @@ async def test_an_idempotency_key_reused_for_another_request_is_refused() -> Non
         await g.start(request(prompt="a cylinder", idempotency_key="k1"), ALICE)
     assert "first used with another request" in raised.value.message
     await g.wait_idle()
+
+
+@pytest.mark.timeout(10)
+async def test_prometheus_counts_generations_rounds_calls_tokens_and_cost() -> None:
+    registry = CollectorRegistry()
+    metrics = GeneratorMetrics(registry)
+    w = world(ScriptedWriter([RAISING_SCRIPT, box_script()]))
+    await generate(w, w.generator(observer=metrics.observer()))
+    value = registry.get_sample_value
+    assert value("cadpipe_generator_generations_total", {"state": "succeeded"}) == 1
+    assert value("cadpipe_generator_rounds_sum") == 2
+    labels = {"provider": "fake", "model": "fake-1"}
+    assert value("cadpipe_generator_provider_calls_total", {**labels, "outcome": "ok"}) == 2
+    assert value("cadpipe_generator_tokens_total", {**labels, "direction": "in"}) == 200
+    assert value("cadpipe_generator_cost_usd_total", labels) == pytest.approx(0.002)
+    assert value("cadpipe_generator_provider_latency_seconds_count", labels) == 2
