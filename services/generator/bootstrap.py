@@ -158,6 +158,7 @@ async def start(
                 limits=limits,
                 deadline_seconds=settings.generation_deadline_seconds,
                 lease_seconds=settings.lease_seconds,
+                max_concurrent=settings.max_concurrent_generations,
                 freecad_version=settings.freecad_version,
                 runner=settings.generator_id or f"{socket.gethostname()}-{os.getpid()}-{id(store)}",
             ),

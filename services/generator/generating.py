@@ -58,6 +58,8 @@ class Options:
     runner: str = "generator"
     """This instance's name, holding the leases of the generations it runs."""
     upload_attempts: int = 3
+    max_concurrent: int = 32
+    """Generations driven at once by this instance; more wait their turn (state "queued")."""
     retry_seconds: float = 0.5
     """First wait after a dependency did not answer; doubled up to 10 s, within the deadline."""
 
@@ -100,6 +102,7 @@ class Generator:
         self._clock = clock
         self._observe = observer or Observer()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(options.max_concurrent)
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -269,7 +272,7 @@ class Generator:
         try:
             if remaining <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(remaining):
+            async with asyncio.timeout(remaining), self._slots:
                 await self._drive_through_outages(run, waited_on)
         except TimeoutError:
             allowed = (generation.deadline_at - generation.created_at).total_seconds()

@@ -70,6 +70,9 @@ class Settings(MongoSettings, NatsSettings, GrpcServerSettings, GrpcSecuritySett
     )
 
     # --- running -----------------------------------------------------------------------------
+    max_concurrent_generations: int = Field(
+        default=32, ge=1, description="Generations this instance drives at once; more queue"
+    )
     generator_id: str = Field(
         default="", description="This instance's name on its leases; empty: host name and pid"
     )

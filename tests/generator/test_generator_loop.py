@@ -383,3 +383,21 @@ async def test_prometheus_counts_generations_rounds_calls_tokens_and_cost() -> N
     assert value("cadpipe_generator_tokens_total", {**labels, "direction": "in"}) == 200
     assert value("cadpipe_generator_cost_usd_total", labels) == pytest.approx(0.002)
     assert value("cadpipe_generator_provider_latency_seconds_count", labels) == 2
+
+
+@pytest.mark.timeout(10)
+async def test_generations_beyond_the_instances_slots_wait_queued() -> None:
+    w = world(ScriptedWriter([box_script()], gate=asyncio.Event()))
+    g = w.generator(max_concurrent=1)
+    first, _ = await g.start(request(prompt="a"), ALICE)
+    second, _ = await g.start(request(prompt="b"), ALICE)
+    await w.writer.asked.wait()
+    waiting = await w.store.get("p1", second.id)
+    assert waiting is not None and waiting.state == domain.QUEUED
+    assert len(w.writer.requests) == 1
+    assert w.writer.gate is not None
+    w.writer.gate.set()
+    await asyncio.wait_for(g.wait_idle(), 5)
+    for gid in (first.id, second.id):
+        done = await w.store.get("p1", gid)
+        assert done is not None and done.state == domain.SUCCEEDED
