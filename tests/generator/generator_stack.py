@@ -19,7 +19,11 @@ from services.allinone import stack
 from services.gateway.tokens import MongoTokens
 from services.generator.ports import ScriptWriter
 
-FAST_GENERATOR = {"completion_poll_seconds": 0.5, "resume_interval_seconds": 0.2}
+FAST_GENERATOR = {
+    "completion_poll_seconds": 0.5,
+    "resume_interval_seconds": 0.2,
+    "shutdown_grace_seconds": 1.0,
+}
 """Quick to notice a missed completion event and a lapsed generation (a test's restart)."""
 
 TERMINAL = ("succeeded", "failed")
@@ -73,7 +77,12 @@ async def start(
 ) -> AsyncIterator[Running]:
     backends = backends_for(s3_settings, mongo_settings, nats_url)
     overrides = stack.Overrides(
-        gateway={"generation_burst": 100, "upload_burst": 1000, **(gateway or {})},
+        gateway={
+            "generation_burst": 100,
+            "upload_burst": 1000,
+            "shutdown_grace_seconds": 1.0,
+            **(gateway or {}),
+        },
         generator={**FAST_GENERATOR, **(generator or {})},
     )
     async with stack.start(
