@@ -57,7 +57,18 @@ def test_an_event_that_names_no_script_is_invalid(project: str, version: int, sh
         (domain.SandboxOutcome(exit_code=runner.EXIT_FILE_SIZE), "limit_exceeded", "file size"),
         (domain.SandboxOutcome(exit_code=runner.EXIT_PROCESSES), "limit_exceeded", "process"),
         (domain.SandboxOutcome(exit_code=runner.EXIT_OPEN_FILES), "limit_exceeded", "open files"),
-        (domain.SandboxOutcome(signal=signal.SIGXCPU), "limit_exceeded", "CPU time"),
+        (
+            domain.SandboxOutcome(signal=signal.SIGXCPU, cpu_seconds=120),
+            "limit_exceeded",
+            "CPU time",
+        ),
+        # A script that sends itself SIGXCPU has not hit the CPU limit.
+        (domain.SandboxOutcome(signal=signal.SIGXCPU, cpu_seconds=1), "killed", "FreeCAD"),
+        (
+            domain.SandboxOutcome(signal=signal.SIGKILL, memory_cgroup_oom=True),
+            "limit_exceeded",
+            "memory limit exceeded",
+        ),
         (
             domain.SandboxOutcome(signal=signal.SIGKILL, cpu_seconds=121),
             "limit_exceeded",
@@ -65,7 +76,22 @@ def test_an_event_that_names_no_script_is_invalid(project: str, version: int, sh
         ),
         (domain.SandboxOutcome(signal=signal.SIGKILL, cpu_seconds=3), "killed", "the job was"),
         (domain.SandboxOutcome(signal=signal.SIGSEGV), "killed", "FreeCAD crashed (SIGSEGV)"),
-        (domain.SandboxOutcome(exit_code=runner.EXIT_SETUP_FAILED), "worker_error", "the sandbox"),
+        # The supervisor's word decides a set-up failure, never the exit status alone.
+        (
+            domain.SandboxOutcome(exit_code=runner.EXIT_SETUP_FAILED, script_started=False),
+            "worker_error",
+            "the sandbox could not be set up",
+        ),
+        (
+            domain.SandboxOutcome(exit_code=runner.EXIT_OK, script_started=False),
+            "worker_error",
+            "the sandbox could not be set up",
+        ),
+        (
+            domain.SandboxOutcome(exit_code=runner.EXIT_SETUP_FAILED),
+            "exception",
+            f"the script exited with status {runner.EXIT_SETUP_FAILED}",
+        ),
         (domain.SandboxOutcome(failure="no fork"), "worker_error", "the sandbox failed: no fork"),
         (domain.SandboxOutcome(exit_code=7), "exception", "the script exited with status 7"),
     ],
