@@ -105,3 +105,34 @@ def test_the_scratch_of_a_dead_worker_is_removed_and_a_live_ones_kept(tmp_path: 
     assert os.path.isdir(live.worker_dir)
     newcomer.close()
     live.close()
+
+
+def test_job_directories_name_no_project(tmp_path: Path) -> None:
+    root = open_root(tmp_path / "scratch")
+    jd = root.new_job(domain.job_from_event("acme-secret-part", 3, "", ""), b"print(1)\n")
+    assert "acme" not in jd.path and os.path.basename(jd.path).startswith("j-")
+    assert Path(jd.job_file).read_text() == '{"script_name": "acme-secret-part_v3.py"}'
+    assert stat.S_IMODE(os.stat(jd.job_file).st_mode) == 0o600
+    root.close()
+
+
+def test_a_tree_deeper_than_recursion_and_path_max_is_removed(tmp_path: Path) -> None:
+    from services.worker.scratch import remove_tree
+
+    top = tmp_path / "deep"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(3000):  # 3000 * 2 bytes: past PATH_MAX, past Python's recursion limit
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(os.open("f", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
+    os.close(fd)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    (top / "link").symlink_to(outside)
+    remove_tree(str(top))
+    assert not top.exists()
+    assert (outside / "keep").exists()  # a symlink is removed, never followed
