@@ -767,7 +767,7 @@ def _warm_freecad() -> None:
     Materials module."""
     try:
         import Materials  # type: ignore[import-not-found]
-    except ImportError:
+    except Exception:  # ImportError on 0.20; anything else: a cache, not a requirement
         return
     manager = getattr(Materials, "MaterialManager", None)
     if manager is not None:
