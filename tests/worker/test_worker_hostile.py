@@ -442,6 +442,37 @@ async def test_a_job_is_the_oom_killers_first_choice(
     assert (await asyncio.to_thread(worker_adj.read_text)).strip() == "0"
 
 
+async def test_a_jobs_processes_share_one_memory_limit(
+    shared_worker: SharedWorker, shared_js: Any
+) -> None:
+    """RLIMIT_AS is per process: two children of 450 MiB each stay under it (768 MiB) and
+    would hold 900 MiB together; the job's memory cgroup (768 MiB) holds them both (the kernel
+    kills one, and the other fits with room to spare: no thrashing at the edge)."""
+    if not await asyncio.to_thread(os.path.isfile, "/sys/fs/cgroup/memory/cgroup.procs"):
+        pytest.skip("no cgroup v1 memory hierarchy on this machine")
+    w, project = shared_worker, project_name("memgroup")
+    script = (
+        "import json, os, time\n"
+        "children = []\n"
+        "for _ in range(2):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        block = b'x' * (450 * 1024 * 1024)  # touched, so resident\n"
+        "        time.sleep(0.5)\n"
+        "        os._exit(0)\n"
+        "    children.append(pid)\n"
+        "ends = [os.waitpid(pid, 0)[1] for pid in children]\n"
+        "print('CADPIPE_PROBE ' + json.dumps({'signals': [os.WTERMSIG(s) if os.WIFSIGNALED(s)\n"
+        "                                               else 0 for s in ends]}))\n"
+    )
+    marker, log = await run(w, shared_js, project, script)
+    assert marker["status"] == "error", log
+    if marker["exit_reason"] == "limit_exceeded":  # the OOM killer chose the job itself
+        assert "memory cgroup" in marker["error"]
+    else:
+        assert 9 in probe_result(log)["signals"], log
+
+
 # --- 8. forged log lines and reports -----------------------------------------------------------
 
 
