@@ -3,6 +3,7 @@ Switching owners needs root (as the worker itself does)."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -136,3 +137,30 @@ def test_a_tree_deeper_than_recursion_and_path_max_is_removed(tmp_path: Path) ->
     remove_tree(str(top))
     assert not top.exists()
     assert (outside / "keep").exists()  # a symlink is removed, never followed
+
+
+def test_the_zygotes_request_names_no_project(tmp_path: Path) -> None:
+    """Every later job is forked from the zygote's memory: what it is told must name no
+    tenant (the job reads its script's name from its own job.json)."""
+    from services.worker.sandbox import SandboxJob, request_for
+
+    root = open_root(tmp_path / "scratch")
+    project = "acme-secret-part"
+    jd = root.new_job(domain.job_from_event(project, 3, "", ""), b"print(1)\n")
+    limits = domain.Limits(10, 1 << 30, 10, 64, 1 << 20, 64)
+    job = SandboxJob(
+        id="0123456789abcdef",
+        sandbox_dir=jd.sandbox_dir,
+        script_name=jd.script_name,
+        stdout_path=jd.stdout_path,
+        stderr_path=jd.stderr_path,
+        identity_files=jd.identity_files,
+        uid=jd.uid,
+        gid=jd.gid,
+        limits=limits,
+        job_file=jd.job_file,
+    )
+    isolation = domain.Isolation(True, True, True, True, True)
+    request = request_for(job, isolation, "/usr/lib/freecad/lib", "/sys/fs/cgroup/pids/x")
+    assert "acme" not in json.dumps(request)
+    root.close()
