@@ -164,3 +164,53 @@ def test_the_zygotes_request_names_no_project(tmp_path: Path) -> None:
     request = request_for(job, isolation, "/usr/lib/freecad/lib", "/sys/fs/cgroup/pids/x")
     assert "acme" not in json.dumps(request)
     root.close()
+
+
+def test_a_deep_locked_tree_is_removed_without_dac_override() -> None:
+    """As in the pod (no CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER): a job's tree
+    deeper than Python's recursion limit, with directories it closed to the worker's group,
+    is removed through the job's uid."""
+    import shutil
+    import tempfile
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs util-linux's setpriv")
+    base = tempfile.mkdtemp(prefix="cadpipe-scratch-test-", dir="/var/tmp")
+    try:
+        os.chmod(base, 0o711)
+        job = os.path.join(base, "j-0123456789abcdef")
+        sandbox = os.path.join(job, "sandbox")
+        os.makedirs(sandbox)
+        os.chmod(job, 0o711)
+        os.chmod(sandbox, 0o2770)
+        os.chown(sandbox, JOB_UID, os.getegid())
+        build = (
+            "import os\n"
+            f"os.chdir({sandbox!r})\n"
+            "os.mkdir('deep'); os.chdir('deep')\n"
+            "for i in range(2000):\n"
+            "    os.mkdir('d'); os.chdir('d')\n"
+            "open('f', 'w').write('x')\n"
+            "os.chmod('.', 0o000)  # the bottom, closed even to its owner\n"
+            f"os.chmod({sandbox!r} + '/deep', 0o500)\n"
+        )
+        subprocess.run(
+            ["/usr/bin/python3", "-c", build], user=JOB_UID, group=JOB_UID, check=True, timeout=60
+        )
+        remove = f"from services.worker.scratch import remove_tree\nremove_tree({job!r})\n"
+        subprocess.run(
+            [
+                "setpriv",
+                "--bounding-set=-all,+setuid,+setgid,+chown,+kill,+sys_admin",
+                "--inh-caps=-all",
+                sys.executable,
+                "-c",
+                remove,
+            ],
+            check=True,
+            timeout=120,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert not os.path.lexists(job)
+    finally:
+        subprocess.run(["rm", "-rf", "--", base], check=False)
