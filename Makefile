@@ -39,7 +39,7 @@ $(GEN): $(STAMP) $(PROTOS) scripts/gen_protos.py
 	$(PY) scripts/gen_protos.py
 	touch $@
 
-# FreeCAD 0.20 from Debian's packages, when freecadcmd is missing.
+# FreeCAD from Debian's packages (0.20 on Debian 12, 1.0 on Debian 13), when freecadcmd is missing.
 freecad:
 	@command -v freecadcmd >/dev/null 2>&1 || { \
 	  echo "installing Debian's freecad (freecadcmd)"; \

@@ -86,6 +86,24 @@ def pids_cgroup(root: str) -> str:
     return parent
 
 
+def memory_cgroup(root: str) -> str:
+    """A parent cgroup for per-job memory cgroups, when a cgroup v1 memory hierarchy is
+    mounted at root and writable; else "" (as pids_cgroup)."""
+    if not root or not os.path.isfile(os.path.join(root, "cgroup.procs")):
+        return ""
+    parent = os.path.join(root, "cadpipe")
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError:
+        return ""
+    if not os.path.isfile(os.path.join(parent, "memory.limit_in_bytes")):
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)
+        return ""
+    _remove_stale_cgroups(parent)
+    return parent
+
+
 def _remove_stale_cgroups(parent: str, older_than: float = 600.0) -> None:
     """Job cgroups left by supervisors that were killed (their worker died mid-job). rmdir
     removes only empty ones; the age keeps off one another worker has just made and not yet
@@ -98,7 +116,10 @@ def _remove_stale_cgroups(parent: str, older_than: float = 600.0) -> None:
 
 
 async def _isolation(
-    settings: Settings, command_for: Callable[[str], RunnerCommand], cgroup: str
+    settings: Settings,
+    command_for: Callable[[str], RunnerCommand],
+    cgroup: str,
+    memory_group: str = "",
 ) -> tuple[domain.Isolation, str]:
     home = tempfile.mkdtemp(prefix="cadpipe-probe-")
     try:
@@ -111,6 +132,9 @@ async def _isolation(
         network_namespace=found.network_namespace,
         drop_privileges=found.setuid,
         pids_cgroup=bool(cgroup),
+        ipc_namespace=found.ipc_namespace,
+        seccomp=found.seccomp,
+        memory_cgroup=bool(memory_group),
     )
     if not isolation.complete:
         missing = ", ".join(isolation.missing())
@@ -140,13 +164,14 @@ async def _open_sandbox(
     isolation: domain.Isolation,
     freecad_version: str,
     cgroup: str,
+    memory_group: str = "",
 ) -> Sandbox:
     command = RunnerCommand(
         settings.freecad_python, settings.resolved_freecad_lib_dir(), scratch.zygote_home
     )
     if settings.sandbox_mode == "fresh":
-        return FreshSandbox(command, isolation, freecad_version, cgroup)
-    zygote = ZygoteSandbox(command, isolation, freecad_version, cgroup)
+        return FreshSandbox(command, isolation, freecad_version, cgroup, memory_group)
+    zygote = ZygoteSandbox(command, isolation, freecad_version, cgroup, memory_group)
     await zygote.start()
     stack.push_async_callback(zygote.close)
     return zygote
@@ -165,8 +190,12 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
 
         lib_dir = settings.resolved_freecad_lib_dir()
         cgroup = await asyncio.to_thread(pids_cgroup, settings.pids_cgroup_root)
+        memory_group = await asyncio.to_thread(memory_cgroup, settings.memory_cgroup_root)
         isolation, freecad_version = await _isolation(
-            settings, lambda home: RunnerCommand(settings.freecad_python, lib_dir, home), cgroup
+            settings,
+            lambda home: RunnerCommand(settings.freecad_python, lib_dir, home),
+            cgroup,
+            memory_group,
         )
         scratch = ScratchRoot(
             settings.scratch_root,
@@ -175,7 +204,9 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         )
         await asyncio.to_thread(scratch.open)
         stack.callback(scratch.close)
-        sandbox = await _open_sandbox(settings, stack, scratch, isolation, freecad_version, cgroup)
+        sandbox = await _open_sandbox(
+            settings, stack, scratch, isolation, freecad_version, cgroup, memory_group
+        )
 
         nc = await messaging.connect(
             settings, name="cadpipe-worker", error_cb=observed.nats_error_cb
@@ -196,6 +227,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 max_log_stream_bytes=settings.max_log_stream_bytes,
                 worker_name=worker_name,
                 hidden_paths=tuple(settings.sandbox_hidden_paths),
+                max_output_bytes=settings.max_output_bytes,
             ),
         )
         intake = Intake(

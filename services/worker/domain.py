@@ -83,6 +83,9 @@ class Isolation:
     network_namespace: bool
     drop_privileges: bool
     pids_cgroup: bool
+    ipc_namespace: bool = True
+    seccomp: bool = True
+    memory_cgroup: bool = False
 
     @property
     def complete(self) -> bool:
@@ -91,6 +94,8 @@ class Isolation:
             and self.mount_namespace
             and self.network_namespace
             and (self.drop_privileges)
+            and self.ipc_namespace
+            and self.seccomp
         )
 
     def missing(self) -> list[str]:
@@ -99,6 +104,8 @@ class Isolation:
             "mount namespace (read-only machine, private /tmp)": self.mount_namespace,
             "network namespace (no network)": self.network_namespace,
             "unprivileged uid": self.drop_privileges,
+            "IPC namespace (System V shared memory of its own)": self.ipc_namespace,
+            "seccomp filter": self.seccomp,
         }
         return [name for name, present in wanted.items() if not present]
 
@@ -109,16 +116,21 @@ class Isolation:
                 ("pid", self.pid_namespace),
                 ("mount", self.mount_namespace),
                 ("network", self.network_namespace),
+                ("ipc", self.ipc_namespace),
             )
             if present
         ]
         text = f"namespaces: {'+'.join(parts) or 'none'}"
+        if self.seccomp:
+            text += "; seccomp"
         if not self.drop_privileges:
             text += "; NO uid switch (runs as the worker)"
         else:
             text += "; own uid" + (f" {uid}" if uid is not None else "")
         if self.pids_cgroup:
             text += "; pids cgroup"
+        if self.memory_cgroup:
+            text += "; memory cgroup"
         return text
 
 
@@ -137,6 +149,11 @@ class SandboxOutcome:
     max_rss_kb: int = 0
     failure: str = ""
     """Set when the supervisor itself failed; the script may not have run."""
+    script_started: bool = True
+    """The job said, through a pipe the script cannot write, that set-up ended and the script
+    starts. Without it any end is the sandbox's failure; with it, never."""
+    memory_cgroup_oom: bool = False
+    """The job's memory cgroup counted an OOM kill (read by the supervisor, not the job)."""
 
 
 @dataclass(frozen=True)
@@ -178,11 +195,20 @@ def judge(outcome: SandboxOutcome, limits: Limits, stderr: str) -> Verdict:
             "timeout",
             f"the script ran longer than {limits.timeout_seconds:g} s and was stopped",
         )
+    if not outcome.script_started:
+        # Decided by the supervisor's own report: the job never said its script starts, so
+        # whatever status it ended with, the sandbox failed it. (With that word said, no exit
+        # status the script picks, os._exit(120) included, makes its failure the worker's.)
+        return Verdict(
+            "worker_error",
+            "the sandbox could not be set up: " + (last_exception_line(stderr) or "see the log"),
+        )
     if outcome.signal is not None:
         sig = outcome.signal
-        if sig == signal.SIGXCPU or (
-            sig == signal.SIGKILL and outcome.cpu_seconds >= limits.cpu_seconds
-        ):
+        # The job's CPU time, measured by the supervisor, must bear a CPU-limit signal out: a
+        # script that sends itself SIGXCPU has not hit the limit.
+        cpu_spent = outcome.cpu_seconds >= limits.cpu_seconds - 0.5
+        if (sig == signal.SIGXCPU or sig == signal.SIGKILL) and cpu_spent:
             return Verdict(
                 "limit_exceeded",
                 f"CPU time limit exceeded ({_limit_value('CPU time', limits)})",
@@ -192,17 +218,18 @@ def judge(outcome: SandboxOutcome, limits: Limits, stderr: str) -> Verdict:
                 "limit_exceeded", f"file size limit exceeded ({_limit_value('file size', limits)})"
             )
         name = _signal_name(sig)
+        if sig == signal.SIGKILL and outcome.memory_cgroup_oom:
+            return Verdict(
+                "limit_exceeded",
+                f"memory limit exceeded ({_limit_value('memory', limits)}, the job's memory "
+                "cgroup)",
+            )
         if sig == signal.SIGKILL:
             return Verdict("killed", f"the job was killed ({name}), most likely out of memory")
         return Verdict("killed", f"FreeCAD crashed ({name})")
     code = outcome.exit_code
     if code == runner.EXIT_OK:
         return Verdict("ok")
-    if code == runner.EXIT_SETUP_FAILED:
-        return Verdict(
-            "worker_error",
-            "the sandbox could not be set up: " + (last_exception_line(stderr) or "see the log"),
-        )
     if code in _LIMIT_EXIT_CODES:
         kind = _LIMIT_EXIT_CODES[code]
         detail = last_exception_line(stderr)
@@ -330,6 +357,22 @@ def plan_outputs(
     return OutputPlan(tuple(planned), tuple(ignored))
 
 
+def outputs_over_total(plan: OutputPlan, max_total: int) -> Verdict | None:
+    """limit_exceeded, naming the file that takes the outputs past max_total bytes (their
+    sizes as stored, i.e. as read: a sparse file counts whole), or None if they fit."""
+    total = 0
+    for output in plan.outputs:
+        total += output.size
+        if total > max_total:
+            return Verdict(
+                "limit_exceeded",
+                f"output size limit exceeded ({human_bytes(max_total)} for all outputs of a "
+                f"version): {printable(output.path)} ({human_bytes(output.size)}) takes them "
+                f"to {human_bytes(total)}",
+            )
+    return None
+
+
 # --- the geometry report -------------------------------------------------------------------
 
 REPORT_SCHEMA = "cadpipe.report/1"
@@ -409,7 +452,9 @@ def finish_report(
         if isinstance(raw.get("freecad_version"), str):
             freecad_version = raw["freecad_version"][:40]
         for item in raw.get("files", []) if isinstance(raw.get("files"), list) else []:
-            if isinstance(item, Mapping) and item.get("path") in by_path:
+            if isinstance(item, Mapping) and isinstance(item.get("path"), str) and (
+                item["path"] in by_path
+            ):
                 files.append(_clean_file(item, by_path.pop(item["path"]), max_solids))
     report: dict[str, Any] = {
         "schema": REPORT_SCHEMA,
@@ -489,7 +534,7 @@ def render_log(record: LogRecord) -> str:
         f"version:      {record.job.version}",
         f"status:       {record.status}",
         f"exit reason:  {record.verdict.exit_reason}",
-        f"error:        {record.verdict.error or '-'}",
+        f"error:        {printable(record.verdict.error) or '-'}",
         f"attempt:      {record.attempt}",
         f"started at:   {record.started_at}",
         f"finished at:  {record.finished_at}",
@@ -500,11 +545,11 @@ def render_log(record: LogRecord) -> str:
     ]
     if record.outputs:
         header.append("outputs:")
-        header += [f"  {o.name} ({o.format}, {o.size} bytes)" for o in record.outputs]
+        header += [f"  {printable(o.name)} ({o.format}, {o.size} bytes)" for o in record.outputs]
     if record.ignored:
         header.append("not stored:")
-        header += [f"  {line}" for line in record.ignored]
-    header += [f"note:         {note}" for note in record.notes]
+        header += [f"  {printable(line)}" for line in record.ignored]
+    header += [f"note:         {printable(note)}" for note in record.notes]
     body = [
         "",
         "===== stdout =====",
@@ -514,6 +559,25 @@ def render_log(record: LogRecord) -> str:
         "",
     ]
     return "\n".join(header + body)
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """text as one line of the log's header: control characters, line and paragraph
+    separators, and the bytes of a file name that are not UTF-8 (kept by os.scandir as lone
+    surrogates) written as Python escapes; so a job cannot forge a header line, and the log
+    always encodes."""
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the original byte
+            return f"\\x{code - 0xDC00:02x}"
+        return char.encode("unicode_escape").decode("ascii")
+
+    return _UNPRINTABLE.sub(escape, text)
 
 
 def human_bytes(n: float) -> str:

@@ -63,6 +63,7 @@ class JobConfig:
     max_log_stream_bytes: int
     worker_name: str
     hidden_paths: tuple[str, ...] = ()
+    max_output_bytes: int = 256 * 1024 * 1024
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -150,6 +151,7 @@ class JobService:
                     gid=jobdir.gid,
                     limits=self._config.limits,
                     hidden_paths=self._config.hidden_paths,
+                    job_file=jobdir.job_file,
                 )
             )
             return await self._collect(job, attempt, jobdir, outcome, started_at, started)
@@ -178,13 +180,18 @@ class JobService:
             plan = domain.plan_outputs(job.project, job.version, produced, self._config.max_outputs)
             if not plan.outputs:
                 verdict = domain.no_outputs_verdict()
+            # By the files' sizes, before a byte is hashed or uploaded (a sparse file is cheap
+            # on disk and costly to read and store).
+            too_much = domain.outputs_over_total(plan, self._config.max_output_bytes)
+            if too_much is not None:
+                verdict, plan = too_much, domain.OutputPlan((), plan.ignored)
 
         stored: list[MarkerOutput] = []
         report_key = ""
         uploads: list[Callable[[], Awaitable[None]]] = []
         if verdict.ok:
             files = await asyncio.to_thread(
-                lambda: [jobdir.output_file(o.path) for o in plan.outputs]
+                lambda: [jobdir.output_file(o.path, o.size) for o in plan.outputs]
             )
             report = domain.finish_report(
                 await asyncio.to_thread(jobdir.read_report),

@@ -47,6 +47,9 @@ class SandboxJob:
     gid: int
     limits: domain.Limits
     hidden_paths: tuple[str, ...] = ()
+    job_file: str = ""
+    """job.json beside the sandbox directory, naming the script: the request then carries no
+    project name (the zygote's memory, which later jobs inherit, keeps none)."""
 
 
 class Sandbox(Protocol):
@@ -96,6 +99,8 @@ class Probe:
     network_namespace: bool
     mount_namespace: bool
     pid_namespace: bool
+    ipc_namespace: bool = False
+    seccomp: bool = False
 
 
 async def probe(command: RunnerCommand) -> Probe:
@@ -118,16 +123,21 @@ async def probe(command: RunnerCommand) -> Probe:
         network_namespace=bool(found["network_namespace"]),
         mount_namespace=bool(found["mount_namespace"]),
         pid_namespace=bool(found["pid_namespace"]),
+        ipc_namespace=bool(found.get("ipc_namespace")),
+        seccomp=bool(found.get("seccomp")),
     )
 
 
 def request_for(
-    job: SandboxJob, isolation: domain.Isolation, lib_dir: str, pids_cgroup: str
+    job: SandboxJob,
+    isolation: domain.Isolation,
+    lib_dir: str,
+    pids_cgroup: str,
+    memory_cgroup: str = "",
 ) -> dict[str, Any]:
-    return {
+    request: dict[str, Any] = {
         "id": job.id,
         "sandbox_dir": job.sandbox_dir,
-        "script_name": job.script_name,
         "stdout_path": job.stdout_path,
         "stderr_path": job.stderr_path,
         "identity_files": job.identity_files if isolation.mount_namespace else {},
@@ -142,7 +152,15 @@ def request_for(
         "drop_privileges": isolation.drop_privileges,
         "pids_cgroup": pids_cgroup if isolation.pids_cgroup else None,
         "freecad_lib_dir": lib_dir,
+        "ipc_namespace": isolation.ipc_namespace,
+        "seccomp": isolation.seccomp,
+        "memory_cgroup": memory_cgroup if isolation.memory_cgroup and memory_cgroup else None,
     }
+    if job.job_file:
+        request["job_file"] = job.job_file
+    else:
+        request["script_name"] = job.script_name
+    return request
 
 
 def outcome_from(reply: dict[str, Any]) -> domain.SandboxOutcome:
@@ -155,6 +173,8 @@ def outcome_from(reply: dict[str, Any]) -> domain.SandboxOutcome:
         wall_seconds=float(reply.get("wall_seconds", 0.0)),
         cpu_seconds=float(reply.get("cpu_seconds", 0.0)),
         max_rss_kb=int(reply.get("max_rss_kb", 0)),
+        script_started=bool(reply.get("script_started")),
+        memory_cgroup_oom=bool(reply.get("memory_cgroup_oom")),
     )
 
 
@@ -181,11 +201,13 @@ class ZygoteSandbox:
         isolation: domain.Isolation,
         freecad_version: str,
         pids_cgroup: str,
+        memory_cgroup: str = "",
     ) -> None:
         self._command = command
         self.isolation = isolation
         self.freecad_version = freecad_version
         self._pids_cgroup = pids_cgroup
+        self._memory_cgroup = memory_cgroup
         self._process: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -253,7 +275,9 @@ class ZygoteSandbox:
         assert process is not None and process.stdin is not None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[job.id] = future
-        request = request_for(job, self.isolation, self._command.lib_dir, self._pids_cgroup)
+        request = request_for(
+            job, self.isolation, self._command.lib_dir, self._pids_cgroup, self._memory_cgroup
+        )
         try:
             process.stdin.write(json.dumps(request).encode() + b"\n")
             await process.stdin.drain()
@@ -304,11 +328,13 @@ class FreshSandbox:
         isolation: domain.Isolation,
         freecad_version: str,
         pids_cgroup: str,
+        memory_cgroup: str = "",
     ) -> None:
         self._command = command
         self.isolation = isolation
         self.freecad_version = freecad_version
         self._pids_cgroup = pids_cgroup
+        self._memory_cgroup = memory_cgroup
 
     def alive(self) -> bool:
         return True
@@ -320,7 +346,9 @@ class FreshSandbox:
         process = await self._command.spawn("once")
         assert process.stdin is not None and process.stdout is not None
         stderr = asyncio.create_task(_log_stderr(process, "sandbox"))
-        request = request_for(job, self.isolation, self._command.lib_dir, self._pids_cgroup)
+        request = request_for(
+            job, self.isolation, self._command.lib_dir, self._pids_cgroup, self._memory_cgroup
+        )
         try:
             process.stdin.write(json.dumps(request).encode() + b"\n")
             await process.stdin.drain()

@@ -53,6 +53,7 @@ REPORT_FILE_NAME = "report.json"
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY = 0x1
@@ -229,11 +230,17 @@ def _enter_sandbox(request: dict[str, Any], go_fd: int) -> str:
     null = os.open("/dev/null", os.O_RDONLY)
     out = os.open(request["stdout_path"], os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     err = os.open(request["stderr_path"], os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    # The kernel's OOM killer takes a job before the worker or the zygote (which keep 0).
+    _set_oom_score_adj(OOM_SCORE_ADJ_JOB)
     flags = 0
     if request["mount_namespace"]:
         flags |= CLONE_NEWNS
     if request["network_namespace"]:
         flags |= CLONE_NEWNET
+    if request.get("ipc_namespace"):
+        # System V IPC (shared memory above all) of its own: what the job leaves there goes
+        # away with its namespace, instead of outliving the job on the machine.
+        flags |= CLONE_NEWIPC
     if flags:
         unshare(flags)
     home = request["sandbox_dir"]
@@ -248,8 +255,15 @@ def _enter_sandbox(request: dict[str, Any], go_fd: int) -> str:
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(err, 2)
-    # Nothing the zygote holds (its pipes to the worker above all) stays open in the job.
-    os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    # Nothing the zygote holds (its pipes to the worker above all) stays open in the job; the
+    # one kept is the pipe that tells the supervisor the script starts (closed before it does).
+    keep = request.get("_started_fd", -1)
+    top = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if keep >= 3:
+        os.closerange(3, keep)
+        os.closerange(keep + 1, top)
+    else:
+        os.closerange(3, top)
 
     if request["drop_privileges"]:
         uid, gid = request["uid"], request["gid"]
@@ -278,7 +292,36 @@ def _enter_sandbox(request: dict[str, Any], go_fd: int) -> str:
     for name in ("SIGINT", "SIGTERM", "SIGCHLD", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if request.get("seccomp"):
+        # Last: everything above needed mount(2) and unshare(2); the script gets neither.
+        _seccomp().install()
     return home
+
+
+OOM_SCORE_ADJ_JOB = 1000
+
+
+def _set_oom_score_adj(value: int) -> None:
+    with open("/proc/self/oom_score_adj", "w", encoding="ascii") as f:
+        f.write(str(value))
+
+
+_seccomp_module: Any = None
+
+
+def _seccomp() -> Any:
+    """seccomp_filter.py, loaded by path (this file runs outside the worker's package)."""
+    global _seccomp_module
+    if _seccomp_module is None:
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp_filter.py")
+        spec = importlib.util.spec_from_file_location("cadpipe_seccomp_filter", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _seccomp_module = module
+    return _seccomp_module
 
 
 def _reopen_stdio() -> None:
@@ -481,23 +524,32 @@ def _rehome_freecad(home: str) -> None:
 _zygote_home = ""
 
 
-def _job_main(request: dict[str, Any], go_fd: int) -> None:
-    """The job process; never returns."""
+def _job_main(request: dict[str, Any], go_fd: int, started_fd: int = -1) -> None:
+    """The job process; never returns. Writes one byte to started_fd, and closes it, just
+    before the script runs: the supervisor tells a set-up failure from the script's own exit
+    status by that byte, which the script cannot write (the pipe is closed by then)."""
     code = EXIT_SETUP_FAILED
     try:
         try:
-            home = _enter_sandbox(request, go_fd)
+            if request.get("seccomp"):
+                _seccomp()  # loaded while the worker's code is still readable by path
+            script_name = _script_name(request)  # as root, before the view narrows
+            home = _enter_sandbox({**request, "_started_fd": started_fd}, go_fd)
             _reopen_stdio()
             if "FreeCAD" in sys.modules:
                 _rehome_freecad(home)
             else:
                 _import_freecad(request["freecad_lib_dir"])
+            script = os.path.join(home, script_name)
+            if started_fd >= 0:
+                os.write(started_fd, b"s")
+                os.close(started_fd)
         except BaseException:  # reported in the job's stderr, then exit
             traceback.print_exc()
             print("cadpipe: the sandbox could not be set up", file=sys.stderr)
             code = EXIT_SETUP_FAILED
         else:
-            code = run_script(os.path.join(home, request["script_name"]), home)
+            code = run_script(script, home)
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
@@ -579,22 +631,29 @@ def supervise(request: dict[str, Any], out_fd: int) -> None:
     job_id = request["id"]
     started = time.monotonic()
     cgroup = None
+    memory_cgroup = None
     try:
         if request["pid_namespace"]:
             unshare(CLONE_NEWPID)
         cgroup = _pids_cgroup(request)
+        memory_cgroup = _memory_cgroup(request)
         read_fd, write_fd = os.pipe()
+        started_read, started_write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(write_fd)
-            _job_main(request, read_fd)
+            os.close(started_read)
+            _job_main(request, read_fd, started_write)
         os.close(read_fd)
-        if cgroup:
-            with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as f:
-                f.write(str(pid))
+        os.close(started_write)
+        for group in (cgroup, memory_cgroup):
+            if group:
+                with open(os.path.join(group, "cgroup.procs"), "w", encoding="ascii") as f:
+                    f.write(str(pid))
         os.write(write_fd, b"g")
         os.close(write_fd)
         status, usage, timed_out = _wait_with_deadline(pid, float(request["timeout"]))
+        script_started = _read_started(started_read)
         if not request["pid_namespace"]:
             # Without a PID namespace nothing takes the job's children down with it: kill its
             # process group, and with a uid of its own, every process of that uid (a child
@@ -611,14 +670,66 @@ def supervise(request: dict[str, Any], out_fd: int) -> None:
             "wall_seconds": time.monotonic() - started,
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "max_rss_kb": usage.ru_maxrss,
+            "script_started": script_started,
+            "memory_cgroup_oom": _oom_killed(memory_cgroup) if memory_cgroup else False,
         }
     except Exception as error:  # the worker needs to hear of any failure
         message = f"{type(error).__name__}: {error}"[:1000]
         result = {"id": job_id, "event": "failed", "error": message}
     finally:
-        if cgroup:
-            _remove_cgroup(cgroup)
+        for group in (cgroup, memory_cgroup):
+            if group:
+                _remove_cgroup(group)
     write_line(out_fd, result)
+
+
+def _memory_cgroup(request: dict[str, Any]) -> str | None:
+    """A cgroup v1 memory cgroup of the job's own, limited to its memory limit: resident
+    memory counted for the job, and an OOM kill there is the job's alone."""
+    parent = request.get("memory_cgroup")
+    limit = request["limits"].get("address_space")
+    if not parent or not limit:
+        return None
+    path = os.path.join(parent, "job-" + request["id"])
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "memory.limit_in_bytes"), "w", encoding="ascii") as f:
+        f.write(str(limit))
+    return path
+
+
+def _oom_killed(path: str) -> bool:
+    """Whether the kernel's OOM killer acted in the job's memory cgroup (oom_kill, since
+    Linux 4.13; under_oom / failcnt as a fallback)."""
+    try:
+        with open(os.path.join(path, "memory.oom_control"), encoding="ascii") as f:
+            fields = dict(line.split() for line in f if len(line.split()) == 2)
+    except OSError:
+        return False
+    if "oom_kill" in fields:
+        return int(fields["oom_kill"]) > 0
+    return fields.get("under_oom") == "1"
+
+
+def _read_started(fd: int) -> bool:
+    """Whether the job said its script starts. Every writer of the pipe is gone (the job wrote
+    and closed it, or died), so the read cannot block."""
+    try:
+        return os.read(fd, 1) == b"s"
+    finally:
+        os.close(fd)
+
+
+def _script_name(request: dict[str, Any]) -> str:
+    """The script's file name, from job.json beside the sandbox directory (written by the
+    worker), so that the request the zygote reads names no project: a later job, forked from
+    the zygote, inherits its memory."""
+    if "script_name" in request:
+        return str(request["script_name"])
+    with open(request["job_file"], encoding="utf-8") as f:
+        name = str(json.load(f)["script_name"])
+    if "/" in name or name.startswith("."):
+        raise ValueError(f"bad script name in {request['job_file']}")
+    return name
 
 
 def _remove_cgroup(path: str) -> None:
@@ -650,6 +761,22 @@ def _import_freecad(lib_dir: str) -> Any:
     return FreeCAD
 
 
+def _warm_freecad() -> None:
+    """FreeCAD 1.0 builds its material library on the first Part object a process makes (about
+    95 ms); built once here, every job forked from the zygote has it. FreeCAD 0.20 has no
+    Materials module."""
+    try:
+        import Materials  # type: ignore[import-not-found]
+    except Exception:  # ImportError on 0.20; anything else: a cache, not a requirement
+        return
+    manager = getattr(Materials, "MaterialManager", None)
+    if manager is not None:
+        try:
+            manager()
+        except Exception as error:  # a cache, not a requirement
+            print(f"cadpipe: could not warm FreeCAD's materials: {error}", file=sys.stderr)
+
+
 def _freecad_version(freecad: Any) -> str:
     return ".".join(freecad.Version()[:3])
 
@@ -661,6 +788,8 @@ def zygote(lib_dir: str) -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the worker
     _zygote_home = os.environ.get("HOME", "")
     freecad = _import_freecad(lib_dir)
+    _warm_freecad()
+    _seccomp()
     out_fd = sys.stdout.fileno()
     version = _freecad_version(freecad)
     write_line(out_fd, {"event": "ready", "pid": os.getpid(), "freecad_version": version})
@@ -704,6 +833,30 @@ def _probe_child(flags: int) -> bool:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
+def _probe_seccomp() -> bool:
+    """The job's filter installs here, refuses a user namespace, and leaves threads working."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import threading
+
+            _seccomp().install()
+            try:
+                unshare(0x10000000)  # CLONE_NEWUSER
+                os._exit(1)
+            except OSError as error:
+                if error.errno != errno.EPERM:
+                    os._exit(1)
+            started: list[bool] = []
+            thread = threading.Thread(target=lambda: started.append(True))
+            thread.start()
+            thread.join()
+            os._exit(0 if started else 1)
+        except BaseException:
+            os._exit(1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def probe(lib_dir: str) -> None:
     """What this machine allows, for the worker to decide (and say) how strong the sandbox is."""
     can_setuid = False
@@ -731,6 +884,8 @@ def probe(lib_dir: str) -> None:
             "network_namespace": _probe_child(CLONE_NEWNET),
             "mount_namespace": _probe_child(CLONE_NEWNS),
             "pid_namespace": _probe_child(CLONE_NEWPID),
+            "ipc_namespace": _probe_child(CLONE_NEWIPC),
+            "seccomp": _probe_seccomp(),
         },
     )
 

@@ -3,7 +3,8 @@
     {scratch_root}/                      0711 root   (shared by the workers of one machine)
       w-{host}-{pid}-{rand}/             0711 root   one per worker process, flock'ed while alive
         home/                            0700 root   HOME of the zygote
-        j-{project}-v{N}-{rand}/         0711 root   one per job
+        j-{rand}/                        0711 root   one per job (an opaque name: no project)
+          job.json                       0600 root   the script's name, read by the job only
           stdout.log, stderr.log         0600 root   the job's streams (outside its reach)
           passwd, group                  0644 root   shown to the job as /etc/passwd, /etc/group
           sandbox/                       0700 uid    the job's /tmp, HOME and working directory
@@ -30,7 +31,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import socket
 import stat
 import subprocess
@@ -76,6 +76,7 @@ class JobDir:
         self.stderr_path = os.path.join(path, "stderr.log")
         self.passwd_path = os.path.join(path, "passwd")
         self.group_path = os.path.join(path, "group")
+        self.job_file = os.path.join(path, "job.json")
         self.report_path = os.path.join(
             self.sandbox_dir, runner.REPORT_DIR_NAME, runner.REPORT_FILE_NAME
         )
@@ -130,16 +131,21 @@ class JobDir:
             raise UnsafeOutput(path)
         return fd
 
-    def output_file(self, rel: str) -> OutputFile:
-        """The produced file at rel, hashed; refused if it is not the job's own regular file."""
+    def output_file(self, rel: str, planned_size: int | None = None) -> OutputFile:
+        """The produced file at rel, hashed; refused if it is not the job's own regular file,
+        or (given planned_size, the size the output plan was checked with) if it is larger."""
         path = os.path.join(self.output_dir, rel)
         fd = self._open_own(path)
         digest = hashlib.sha256()
         size = 0
         with os.fdopen(fd, "rb") as f:
+            if planned_size is not None and os.fstat(f.fileno()).st_size > planned_size:
+                raise UnsafeOutput(f"{path} grew after it was listed")
             while chunk := f.read(1024 * 1024):
                 digest.update(chunk)
                 size += len(chunk)
+                if planned_size is not None and size > planned_size:
+                    raise UnsafeOutput(f"{path} grew after it was listed")
         return OutputFile(path, size, digest.hexdigest())
 
     def read_report(self) -> Any:
@@ -154,7 +160,7 @@ class JobDir:
             return None
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
             return None
 
     def read_stream(self, path: str, keep: int) -> str:
@@ -204,7 +210,7 @@ class ScratchRoot:
 
     def close(self) -> None:
         if self.worker_dir:
-            shutil.rmtree(self.worker_dir, ignore_errors=True)
+            remove_tree(self.worker_dir)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -225,18 +231,23 @@ class ScratchRoot:
                 os.close(fd)
                 continue
             logger.info("removing the scratch of a worker that is gone: %s", entry.path)
-            remove_tree(entry.path)
-            os.close(fd)
+            try:
+                remove_tree(entry.path)
+            except Exception:  # leftovers must never stop a worker from starting
+                logger.exception("could not remove %s", entry.path)
+            finally:
+                os.close(fd)
 
     def new_job(self, job: domain.Job, script: bytes) -> JobDir:
         uid = self._uid_for_job() if self._drop_privileges else os.getuid()
         gid = uid if self._drop_privileges else os.getgid()
-        path = os.path.join(
-            self.worker_dir, f"j-{job.project}-v{job.version}-{secrets.token_hex(4)}"
-        )
+        # An opaque name: the paths the zygote is told name no project (its memory is every
+        # later job's); the script's name is in job.json, which only this job reads.
+        path = os.path.join(self.worker_dir, f"j-{secrets.token_hex(8)}")
         jd = JobDir(path, uid, gid, f"{job.project}_v{job.version}.py", self._drop_privileges)
         os.mkdir(path, 0o711)
         os.chmod(path, 0o711)  # umask-proof
+        _write(jd.job_file, json.dumps({"script_name": jd.script_name}).encode(), 0o600)
         for stream in (jd.stdout_path, jd.stderr_path):
             os.close(os.open(stream, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
         _write(jd.passwd_path, _passwd(uid, gid).encode(), 0o644)
@@ -257,18 +268,18 @@ class ScratchRoot:
 
 
 def remove_tree(path: str) -> None:
-    """Removes a scratch tree. What a job made unwritable to the worker's group (a chmod of its
-    own) is removed by a process of the job's uid, which owns it."""
-    shutil.rmtree(path, ignore_errors=True)
-    if not os.path.lexists(path):
+    """Removes a scratch tree, however deep a job made it: a loop with a stack of names, one
+    directory open at a time, every call relative to a directory descriptor (so neither
+    Python's recursion limit nor PATH_MAX is reached; shutil.rmtree and os.walk recurse). What
+    a job made unwritable to the worker's group (a chmod of its own) is removed by a process of
+    the job's uid, which owns it (GNU chmod and rm walk with fts, without recursion limits).
+    Never raises: what cannot be removed is logged."""
+    try:
+        remove_iteratively(path)
         return
-    owners: set[tuple[str, int]] = set()
-    for root, dirs, _ in os.walk(path):
-        for name in dirs:
-            st = os.lstat(os.path.join(root, name))
-            if st.st_uid != os.geteuid():
-                owners.add((os.path.join(root, name), st.st_uid))
-    for tree, uid in owners:
+    except OSError:
+        pass
+    for tree, uid in _foreign_directories(path):
         subprocess.run(
             [
                 "/bin/sh",
@@ -286,9 +297,81 @@ def remove_tree(path: str) -> None:
             check=False,
             timeout=60,
         )
-    shutil.rmtree(path, ignore_errors=True)
-    if os.path.lexists(path):
-        logger.warning("could not remove all of %s", path)
+    try:
+        remove_iteratively(path)
+    except OSError as error:
+        logger.warning("could not remove all of %s: %s", path, error)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_iteratively(path: str) -> None:
+    """rm -rf of path without recursion; raises OSError (after removing what it could reach)
+    if something is in the way. Symbolic links are removed, never followed."""
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(path)
+        return
+    names: list[str] = []
+    try:
+        while True:
+            with os.scandir(fd) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            child = ""
+            for name, is_dir in entries:
+                if is_dir:
+                    child = name
+                    break
+                os.unlink(name, dir_fd=fd)
+            if child:
+                try:
+                    inner = os.open(child, _DIR_FLAGS, dir_fd=fd)
+                except PermissionError:
+                    # A directory of the worker's own that the job made unreadable (no uid
+                    # switch); one of another uid stays unreadable, and the caller steps in.
+                    os.chmod(child, 0o700, dir_fd=fd)
+                    inner = os.open(child, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+                names.append(child)
+                continue
+            if not names:
+                break
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def _foreign_directories(path: str, depth: int = 3) -> list[tuple[str, int]]:
+    """Directories near the top of path that belong to another uid (a job's sandbox/), where
+    the removal has to continue as that uid."""
+    found: list[tuple[str, int]] = []
+    level = [path]
+    for _ in range(depth):
+        below: list[str] = []
+        for directory in level:
+            try:
+                with os.scandir(directory) as it:
+                    for entry in it:
+                        if not entry.is_dir(follow_symlinks=False):
+                            continue
+                        uid = entry.stat(follow_symlinks=False).st_uid
+                        if uid != os.geteuid():
+                            found.append((entry.path, uid))
+                        else:
+                            below.append(entry.path)
+            except OSError:
+                continue
+        level = below
+    return found
 
 
 def _passwd(uid: int, gid: int) -> str:

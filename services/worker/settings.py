@@ -62,7 +62,13 @@ class Settings(S3Settings, NatsSettings, GrpcServerSettings):
     sandbox_isolation: Literal["strict", "best_effort"] = Field(
         default="strict",
         description="strict: refuse to start without namespaces and uid switching; "
-        "best_effort: run with what the machine allows, and say so in every log",
+        "best_effort: run with what the machine allows, and say so in every log "
+        "(development only: needs SANDBOX_UNSAFE_DEVELOPMENT_ONLY=true)",
+    )
+    sandbox_unsafe_development_only: bool = Field(
+        default=False,
+        description="Required by best_effort: without root a job may read the worker's "
+        "/proc/<pid>/environ (its credentials) and use the network",
     )
     sandbox_uid_base: int = Field(default=200_000, ge=1000, description="First uid for jobs")
     sandbox_uid_count: int = Field(
@@ -71,6 +77,15 @@ class Settings(S3Settings, NatsSettings, GrpcServerSettings):
     sandbox_hidden_paths: list[str] = Field(
         default_factory=lambda: ["/run/secrets", "/var/run/secrets"],
         description="Covered in the job's view of the machine (mounted secrets, tokens)",
+    )
+    memory_cgroup_root: str = Field(
+        default="/sys/fs/cgroup/memory",
+        description="cgroup v1 memory hierarchy for a per-job memory limit; empty: none",
+    )
+    max_output_bytes: int = Field(
+        default=256 * MIB,
+        ge=MIB,
+        description="Total size of a version's outputs; more fails the job before any upload",
     )
     pids_cgroup_root: str = Field(
         default="/sys/fs/cgroup/pids",
@@ -99,6 +114,16 @@ class Settings(S3Settings, NatsSettings, GrpcServerSettings):
         description="On SIGTERM, how long running jobs may finish; 0: job timeout + 10 s",
     )
     readiness_interval_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _best_effort_is_development_only(self) -> Settings:
+        if self.sandbox_isolation == "best_effort" and not self.sandbox_unsafe_development_only:
+            raise ValueError(
+                "SANDBOX_ISOLATION=best_effort is for development only: without root a job can "
+                "read the worker's environment (its S3 and NATS credentials) through /proc and "
+                "use the network; set SANDBOX_UNSAFE_DEVELOPMENT_ONLY=true to run it anyway"
+            )
+        return self
 
     @model_validator(mode="after")
     def _defaults_from_timeout(self) -> Settings:

@@ -65,6 +65,8 @@ def test_the_deployments_capabilities_give_the_sandbox_everything(
     assert found["network_namespace"] is True
     assert found["mount_namespace"] is True
     assert found["pid_namespace"] is True
+    assert found["ipc_namespace"] is True
+    assert found["seccomp"] is True  # installs under no_new_privs, as in the pod
 
 
 def test_without_sys_admin_there_is_no_namespace(unrestricted: dict[str, Any]) -> None:

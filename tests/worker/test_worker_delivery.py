@@ -58,7 +58,16 @@ def process_env(
 
 
 def job_dirs(root: str, project: str) -> list[str]:
-    return glob.glob(os.path.join(root, "w-*", f"j-{project}-v*"))
+    """Job directories have opaque names; each one's job.json names its script."""
+    found = []
+    for job_file in glob.glob(os.path.join(root, "w-*", "j-*", "job.json")):
+        try:
+            with open(job_file) as f:
+                if f"{project}_v" in f.read():
+                    found.append(os.path.dirname(job_file))
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def children(pid: int) -> list[int]:

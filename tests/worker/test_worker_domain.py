@@ -57,7 +57,18 @@ def test_an_event_that_names_no_script_is_invalid(project: str, version: int, sh
         (domain.SandboxOutcome(exit_code=runner.EXIT_FILE_SIZE), "limit_exceeded", "file size"),
         (domain.SandboxOutcome(exit_code=runner.EXIT_PROCESSES), "limit_exceeded", "process"),
         (domain.SandboxOutcome(exit_code=runner.EXIT_OPEN_FILES), "limit_exceeded", "open files"),
-        (domain.SandboxOutcome(signal=signal.SIGXCPU), "limit_exceeded", "CPU time"),
+        (
+            domain.SandboxOutcome(signal=signal.SIGXCPU, cpu_seconds=120),
+            "limit_exceeded",
+            "CPU time",
+        ),
+        # A script that sends itself SIGXCPU has not hit the CPU limit.
+        (domain.SandboxOutcome(signal=signal.SIGXCPU, cpu_seconds=1), "killed", "FreeCAD"),
+        (
+            domain.SandboxOutcome(signal=signal.SIGKILL, memory_cgroup_oom=True),
+            "limit_exceeded",
+            "memory limit exceeded",
+        ),
         (
             domain.SandboxOutcome(signal=signal.SIGKILL, cpu_seconds=121),
             "limit_exceeded",
@@ -65,7 +76,22 @@ def test_an_event_that_names_no_script_is_invalid(project: str, version: int, sh
         ),
         (domain.SandboxOutcome(signal=signal.SIGKILL, cpu_seconds=3), "killed", "the job was"),
         (domain.SandboxOutcome(signal=signal.SIGSEGV), "killed", "FreeCAD crashed (SIGSEGV)"),
-        (domain.SandboxOutcome(exit_code=runner.EXIT_SETUP_FAILED), "worker_error", "the sandbox"),
+        # The supervisor's word decides a set-up failure, never the exit status alone.
+        (
+            domain.SandboxOutcome(exit_code=runner.EXIT_SETUP_FAILED, script_started=False),
+            "worker_error",
+            "the sandbox could not be set up",
+        ),
+        (
+            domain.SandboxOutcome(exit_code=runner.EXIT_OK, script_started=False),
+            "worker_error",
+            "the sandbox could not be set up",
+        ),
+        (
+            domain.SandboxOutcome(exit_code=runner.EXIT_SETUP_FAILED),
+            "exception",
+            f"the script exited with status {runner.EXIT_SETUP_FAILED}",
+        ),
         (domain.SandboxOutcome(failure="no fork"), "worker_error", "the sandbox failed: no fork"),
         (domain.SandboxOutcome(exit_code=7), "exception", "the script exited with status 7"),
     ],
@@ -284,3 +310,40 @@ def test_the_log_says_what_happened_first_then_the_streams() -> None:
 def test_a_long_stream_keeps_its_head_and_tail() -> None:
     assert domain.cut("ab", "yz", 10, 4) == "ab\n[... 6 bytes cut by the worker ...]\nyz"
     assert domain.cut("ab", "", 2, 4) == "ab"
+
+
+# --- what a hostile job cannot do to the worker's records ---------------------------------
+
+
+def test_names_are_one_escaped_line_in_the_log_header() -> None:
+    assert (
+        domain.printable("x\nexit reason:  ok\r\u2028.txt") == "x\\nexit reason:  ok\\r\\u2028.txt"
+    )
+    # os.scandir keeps bytes that are not UTF-8 as lone surrogates; the log must still encode.
+    name = b"bad\xff.txt".decode("utf-8", "surrogateescape")
+    assert domain.printable(name) == "bad\\xff.txt"
+    domain.printable(name).encode("utf-8")
+
+
+def test_outputs_past_the_total_name_the_file() -> None:
+    produced = [domain.ProducedFile(f"f{i}.stl", 60 * 1024 * 1024) for i in range(3)]
+    plan = domain.plan_outputs("p", 1, produced, 64)
+    verdict = domain.outputs_over_total(plan, 100 * 1024 * 1024)
+    assert verdict is not None and verdict.exit_reason == "limit_exceeded"
+    assert "f1.stl (60 MiB)" in verdict.error and "100 MiB" in verdict.error
+    assert domain.outputs_over_total(plan, 180 * 1024 * 1024) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"files": [{"path": ["a.stl"]}, {"path": {"x": 1}}, 7, None]},
+        {"files": {"path": "a.stl"}, "freecad_version": 3},
+        [[[[]]]],
+        "report",
+    ],
+)
+def test_a_report_of_the_wrong_shape_is_data_not_a_crash(raw: object) -> None:
+    plan = domain.plan_outputs("p", 1, [domain.ProducedFile("a.stl", 10)], 64)
+    report = domain.finish_report(raw, plan, project="p", version=1)
+    assert report["files"] == [] and report["not_measured"] == ["a.stl"]

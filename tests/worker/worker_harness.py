@@ -128,6 +128,18 @@ def stl_triangles(body: bytes) -> int:
     return len(re.findall(r"^\s*facet normal", text, flags=re.MULTILINE))
 
 
+def installed_freecad_version() -> str:
+    """The FreeCAD this machine has ("0.20.2" on Debian 12, "1.0.0" on Debian 13)."""
+    code = (
+        f"import sys; sys.path.append({FREECAD_LIB!r}); import FreeCAD\n"
+        "print('.'.join(FreeCAD.Version()[:3]))\n"
+    )
+    out = subprocess.run(
+        [FREECAD_PYTHON, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
 def step_volume(body: bytes, tmp: Path) -> float:
     """Volume of the solids in a STEP file, read back by FreeCAD in a process of its own."""
     path = tmp / "reimport.step"

@@ -58,7 +58,8 @@ class SharedWorker:
 @pytest.fixture(scope="module")
 def shared_worker(moto_server: MotoS3) -> Iterator[SharedWorker]:
     """One worker process with short limits (a 4 s wall clock, 768 MiB of address space,
-    64 MiB files, 32 processes), two jobs at a time, on a NATS server of its own."""
+    64 MiB files, 100 MiB of outputs, 32 processes), two jobs at a time, on a NATS server of
+    its own."""
     name = f"cadpipe-worker-{uuid.uuid4().hex[:8]}"
     s3_env = moto_server.env(name)
     settings = S3Settings(**moto_server.s3_fields(name))  # type: ignore[arg-type]
@@ -82,6 +83,7 @@ def shared_worker(moto_server: MotoS3) -> Iterator[SharedWorker]:
                 MEMORY_LIMIT_BYTES=str(768 * 1024 * 1024),
                 MAX_FILE_SIZE_BYTES=str(64 * 1024 * 1024),
                 MAX_PROCESSES="32",
+                MAX_OUTPUT_BYTES=str(100 * 1024 * 1024),
                 CONCURRENCY="2",
                 # Never used by the worker: here to show that nothing of its environment
                 # reaches a script.
