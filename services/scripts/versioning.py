@@ -500,9 +500,10 @@ class Scripts:
         # one more than the page tells whether another page follows
         found = await self._index.list_projects(owner, after, size + 1)
         page = found[:size]
-        more = len(found) > size
-        token = encode_projects_token(ProjectCursor(page[-1].updated_at, page[-1].project))
-        return ProjectPage(page, token if more else "")
+        if len(found) <= size:
+            return ProjectPage(page, "")
+        cursor = ProjectCursor(page[-1].updated_at, page[-1].project)
+        return ProjectPage(page, encode_projects_token(cursor))
 
     async def _index_from_s3(self, project: str, versions: list[int]) -> dict[int, VersionRecord]:
         logger.info("project %s: indexing %d versions from S3", project, len(versions))

@@ -164,7 +164,7 @@ def test_an_older_version_is_edited_and_resubmitted_as_the_next(
         "data-state", "done", timeout=MODEL_READY
     )
     page.get_by_role("tab", name="Changes").click()
-    expect(page.locator("#diff-view .add")).to_contain_text("# edited in the browser")
+    expect(page.locator("#diff-view .add").first).to_contain_text("# edited in the browser")
     with api(live) as client:
         v3 = client.get(f"/projects/{project}/script/3").json()
     assert v3["content"] == edited

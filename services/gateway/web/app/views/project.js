@@ -18,6 +18,7 @@ import {
   steps,
 } from "../logic.js";
 import { Viewer, webglAvailable } from "../viewer.js";
+import { navigate } from "../main.js";
 
 const MAX_SCRIPT_BYTES = 1024 * 1024;
 
@@ -98,7 +99,7 @@ export function projectView(main, project, options) {
   );
 
   const detailTabs = ["script", "changes", "log"].map((tab) =>
-    h("button", { type: "button", role: "tab", id: `tab-${tab}`, "aria-controls": "details-body", "aria-selected": String(tab === state.detailsTab), onclick: () => showDetails(tab) }, { script: "Script", changes: "Changes", log: "Log" }[tab]),
+    h("button", { type: "button", role: "tab", id: `tab-${tab}`, "aria-controls": "details-body", "aria-selected": String(tab === state.detailsTab), onclick: () => showDetails(tab) }, { script: "Source", changes: "Changes", log: "Log" }[tab]),
   );
   const detailsBody = h("div", { id: "details-body", role: "tabpanel", class: "details-body", tabindex: 0 });
   const details = h("section", { class: "card details", "aria-label": "Version details" }, h("div", { class: "tabs", role: "tablist" }, detailTabs), detailsBody);
@@ -132,14 +133,20 @@ export function projectView(main, project, options) {
 
   async function start() {
     try {
-      await loadVersions();
+      // a project named on the projects page has no versions until its first upload
+      if (!options.created) await loadVersions();
     } catch (error) {
-      if (error.status === 404) return notFound(error.message);
-      if (error.status !== 401) fill(history, h("li", { class: "error-text" }, `Could not list versions: ${error.message}`));
-      return;
+      // a new project (named on the projects page) exists from its first version on
+      if (error.status === 404 && !options.created) return notFound(error.message);
+      if (error.status === 404) state.versions = [];
+      else {
+        if (error.status !== 401) fill(history, h("li", { class: "error-text" }, `Could not list versions: ${error.message}`));
+        return;
+      }
     }
+    renderHistory();
     if (state.gone) return;
-    closeEvents = watch(project, onStatus, onTrouble);
+    if (state.versions.length) openEvents();
     renderSteps();
     if (state.versions.length) select(state.versions[state.versions.length - 1].version);
     else {
@@ -158,7 +165,7 @@ export function projectView(main, project, options) {
         h("div", { class: "card empty" }, h("h1", {}, "Project not found"), h("p", {}, `${message}.`),
           h("p", { class: "muted" }, "It does not exist, or it is not yours. A project is created by its first version:"),
           h("div", { class: "row" }, h("a", { href: "/", "data-link": true, class: "button secondary" }, "Your projects"),
-            h("button", { type: "button", onclick: () => { options.created = true; projectView(main, project, { created: true }); } }, `Create “${project}”`))),
+            h("button", { type: "button", onclick: () => navigate(location.pathname, { created: true }) }, `Create “${project}”`))),
       ),
     );
   }
@@ -196,6 +203,14 @@ export function projectView(main, project, options) {
   }
 
   // --- the event stream ------------------------------------------------------------------------
+
+  let watching = false;
+  function openEvents() {
+    // a project exists from its first version on: its stream is opened then
+    if (watching || state.gone) return;
+    watching = true;
+    closeEvents = watch(project, onStatus, onTrouble);
+  }
 
   function onStatus(status) {
     if (state.gone) return;
@@ -278,6 +293,7 @@ export function projectView(main, project, options) {
     try {
       const reply = await post(`${base}/upload-script`, { script, metadata }, { "Idempotency-Key": crypto.randomUUID() });
       const version = reply.script.version;
+      openEvents();
       state.work.version = version;
       state.work.uploading = false;
       state.work.status = state.statuses.get(version) || null;
@@ -320,6 +336,7 @@ export function projectView(main, project, options) {
       const body = { prompt };
       if (state.editFrom) body.parent_version = state.editFrom;
       const generation = await post(`${base}/generate`, body, { "Idempotency-Key": crypto.randomUUID() });
+      openEvents();
       state.work.generationId = generation.id;
       state.work.generation = { id: generation.id, state: generation.state, round: generation.round, max_rounds: generation.max_rounds, version: 0, message: "" };
       renderSteps();
@@ -517,11 +534,11 @@ export function projectView(main, project, options) {
     } catch (error) {
       if (state.selected !== version) return;
       const text =
-        error.status === 501 || (error.status === 404 && /not found|unimplemented|GET \//i.test(error.message) && !error.message.includes(project))
+        error.status === 501 || (error.status === 404 && !error.message.includes(project))
           ? "This server does not serve geometry reports yet."
           : error.status === 404
             ? "No geometry report for this version."
-            : `The report could not be read: ${error.message}`;
+            : `No geometry report: ${error.message}`;
       fill(report, h("h3", {}, "Geometry"), h("p", { class: "muted small", id: "report-missing" }, text));
       return;
     }

@@ -9,7 +9,7 @@ export function projectsView(main) {
   let gone = false;
   const list = h("div", { class: "project-list", "aria-live": "polite" }, h("p", { class: "muted" }, "Loading projects…"));
   const more = h("div", {});
-  const name = h("input", { id: "new-project", name: "project", placeholder: "e.g. bracket-v2", pattern: "[A-Za-z0-9_-]{1,64}", required: true, autocomplete: "off" });
+  const name = h("input", { id: "new-project", name: "project", placeholder: "e.g. bracket-v2", pattern: "[A-Za-z0-9_\\-]{1,64}", required: true, autocomplete: "off" });
   const problem = h("p", { class: "error-text", role: "alert" });
   const form = h(
     "form",
@@ -22,7 +22,8 @@ export function projectsView(main) {
           fill(problem, "A project name is 1 to 64 letters, digits, '-' or '_'.");
           return;
         }
-        navigate(`/projects/${encodeURIComponent(project)}`, { created: true });
+        const known = list.querySelector(`[data-project="${CSS.escape(project)}"]`);
+        navigate(`/projects/${encodeURIComponent(project)}`, known ? null : { created: true });
       },
     },
     h("label", { for: "new-project" }, "New project"),
