@@ -190,7 +190,7 @@ SWAGGER_UI = """<!doctype html>
   <link rel="stylesheet" href="/static/vendor/swagger-ui-dist/swagger-ui.css">
 </head>
 <body>
-  <div id="swagger-ui"></div>
+  <div id="swagger-ui" data-openapi="/openapi.json"></div>
   <script src="/static/vendor/swagger-ui-dist/swagger-ui-bundle.js"></script>
   <script src="/static/docs.js"></script>
 </body>

@@ -112,7 +112,7 @@ export class Viewer {
     this.axes.scale.setScalar(radius / 40);
     const distance = radius / Math.sin((this.camera.fov * Math.PI) / 360);
     const direction = new THREE.Vector3(0.6, -0.85, 0.55).normalize();
-    this.camera.position.copy(center).addScaledVector(direction, distance * 1.1);
+    this.camera.position.copy(center).addScaledVector(direction, distance * 1.5);
     this.camera.near = distance / 100;
     this.camera.far = distance * 100;
     this.camera.updateProjectionMatrix();

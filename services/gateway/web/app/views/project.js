@@ -60,7 +60,7 @@ export function projectView(main, project, options) {
     h(
       "div",
       { class: "row between" },
-      h("label", { for: "script-file", class: "button secondary", tabindex: 0, role: "button", onkeydown: (e) => (e.key === "Enter" || e.key === " ") && (e.preventDefault(), fileInput.click()) }, "Open a .py file…"),
+      h("label", { for: "script-file", class: "button secondary", tabindex: 0, role: "button", onkeydown: (e) => (e.key === "Enter" || e.key === " ") && (e.preventDefault(), fileInput.click()) }, "Open a file…"),
       fileInput,
       h("button", { type: "submit", id: "submit-script" }, "Submit as new version"),
     ),
