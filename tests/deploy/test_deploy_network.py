@@ -39,6 +39,9 @@ NEEDED = [
     # the watcher's monitoring health report asks the script service's grpc.health.v1
     ("watcher", "scripts", 50051),
     ("gateway", "mongodb", 27017),
+    # the web app's preview: the gateway reads presigned URLs (docs/webapp.md)
+    ("gateway", "minio", 9000),
+    ("gateway", "internet", 443),
     ("scripts", "nats", 4222),
     ("scripts", "mongodb", 27017),
     ("scripts", "minio", 9000),
@@ -67,10 +70,9 @@ REFUSED = [
     ("client", "minio", 9000),
     ("client", "gateway", 9090),
     ("prometheus", "scripts", 50051),
-    # the gateway talks gRPC to two services, and to MongoDB for API tokens, nothing else
+    # the gateway talks gRPC to two services, to MongoDB for API tokens, and reads presigned
+    # URLs from S3; nothing else
     ("gateway", "nats", 4222),
-    ("gateway", "minio", 9000),
-    ("gateway", "internet", 443),
     ("gateway", "worker", 50053),
     # the worker, which runs untrusted scripts, reaches NATS and S3 only
     ("worker", "mongodb", 27017),
