@@ -225,7 +225,7 @@ def test_phone_width_has_no_sideways_scrolling(
 ) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     project = project_name("phone")
-    upload(live, project, "x = 1\n")
+    upload(live, project, (SAMPLES / "bracket.py").read_text())  # long lines in its source
     sign_in(page, live)
     page.goto(f"{live.url}/projects/{project}")
     expect(page.locator("#versions button[data-version='1']")).to_be_visible()

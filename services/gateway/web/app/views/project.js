@@ -147,6 +147,12 @@ export function projectView(main, project, options) {
     renderHistory();
     if (state.gone) return;
     if (state.versions.length) openEvents();
+    const latest = state.versions.length ? state.versions[state.versions.length - 1].version : 0;
+    const latestStatus = state.statuses.get(latest);
+    if (latestStatus && !FINAL_STATES.has(latestStatus.state)) {
+      // a version still under way when the page opened: follow it
+      state.work = { kind: "upload", uploading: false, version: latest, generation: null, status: latestStatus, failure: null };
+    }
     renderSteps();
     if (state.versions.length) select(state.versions[state.versions.length - 1].version);
     else {
