@@ -232,3 +232,25 @@ def test_phone_width_has_no_sideways_scrolling(
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, width
     assert console_errors == []
+
+
+def test_a_prompt_ends_in_a_model_or_in_the_reason_it_did_not(
+    page: Page, live: LiveStack, console_errors: list[str]
+) -> None:
+    """Text to CAD where the generator is served, and a plain reason where it is not (a gateway
+    without GenerationService answers 404 "no route for ...")."""
+    sign_in(page, live)
+    project = project_name("prompt")
+    page.get_by_label("New project").fill(project)
+    page.get_by_role("button", name="Create").click()
+    page.get_by_label("Describe the part").fill("a 20 x 20 x 10 mm box with a 4 mm hole")
+    page.get_by_role("button", name="Generate").click()
+    expect(step(page, "Generating script…")).to_be_visible()
+    ended = page.locator(
+        "#steps li.step[data-state='error'], #steps li.step:has-text('Model ready')[data-state='done']"
+    )
+    expect(ended.first).to_be_visible(timeout=180_000)
+    if ended.first.get_attribute("data-state") == "error":
+        detail = ended.first.locator(".step-detail").inner_text()
+        assert detail.strip(), "an error step must say why"
+    assert not [e for e in console_errors if "Failed to load resource" not in e], console_errors

@@ -22,6 +22,12 @@ import { navigate } from "../main.js";
 
 const MAX_SCRIPT_BYTES = 1024 * 1024;
 
+/** The gateway has no such route (404 "no route for ...") or its backend does not implement it
+ *  (501): a server older than the app, not a problem of this project. */
+function unserved(error) {
+  return error.status === 501 || (error.status === 404 && String(error.message).startsWith("no route for"));
+}
+
 export function projectView(main, project, options) {
   const base = p(project);
   const state = {
@@ -158,7 +164,7 @@ export function projectView(main, project, options) {
     else {
       fill(stageMessage, "No versions yet: type a prompt or drop a script.");
       fill(versionTitle, "Preview");
-      if (options.created) composeTab("script");
+      if (options.created) promptBox.focus();
     }
   }
 
@@ -343,15 +349,13 @@ export function projectView(main, project, options) {
       if (state.editFrom) body.parent_version = state.editFrom;
       const generation = await post(`${base}/generate`, body, { "Idempotency-Key": crypto.randomUUID() });
       openEvents();
+      state.work.uploading = false; // the generator uploads each round's script itself
       state.work.generationId = generation.id;
       state.work.generation = { id: generation.id, state: generation.state, round: generation.round, max_rounds: generation.max_rounds, version: 0, message: "" };
       renderSteps();
     } catch (error) {
       state.work.uploading = false;
-      state.work.failure =
-        error.status === 501 || (error.status === 404 && !error.message.includes(project))
-          ? `Text to CAD is not available on this server (${error.message}).`
-          : error.message;
+      state.work.failure = unserved(error) ? `Text to CAD is not available on this server (${error.message}).` : error.message;
       renderSteps();
     } finally {
       busy(false);
@@ -539,8 +543,7 @@ export function projectView(main, project, options) {
       data = await get(`${base}/report?version=${version}`);
     } catch (error) {
       if (state.selected !== version) return;
-      const text =
-        error.status === 501 || (error.status === 404 && !error.message.includes(project))
+      const text = unserved(error)
           ? "This server does not serve geometry reports yet."
           : error.status === 404
             ? "No geometry report for this version."
