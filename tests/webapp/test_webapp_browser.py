@@ -247,7 +247,8 @@ def test_a_prompt_ends_in_a_model_or_in_the_reason_it_did_not(
     page.get_by_role("button", name="Generate").click()
     expect(step(page, "Generating script…")).to_be_visible()
     ended = page.locator(
-        "#steps li.step[data-state='error'], #steps li.step:has-text('Model ready')[data-state='done']"
+        "#steps li.step[data-state='error'],"
+        " #steps li.step:has-text('Model ready')[data-state='done']"
     )
     expect(ended.first).to_be_visible(timeout=180_000)
     if ended.first.get_attribute("data-state") == "error":

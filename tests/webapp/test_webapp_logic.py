@@ -78,9 +78,21 @@ def test_provenance_of_versions(logic: Any) -> None:
         "[L.provenance({}), L.provenance({source: 'upload'}),"
         " L.provenance({source: 'edited', parent_version: '4'}),"
         " L.provenance({generation_id: 'g', round: '1'}),"
-        " L.provenance({generation_id: 'g', round: '3', parent_version: '7'})]"
+        " L.provenance({generation_id: 'g', round: '3', parent_version: '7'}),"
+        " L.provenance({'generation-id': 'g', 'generation-round': '1', 'parent-version': '0'}),"
+        " L.provenance({'generation-id': 'g', 'generation-round': '2'}),"
+        " L.provenance({'generation-id': 'g', 'generation-round': '1', 'parent-version': '5'})]"
     )
-    assert cases == ["upload", "upload", "edited from v4", "generated", "repaired (round 3)"]
+    assert cases == [
+        "upload",
+        "upload",
+        "edited from v4",
+        "generated",
+        "repaired (round 3)",
+        "generated",
+        "repaired (round 2)",
+        "generated from v5",
+    ]
 
 
 def test_formats_sizes_and_the_sign_in_token(logic: Any) -> None:

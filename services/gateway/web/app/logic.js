@@ -72,18 +72,29 @@ export function lastLine(text) {
   return lines.length ? lines[lines.length - 1] : "";
 }
 
+/** A metadata value by its name with '_' or '-' (the generator writes `generation-id`,
+ *  `generation-round`, `parent-version`; the app writes `parent_version`). */
+function meta(m, name) {
+  return m[name] ?? m[name.replace(/_/g, "-")] ?? "";
+}
+
+/** The version a version was made from (0: none), from ScriptVersion.metadata. */
+export function parentVersion(metadata) {
+  return Number(meta(metadata || {}, "parent_version")) || 0;
+}
+
 /** Where a version came from, from ScriptVersion.metadata. */
 export function provenance(metadata) {
   const m = metadata || {};
-  const parent = m.parent_version ? Number(m.parent_version) : 0;
-  if (m.source === "edited") return parent ? `edited from v${parent}` : "edited";
-  if (m.generation_id || m.source === "generated" || m.source === "repaired") {
-    const round = Number(m.round || 1);
-    if (m.source === "repaired" || round > 1) return `repaired (round ${round})`;
-    return "generated";
+  const parent = parentVersion(m);
+  const source = meta(m, "source");
+  if (source === "edited") return parent ? `edited from v${parent}` : "edited";
+  if (meta(m, "generation_id") || source === "generated" || source === "repaired") {
+    const round = Number(meta(m, "round") || meta(m, "generation_round") || 1);
+    if (source === "repaired" || round > 1) return `repaired (round ${round})`;
+    return parent ? `generated from v${parent}` : "generated";
   }
-  if (m.source === "upload") return "upload";
-  return m.source ? String(m.source) : "upload";
+  return source ? String(source) : "upload";
 }
 
 export function formatBytes(n) {

@@ -12,6 +12,7 @@ import {
   lastLine,
   modelFormats,
   outputsSize,
+  parentVersion,
   previewFormat,
   provenance,
   stateLabel,
@@ -604,7 +605,7 @@ export function projectView(main, project, options) {
         fill(detailsBody, h("pre", { class: "code", id: "script-view" }, script.content));
       } else if (tab === "changes") {
         const record = state.versions.find((v) => v.version === version);
-        const parent = record && record.metadata && Number(record.metadata.parent_version) ? Number(record.metadata.parent_version) : version - 1;
+        const parent = (record && parentVersion(record.metadata)) || version - 1;
         if (parent < 1) {
           fill(detailsBody, h("p", { class: "muted" }, "The first version: nothing to compare with."));
           return;
