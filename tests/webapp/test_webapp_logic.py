@@ -71,6 +71,16 @@ def test_a_generation_shows_its_repair_rounds(logic: Any) -> None:
         ("Repairing, round 1 of 2…", "active"),
     ]
     assert result[1]["detail"] == "box too small"
+    failed = logic(
+        "L.steps({kind: 'generate', version: 6, status: {state: 'completed'},"
+        " generation: {state: 'failed', round: 3, max_rounds: 3, message: 'volume 10% off'}})"
+    )
+    assert failed[-1] == {
+        "label": "Generation failed",
+        "state": "error",
+        "detail": "volume 10% off",
+    }
+    assert "Model ready" not in [s["label"] for s in failed]
 
 
 def test_provenance_of_versions(logic: Any) -> None:

@@ -44,14 +44,17 @@ export function steps(work) {
     out.push({ label: "Timed out", state: "error", detail: status.error || "" });
   } else if (state === "completed") {
     out.push({ label: "FreeCAD processing…", state: "done" });
-    if (gen && gen.state === "failed") {
-      out.push({ label: "Generation failed", state: "error", detail: gen.message || "" });
-    } else {
+    if (gen && gen.state === "verifying") {
+      out.push({ label: "Checking the geometry…", state: "active" });
+    } else if (!gen || gen.state !== "failed") {
       out.push({ label: "Model ready", state: "done" });
     }
   } else {
     out.push({ label: "FreeCAD processing…", state: uploaded ? "active" : "pending" });
     out.push({ label: "Model ready", state: "pending" });
+  }
+  if (gen && gen.state === "failed") {
+    out.push({ label: "Generation failed", state: "error", detail: gen.message || "" });
   }
   return out;
 }
