@@ -204,7 +204,9 @@ def test_a_revoked_token_lands_on_sign_in_with_a_message(
     assert not [e for e in console_errors if "401" not in e], console_errors
 
 
-def test_docs_and_the_app_load_nothing_from_elsewhere(page: Page, live: LiveStack) -> None:
+def test_docs_and_the_app_load_nothing_from_elsewhere(
+    page: Page, live: LiveStack, console_errors: list[str]
+) -> None:
     elsewhere: list[str] = []
     page.route(
         "**/*",
@@ -218,6 +220,7 @@ def test_docs_and_the_app_load_nothing_from_elsewhere(page: Page, live: LiveStac
     expect(page.locator(".swagger-ui .info")).to_be_visible(timeout=20_000)
     sign_in(page, live)
     assert elsewhere == []
+    assert console_errors == []  # nothing refused by the Content-Security-Policy either
 
 
 def test_phone_width_has_no_sideways_scrolling(
