@@ -1,5 +1,5 @@
-"""Fixtures of the browser tests (webapp_stack.py): the live stack, Debian's Chromium for
-pytest-playwright, console errors, and a screenshot of every failed test in
+"""Fixtures of the browser tests (webapp_stack.py): the live stack, Debian's Chromium driven
+by Playwright, console errors, and a screenshot of every failed test in
 test-artifacts/webapp/ (gitignored)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 from webapp_stack import ARTIFACTS, CHROMIUM, LiveStack
 
 from cadpipe.adapters import s3
@@ -76,30 +77,43 @@ def live() -> Iterator[LiveStack]:
         thread.join(60)
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    """Debian's Chromium, headless; no Playwright browser download."""
-    return {
-        **browser_type_launch_args,
-        "executable_path": str(CHROMIUM),
-        "headless": True,
-        "args": [
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--use-angle=swiftshader",
-            "--enable-unsafe-swiftshader",
-        ],
-    }
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # WebGL without a GPU (the preview)
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
 
 
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
-    viewport = {"width": 1280, "height": 800}
-    return {**browser_context_args, "viewport": viewport, "accept_downloads": True}
+@pytest.fixture(scope="module")
+def browser(live: LiveStack) -> Iterator[Browser]:
+    """Debian's Chromium, headless, for one module: Playwright's sync API runs an event loop in
+    this thread while it is started, so it is stopped before the async tests of other folders
+    run (which is why these fixtures are ours, not pytest-playwright's session-wide ones)."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh context (own sessionStorage) at 1280x800 for each test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    context.set_default_timeout(30_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 TOLERATED = re.compile(r"/api/projects/[^/]+/report\b")

@@ -6,6 +6,7 @@ project; be sent back to sign-in when the token is revoked."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,20 @@ def api(live: LiveStack, token: str | None = None) -> httpx.Client:
 
 
 def upload(live: LiveStack, project: str, script: str, token: str | None = None) -> int:
+    """Uploads through the API, and returns once the watcher knows the version (its status is
+    404 for a moment after the upload)."""
     with api(live, token) as client:
         reply = client.post(
             f"/projects/{project}/upload-script",
             json={"script": script, "metadata": {"source": "upload"}},
         )
         reply.raise_for_status()
-        return int(reply.json()["script"]["version"])
+        version = int(reply.json()["script"]["version"])
+        deadline = time.monotonic() + 30
+        while client.get(f"/projects/{project}/status?version={version}").status_code == 404:
+            assert time.monotonic() < deadline, "the watcher never heard of the upload"
+            time.sleep(0.1)
+        return version
 
 
 def sign_in(page: Page, live: LiveStack) -> None:
@@ -196,7 +204,7 @@ def test_a_revoked_token_lands_on_sign_in_with_a_message(
     expect(page).to_have_url(re.compile("/signin$"))
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+    expect(page.get_by_text("No projects yet.")).to_be_visible()  # the list has loaded
     live.revoke(token_id)
     page.reload()
     expect(page).to_have_url(re.compile("/signin$"))

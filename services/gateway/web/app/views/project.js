@@ -317,14 +317,10 @@ export function projectView(main, project, options) {
       state.editFrom = 0;
       fill(basedOn);
       renderSteps();
+      // its events may have come before this answer: they are in state.statuses; the stream
+      // (open before the upload, or opened just now with the current status first) brings the
+      // rest
       select(version);
-      // the event may have gone by before the upload answered: ask once
-      const status = await loadStatus(version);
-      if (status && state.work && state.work.version === version) {
-        state.work.status = state.statuses.get(version);
-        renderSteps();
-        if (state.selected === version) showVersion(version);
-      }
     } catch (error) {
       state.work.uploading = false;
       state.work.failure = error.message;
@@ -429,7 +425,9 @@ export function projectView(main, project, options) {
     const token = ++state.loadToken;
     const current = () => token === state.loadToken && !state.gone;
     let status = state.statuses.get(version);
-    if (!status) status = await loadStatus(version);
+    // the version just submitted is told by the stream (the watcher may not know it yet)
+    const submitted = state.work && state.work.version === version;
+    if (!status && !submitted) status = await loadStatus(version);
     if (!current()) return;
     const s = status ? status.state : "processing";
     fill(versionTitle, `Version ${version}`, " ", h("span", { class: `badge ${s}` }, stateLabel(s)));

@@ -5,8 +5,8 @@ import { h, fill } from "../dom.js";
 import { navigate } from "../main.js";
 
 export function signInView(main) {
+  // kept until the next sign-in, so that a reload still says why the tab was signed out
   const message = sessionStorage.getItem("cadpipe.signin-message");
-  sessionStorage.removeItem("cadpipe.signin-message");
   const error = h("p", { class: "error-text", id: "signin-error", role: "alert" }, message || "");
   const input = h("input", {
     id: "token",
@@ -44,6 +44,7 @@ export function signInView(main) {
       fill(error, text);
       return;
     }
+    sessionStorage.removeItem("cadpipe.signin-message");
     const next = sessionStorage.getItem("cadpipe.after-signin") || "/";
     sessionStorage.removeItem("cadpipe.after-signin");
     navigate(next === "/signin" ? "/" : next);
