@@ -266,3 +266,34 @@ def test_a_prompt_ends_in_a_model_or_in_the_reason_it_did_not(
         detail = ended.first.locator(".step-detail").inner_text()
         assert detail.strip(), "an error step must say why"
     assert not [e for e in console_errors if "Failed to load resource" not in e], console_errors
+
+
+def test_every_control_has_a_name_and_the_keyboard_reaches_submit(
+    page: Page, live: LiveStack, console_errors: list[str]
+) -> None:
+    project = project_name("keys")
+    upload(live, project, (SAMPLES / "box_with_hole.py").read_text())
+    sign_in(page, live)
+    page.goto(f"{live.url}/projects/{project}")
+    expect(page.locator("#versions button[data-version='1']")).to_be_visible()
+    unnamed = page.evaluate(
+        """() => [...document.querySelectorAll('button, input, textarea, a[href], [role=tab]')]
+          .filter((el) => el.offsetParent !== null || el.type === 'file')
+          .filter((el) => {
+            const label = el.id && document.querySelector(`label[for="${el.id}"]`);
+            const name = el.getAttribute('aria-label') || (label && label.textContent)
+              || el.textContent || el.getAttribute('title');
+            return !(name && name.trim());
+          })
+          .map((el) => el.outerHTML.slice(0, 120))"""
+    )
+    assert unnamed == []
+    # from the script box, Tab reaches the file picker and then the submit button
+    page.get_by_role("tab", name="Script", exact=True).click()
+    page.locator("#script").focus()
+    reached = []
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.textContent.trim()"))
+    assert "Submit as new version" in reached, reached
+    assert console_errors == []
