@@ -9,12 +9,12 @@ GEN    := cadpipe/v1/.generated
 PROTOS := $(wildcard protos/cadpipe/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint proto freecad bench clean
+.PHONY: run test lint proto freecad chromium vendor bench clean
 
 run: $(STAMP) $(GEN) freecad
 	$(PY) -m services.allinone
 
-test: $(STAMP) $(GEN) freecad
+test: $(STAMP) $(GEN) freecad chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) $(GEN)
@@ -46,6 +46,22 @@ freecad:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends freecad; }
+
+# Debian's Chromium for the web app's browser tests (tests/webapp; Playwright drives it, no
+# browser download), when /usr/bin/chromium is missing.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Debian's chromium (browser tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q -o DPkg::Lock::Timeout=300 && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q -o DPkg::Lock::Timeout=300 \
+	    --no-install-recommends chromium; }
+
+# Refreshes the vendored browser code (services/gateway/web/vendor, committed) from the npm
+# registry after a change to services/gateway/web/package.json (docs/webapp.md).
+vendor: $(VENV)/bin/python
+	cd services/gateway/web && npm ci --ignore-scripts --no-audit --no-fund
+	$(PY) scripts/vendor_web.py
 
 # Refreshes the pinned versions after a change to pyproject.toml's dependencies.
 lock: $(VENV)/bin/python

@@ -81,8 +81,11 @@ def banner(
         if ports.metrics
         else ""
     )
+    app = sign_in_link(api, running.user_token)
     sys.stdout.write(
         "\ncadpipe is running (Ctrl-C stops it)\n"
+        f"  web app    {app}\n"
+        "             (signs in as the local user; the token stays in that browser tab)\n"
         f"  REST API   {api}/api   docs {api}/docs   OpenAPI {api}/openapi.json\n"
         f"  API token  {running.user_token}   (identity {stack.LOCAL_USER}; send it as\n"
         '             -H "Authorization: Bearer $TOKEN"; a new one at every start)\n'
@@ -98,6 +101,13 @@ def banner(
         f"{metrics}\n"
     )
     sys.stdout.flush()
+
+
+def sign_in_link(api_url: str, token: str) -> str:
+    """The web app's URL that signs the token's identity in with one click: the app moves the
+    token from the fragment (never sent to a server) into the tab's sessionStorage and drops it
+    from the address bar."""
+    return f"{api_url}/#token={token}" if token else f"{api_url}/"
 
 
 def main() -> None:

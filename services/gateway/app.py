@@ -23,23 +23,27 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote
 
 import grpc
+import httpx
 from google.protobuf.message import Message
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount
 from starlette.routing import Route as StarletteRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
+from cadpipe.v1 import artifacts_pb2
 from services.gateway import sse
 from services.gateway.backends import BackendHealth, Metadata
 from services.gateway.errors import GatewayError, from_rpc_error, invalid_argument
 from services.gateway.openapi import build_openapi
 from services.gateway.routes import Route, RouteTable
 from services.gateway.transcode import HttpInput, build_request, to_json
+from services.gateway.webapp import STATIC_PREFIX, WebApp, download_request, is_app_path, stream_url
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +83,8 @@ class Gateway:
     """/api paths served without a token (OpenAPI: `security: []`)."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     """Set at shutdown: open event streams end, /readyz answers 503."""
+    web: WebApp = field(default_factory=WebApp)
+    """The web app at /, its static files and /docs (services.gateway.webapp)."""
 
 
 def create_app(gateway: Gateway, middleware: Sequence[Middleware] = ()) -> Starlette:
@@ -104,12 +110,31 @@ def create_app(gateway: Gateway, middleware: Sequence[Middleware] = ()) -> Starl
         return JSONResponse(document)
 
     async def docs(request: Request) -> Response:
-        return HTMLResponse(SWAGGER_UI)
+        return gateway.web.docs()
+
+    async def model_file(request: Request) -> Response:
+        try:
+            return await _model_file(gateway, request)
+        except GatewayError as error:
+            return error_response(error)
+        except grpc.aio.AioRpcError as error:
+            return error_response(from_rpc_error(error))
+        except httpx.HTTPError as error:
+            logger.warning("%s: the presigned URL did not serve the file: %s", request.url, error)
+            return error_response(
+                GatewayError(grpc.StatusCode.UNAVAILABLE, "the file store did not serve the file")
+            )
 
     async def transcode(request: Request) -> Response:
         try:
             return await _transcode(gateway, request)
         except GatewayError as error:
+            if (
+                error.http_status == 404
+                and request.method == "GET"
+                and is_app_path(request.url.path)
+            ):
+                return gateway.web.index()  # one of the app's own URLs
             return error_response(error)
         except grpc.aio.AioRpcError as error:
             failure = from_rpc_error(error)
@@ -130,6 +155,8 @@ def create_app(gateway: Gateway, middleware: Sequence[Middleware] = ()) -> Starl
         StarletteRoute("/readyz", readyz, methods=["GET"]),
         StarletteRoute("/openapi.json", openapi, methods=["GET"]),
         StarletteRoute("/docs", docs, methods=["GET"]),
+        Mount(STATIC_PREFIX, app=gateway.web.static()),
+        StarletteRoute(MODEL_FILE_PATH, model_file, methods=["GET"]),
         StarletteRoute("/{path:path}", transcode, methods=_TRANSCODED_METHODS),
     ]
     return Starlette(
@@ -158,6 +185,32 @@ async def _transcode(gateway: Gateway, request: Request) -> Response:
         route, message, metadata=metadata, deadline=gateway.deadline_seconds
     )
     return JSONResponse(to_json(response))
+
+
+MODEL_FILE_PATH = "/api/projects/{project}/files/{format}"
+"""The bytes of one output file, read through its presigned URL (services.gateway.webapp)."""
+
+
+async def _model_file(gateway: Gateway, request: Request) -> Response:
+    project = request.path_params["project"]
+    file_format = request.path_params["format"]
+    raw_version = request.query_params.get("version", "0") or "0"
+    if not raw_version.isdigit() or len(raw_version) > 9:
+        raise invalid_argument("version: must be a whole number")
+    route = _route_of(gateway.table, "cadpipe.v1.ArtifactService.GetDownloadUrl")
+    message = download_request(project, file_format, int(raw_version))
+    reply = await gateway.backends.unary(
+        route, message, metadata=_metadata(request), deadline=gateway.deadline_seconds
+    )
+    assert isinstance(reply, artifacts_pb2.DownloadUrl)
+    return await stream_url(reply.url, reply.file.name, immutable=int(raw_version) > 0)
+
+
+def _route_of(table: RouteTable, full_method: str) -> Route:
+    for route in table:
+        if route.full_method == full_method:
+            return route
+    raise GatewayError(grpc.StatusCode.UNIMPLEMENTED, f"{full_method} is not served here")
 
 
 def error_response(error: GatewayError) -> JSONResponse:
@@ -372,21 +425,3 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     error = GatewayError(grpc.StatusCode.INTERNAL, "internal error in the gateway")
     return error_response(error)
-
-
-SWAGGER_UI = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>cadpipe API</title>
-  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head>
-<body>
-  <div id="swagger-ui"></div>
-  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-  <script>
-    window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui"});
-  </script>
-</body>
-</html>
-"""

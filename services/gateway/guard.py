@@ -1,6 +1,7 @@
 """The gateway's door (docs/security.md): an ASGI middleware, inside the request-id one, that
 
-  1. lets the gateway's own routes (/healthz, /readyz, /docs, /openapi.json) and the configured
+  1. lets the gateway's own routes (/healthz, /readyz, /docs, /openapi.json), the web app's
+     static files (GETs outside /api that no route of the protos serves) and the configured
      public /api paths through;
   2. authenticates everything else with its bearer token: 401 with `WWW-Authenticate: Bearer`
      and the JSON error body when it is missing, malformed, forged, expired or revoked
@@ -35,6 +36,7 @@ from services.gateway.errors import GatewayError
 from services.gateway.ratelimit import MethodLimit, RateLimiter, retry_after_header
 from services.gateway.routes import Route, RouteTable, split_raw_path
 from services.gateway.tokens import AuthUnavailable
+from services.gateway.webapp import is_api_path
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,10 @@ class Guard:
             await self.app(scope, receive, send)
             return
         route = self._route(scope["method"], raw_path)
+        if route is None and scope["method"] in ("GET", "HEAD") and not is_api_path(scope["path"]):
+            # the web app's static files (services.gateway.webapp): no data, no token
+            await self.app(scope, receive, send)
+            return
         try:
             identity = await self._identify(scope, route)
             self._check_admin(scope["path"], segments, identity)

@@ -411,6 +411,57 @@ def decode_page_token(token: str, project: str) -> int:
     return int(after)
 
 
+# --- project listing -----------------------------------------------------------------------
+
+DEFAULT_PROJECTS_PAGE_SIZE = 50
+MAX_PROJECTS_PAGE_SIZE = 200
+
+
+@dataclass(frozen=True)
+class ProjectSummary:
+    """A project as the index knows it: what ListProjects shows."""
+
+    project: str
+    latest: int
+    updated_at: dt.datetime
+    created_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ProjectCursor:
+    """Where a page of projects ended: newest activity first, then by name."""
+
+    updated_at: dt.datetime
+    project: str
+
+
+def projects_page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidInput("page_size", f"page_size must not be negative, got {requested}")
+    return min(requested or DEFAULT_PROJECTS_PAGE_SIZE, MAX_PROJECTS_PAGE_SIZE)
+
+
+def encode_projects_token(cursor: ProjectCursor) -> str:
+    millis = int(cursor.updated_at.timestamp() * 1000)
+    raw = json.dumps({"u": millis, "p": cursor.project}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_projects_token(token: str) -> ProjectCursor | None:
+    """None for the first page; InvalidInput for a token ListProjects did not make."""
+    if not token:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        millis, project = data["u"], data["p"]
+        if not isinstance(millis, int) or not isinstance(project, str):
+            raise ValueError
+        moment = dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+    except (ValueError, KeyError, TypeError, OverflowError, OSError, binascii.Error):
+        raise InvalidInput("page_token", "page_token is not one this listing returned") from None
+    return ProjectCursor(moment, project)
+
+
 # --- idempotency ---------------------------------------------------------------------------
 
 ClaimState = Literal["pending", "done"]

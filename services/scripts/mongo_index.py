@@ -1,6 +1,7 @@
 """The script service's MongoDB collections, behind the ports of ports.py.
 
-    projects     {_id: project, latest, latest_key, updated_at, owner (cadpipe.ownership)}
+    projects     {_id: project, latest, latest_key, created_at, updated_at,
+                  owner (cadpipe.ownership)}
     versions     {_id: "{project}.v{N}", project, version, key, sha256, size_bytes,
                   uploaded_at, content_type, metadata, idempotency_key, upload_id}
                                                                   unique (project, version)
@@ -20,12 +21,19 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from cadpipe import layout, messaging, ownership
-from services.scripts.domain import Claim, OutboxEntry, Unavailable, VersionRecord
+from services.scripts.domain import (
+    Claim,
+    OutboxEntry,
+    ProjectCursor,
+    ProjectSummary,
+    Unavailable,
+    VersionRecord,
+)
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -41,6 +49,10 @@ def ensure_indexes(db: Database[Doc]) -> None:
     db[VERSIONS].create_index([("project", ASCENDING), ("version", ASCENDING)], unique=True)
     db[IDEMPOTENCY].create_index([("project", ASCENDING), ("key", ASCENDING)], unique=True)
     db[OUTBOX].create_index([("sent_at", ASCENDING), ("created_at", ASCENDING)])
+    # ListProjects: an owner's projects by newest activity
+    db[PROJECTS].create_index(
+        [(ownership.OWNER_FIELD, ASCENDING), ("updated_at", DESCENDING), ("_id", ASCENDING)]
+    )
     # sent entries go away with the stream's retention; pending ones (sent_at null) never do
     db[OUTBOX].create_index(
         "sent_at", name="sent_at_ttl", expireAfterSeconds=messaging.RETENTION_SECONDS
@@ -55,7 +67,9 @@ async def _call(fn: Callable[[], T]) -> T:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    # milliseconds, as MongoDB keeps them, so that a ListProjects cursor compares exactly
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -130,7 +144,8 @@ class MongoProjectIndex:
                         "latest": record.version,
                         "latest_key": record.key,
                         "updated_at": _now(),
-                    }
+                    },
+                    "$setOnInsert": {"created_at": _now()},
                 },
                 upsert=True,
             )
@@ -153,6 +168,25 @@ class MongoProjectIndex:
     async def projects(self) -> list[str]:
         return await _call(lambda: [str(doc["_id"]) for doc in self._projects.find({}, {"_id": 1})])
 
+    async def list_projects(
+        self, owner: str | None, after: ProjectCursor | None, limit: int
+    ) -> list[ProjectSummary]:
+        def blocking() -> list[ProjectSummary]:
+            query: Doc = {} if owner is None else {ownership.OWNER_FIELD: owner}
+            if after is not None:
+                query["$or"] = [
+                    {"updated_at": {"$lt": after.updated_at}},
+                    {"updated_at": after.updated_at, "_id": {"$gt": after.project}},
+                ]
+            cursor = (
+                self._projects.find(query, {"latest": 1, "created_at": 1, "updated_at": 1})
+                .sort([("updated_at", DESCENDING), ("_id", ASCENDING)])
+                .limit(limit)
+            )
+            return [_summary(doc) for doc in cursor]
+
+        return await _call(blocking)
+
     async def reset_project(self, project: str, latest: int) -> None:
         def blocking() -> None:
             self._versions.delete_many({"project": project, "version": {"$gt": latest}})
@@ -172,6 +206,17 @@ class MongoProjectIndex:
             )
 
         await _call(blocking)
+
+
+def _summary(doc: Doc) -> ProjectSummary:
+    created = doc.get("created_at")
+    updated = doc.get("updated_at") or created or dt.datetime.fromtimestamp(0, dt.UTC)
+    return ProjectSummary(
+        project=str(doc["_id"]),
+        latest=int(doc.get("latest") or 0),
+        updated_at=_utc(updated),
+        created_at=_utc(created) if created else None,
+    )
 
 
 class MongoProjectOwners:
@@ -194,6 +239,7 @@ class MongoProjectOwners:
                         "$setOnInsert": {
                             ownership.OWNER_FIELD: owner,
                             "latest": 0,
+                            "created_at": _now(),
                             "updated_at": _now(),
                         }
                     },

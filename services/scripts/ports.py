@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from services.scripts.domain import Claim, OutboxEntry, VersionRecord
+from services.scripts.domain import (
+    Claim,
+    OutboxEntry,
+    ProjectCursor,
+    ProjectSummary,
+    VersionRecord,
+)
 
 
 class ScriptStore(Protocol):
@@ -54,6 +60,13 @@ class ProjectIndex(Protocol):
     async def get_version(self, project: str, version: int) -> VersionRecord | None: ...
 
     async def projects(self) -> list[str]: ...
+
+    async def list_projects(
+        self, owner: str | None, after: ProjectCursor | None, limit: int
+    ) -> list[ProjectSummary]:
+        """Projects by newest activity (updated_at descending, then name), after the cursor;
+        only `owner`'s unless owner is None (every project)."""
+        ...
 
     async def reset_project(self, project: str, latest: int) -> None:
         """Sets latest exactly and drops version documents above it (reindex only)."""

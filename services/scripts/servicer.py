@@ -156,6 +156,26 @@ class ScriptServicer(scripts_pb2_grpc.ScriptServiceServicer):
         )
 
     @_grpc_errors
+    async def ListProjects(
+        self, request: scripts_pb2.ListProjectsRequest, context: grpc.aio.ServicerContext
+    ) -> scripts_pb2.ListProjectsResponse:
+        page = await self._scripts.list_projects(
+            request.page_size, request.page_token, current_caller()
+        )
+        return scripts_pb2.ListProjectsResponse(
+            projects=[
+                scripts_pb2.ProjectSummary(
+                    project=p.project,
+                    latest_version=p.latest,
+                    created_at=to_timestamp(p.created_at) if p.created_at else None,
+                    updated_at=to_timestamp(p.updated_at),
+                )
+                for p in page.projects
+            ],
+            next_page_token=page.next_page_token,
+        )
+
+    @_grpc_errors
     async def GetScript(
         self, request: scripts_pb2.GetScriptRequest, context: grpc.aio.ServicerContext
     ) -> scripts_pb2.GetScriptResponse:

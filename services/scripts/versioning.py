@@ -38,6 +38,8 @@ from services.scripts.domain import (
     Limits,
     NotFound,
     OutboxEntry,
+    ProjectCursor,
+    ProjectSummary,
     Unavailable,
     ValidScript,
     VersionConflict,
@@ -45,9 +47,12 @@ from services.scripts.domain import (
     check_project,
     check_version,
     decode_page_token,
+    decode_projects_token,
     encode_page_token,
+    encode_projects_token,
     new_record,
     page_size,
+    projects_page_size,
     uploaded_event,
     validate_upload,
 )
@@ -87,6 +92,12 @@ class UploadResult:
 @dataclass(frozen=True)
 class Page:
     records: list[VersionRecord]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class ProjectPage:
+    projects: list[ProjectSummary]
     next_page_token: str
 
 
@@ -477,6 +488,22 @@ class Scripts:
             found.update(await self._index_from_s3(project, missing))
         records = [found[v] for v in range(after + 1, last + 1) if v in found]
         return Page(records, encode_page_token(project, last) if last < latest else "")
+
+    async def list_projects(
+        self, requested_size: int, page_token: str, caller: Caller = ANONYMOUS
+    ) -> ProjectPage:
+        """The caller's projects (every project for an unrestricted caller), newest activity
+        first, from the index."""
+        size = projects_page_size(requested_size)
+        after = decode_projects_token(page_token)
+        owner = None if caller.unrestricted else caller.name
+        # one more than the page tells whether another page follows
+        found = await self._index.list_projects(owner, after, size + 1)
+        page = found[:size]
+        if len(found) <= size:
+            return ProjectPage(page, "")
+        cursor = ProjectCursor(page[-1].updated_at, page[-1].project)
+        return ProjectPage(page, encode_projects_token(cursor))
 
     async def _index_from_s3(self, project: str, versions: list[int]) -> dict[int, VersionRecord]:
         logger.info("project %s: indexing %d versions from S3", project, len(versions))

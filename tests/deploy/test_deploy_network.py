@@ -48,6 +48,9 @@ NEEDED = [
     ("generator", "mongodb", 27017),
     ("generator", "internet", 443),
     ("prometheus", "generator", 9090),
+    # the web app's preview: the gateway reads presigned URLs (docs/webapp.md)
+    ("gateway", "minio", 9000),
+    ("gateway", "internet", 443),
     ("scripts", "nats", 4222),
     ("scripts", "mongodb", 27017),
     ("scripts", "minio", 9000),
@@ -81,10 +84,9 @@ REFUSED = [
     ("client", "minio", 9000),
     ("client", "gateway", 9090),
     ("prometheus", "scripts", 50051),
-    # the gateway talks gRPC to two services, and to MongoDB for API tokens, nothing else
+    # the gateway talks gRPC to two services, to MongoDB for API tokens, and reads presigned
+    # URLs from S3; nothing else
     ("gateway", "nats", 4222),
-    ("gateway", "minio", 9000),
-    ("gateway", "internet", 443),
     ("gateway", "worker", 50053),
     # the worker, which runs untrusted scripts, reaches NATS and S3 only
     ("worker", "mongodb", 27017),

@@ -21,6 +21,8 @@ from services.gateway.routes import (
 CADPIPE_REST = {
     ("POST", "/api/projects/{project}/upload-script", "cadpipe.v1.ScriptService.UploadScript"),
     ("GET", "/api/projects/{project}/scripts", "cadpipe.v1.ScriptService.ListScripts"),
+    ("GET", "/api/projects", "cadpipe.v1.ScriptService.ListProjects"),
+    ("GET", "/api/projects/{project}/report", "cadpipe.v1.ArtifactService.GetReport"),
     ("GET", "/api/projects/{project}/script/{version}", "cadpipe.v1.ScriptService.GetScript"),
     ("GET", "/api/projects/{project}/status", "cadpipe.v1.StatusService.GetStatus"),
     ("GET", "/api/projects/{project}/events", "cadpipe.v1.StatusService.WatchStatus"),
