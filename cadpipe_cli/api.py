@@ -121,13 +121,16 @@ class Api:
         """The project's event stream: its current status, then every change, as dicts. Raises
         the API's error when the stream is refused (401, 404, ...)."""
         timeout = httpx.Timeout(REQUEST_TIMEOUT, read=STREAM_READ_TIMEOUT)
-        with self._transport_errors(), httpx_sse.connect_sse(
-            self.http,
-            "GET",
-            f"/projects/{_seg(project)}/events",
-            headers={"Accept": "text/event-stream"},
-            timeout=timeout,
-        ) as source:
+        with (
+            self._transport_errors(),
+            httpx_sse.connect_sse(
+                self.http,
+                "GET",
+                f"/projects/{_seg(project)}/events",
+                headers={"Accept": "text/event-stream"},
+                timeout=timeout,
+            ) as source,
+        ):
             response = source.response
             if response.status_code != 200:
                 response.read()
@@ -281,7 +284,9 @@ def error_from(response: httpx.Response) -> errors.ApiError:
             hint="the server is older than this command; update cadpipe on the server",
         )
     if status == 404:
-        return errors.ApiError(f"not found: {message}", errors.FAILED, http_status=status, code=code)
+        return errors.ApiError(
+            f"not found: {message}", errors.FAILED, http_status=status, code=code
+        )
     if status == 429:
         wait = retry_after(response)
         when = f"; retry in {wait:.0f} s" if wait is not None else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import pathlib
+import sys
 import time
 import uuid
 import webbrowser
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from rich.text import Text
 
 from cadpipe_cli import config as config_file
 from cadpipe_cli import errors
@@ -140,13 +142,16 @@ def login(
       echo "$TOKEN" | cadpipe login --url http://127.0.0.1:8080 --token -
     """
     current = settings.config()
-    url = new_url or settings.url
+    interactive = sys.stdin.isatty()
+    url: str = new_url or settings.url or ""
     if not url:
-        url = click.prompt("cadpipe URL", default=current.url) if not out.as_json else current.url
-    token = new_token or settings.token
+        url = click.prompt("cadpipe URL", default=current.url) if interactive else current.url
+    token: str = new_token or settings.token or ""
     if token == "-":
-        token = click.get_text_stream("stdin").readline().strip()
+        token = sys.stdin.readline().strip()
     if not token:
+        if not interactive:
+            raise click.UsageError("no token: pass --token TOKEN, or --token - to read stdin")
         token = click.prompt("API token", hide_input=True)
     cfg = config_file.Config(url=url.rstrip("/"), token=token.strip())
     if not no_verify:
@@ -388,9 +393,7 @@ def download_formats(
             digest = fetch(link["url"], dest, sha256=file.get("sha256", ""), on_bytes=advance)
         got = dest.stat().st_size
         verified = bool(file.get("sha256"))
-        out.line(
-            f"saved {dest} ({size(got)}, sha256 {'verified' if verified else 'not reported'})"
-        )
+        out.line(f"saved {dest} ({size(got)}, sha256 {'verified' if verified else 'not reported'})")
         saved.append(
             {
                 "format": fmt,
@@ -522,9 +525,7 @@ def generate(
         result: Json = {"generation": final}
         version = int(final.get("resultVersion") or 0)
         if state == "succeeded":
-            out.line(
-                f"✓ succeeded in {seconds(watch.elapsed())}: v{version}", "bold green"
-            )
+            out.line(f"✓ succeeded in {seconds(watch.elapsed())}: v{version}", "bold green")
             code = errors.OK
             if formats and version:
                 result["downloads"] = download_formats(
@@ -558,7 +559,7 @@ def follow_generation(
                 return
             seen.add(key)
             line = state_text(state)
-            line = line.__class__(f"{label} ") + line
+            line = Text(f"{label} ") + line
             if version:
                 line.append(f" v{version}")
             if progress.get("message"):
@@ -581,7 +582,9 @@ def follow_generation(
 
 @cli.command()
 @click.argument("project")
-@click.option("--version", "version", type=click.IntRange(min=1), help="this version (default: latest)")
+@click.option(
+    "--version", "version", type=click.IntRange(min=1), help="this version (default: latest)"
+)
 @command()
 def status(settings: Settings, out: Output, project: str, version: int | None) -> int:
     """Shows the status of PROJECT's latest version, or of --version N.
@@ -614,8 +617,12 @@ def status(settings: Settings, out: Output, project: str, version: int | None) -
 
 @cli.command()
 @click.argument("project")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="stop after this long (exit 3); default: until Ctrl-C")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="stop after this long (exit 3); default: until Ctrl-C",
+)
 @command(streams=True)
 def watch(settings: Settings, out: Output, project: str, timeout: float | None) -> int:
     """Shows PROJECT's status, then every change as it happens, until Ctrl-C.
@@ -651,8 +658,7 @@ def show_update(out: Output, activity: Any, status: Json) -> None:
     progress = status.get("generation")
     if progress:
         line = state_text(progress.get("state", ""))
-        line = line.__class__(f"generation {progress.get('id', '')} round "
-                              f"{progress.get('round', 0)} ") + line
+        line = Text(f"generation {progress.get('id', '')} round {progress.get('round', 0)} ") + line
         if progress.get("message"):
             line.append(f": {progress['message']}", style="dim")
         activity.line(line)
@@ -748,10 +754,16 @@ def script(settings: Settings, out: Output, project: str, version: int) -> int:
 
 @cli.command()
 @click.argument("project")
-@click.option("--version", "version", type=click.IntRange(min=1), help="this version (default: latest)")
+@click.option(
+    "--version", "version", type=click.IntRange(min=1), help="this version (default: latest)"
+)
 @click.option("--follow", "-f", is_flag=True, help="then print each new version's log as it ends")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="with --follow: stop after this long (exit 3)")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="with --follow: stop after this long (exit 3)",
+)
 @command(streams=True)
 def logs(
     settings: Settings,
@@ -827,8 +839,12 @@ def print_logs(out: Output, api: Api, project: str, version: int) -> None:
 @cli.command()
 @click.argument("project")
 @formats_option(required=True)
-@click.option("--version", "version", type=click.IntRange(min=1),
-              help="this version (default: the latest completed)")
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=1),
+    help="this version (default: the latest completed)",
+)
 @output_dir_option
 @command()
 def download(

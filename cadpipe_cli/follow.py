@@ -84,7 +84,7 @@ class EventFeed:
                     self.items.put(Item("failed", error=exc))  # 401, 404: no point retrying
                     return
                 reason = exc.message
-            except Exception as exc:  # noqa: BLE001 - handed to the main thread, which shows it
+            except Exception as exc:  # handed to the main thread, which shows it
                 self.items.put(Item("failed", error=errors.CliError(f"event stream: {exc!r}")))
                 return
             pause = RECONNECT_PAUSES[min(failures, len(RECONNECT_PAUSES) - 1)]

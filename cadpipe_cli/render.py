@@ -206,7 +206,7 @@ def version_line(status: dict[str, Any], elapsed: float | None = None) -> Text:
 def seconds(value: float) -> str:
     if value < 60:
         return f"{value:.1f} s"
-    minutes, rest = divmod(int(round(value)), 60)
+    minutes, rest = divmod(round(value), 60)
     return f"{minutes} min {rest:02d} s"
 
 
