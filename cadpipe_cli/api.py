@@ -3,7 +3,9 @@ in protos/cadpipe/v1/*.proto). Every failure becomes a CliError with its exit co
 from the JSON body {code, message, details}, network errors as "unreachable". 429 is retried
 after its Retry-After, a few times.
 
-JSON bodies are proto3 JSON: camelCase field names, int64 as strings, zero values left out.
+JSON bodies are proto3 JSON, int64 as strings. The gateway keeps the protos' snake_case field
+names; a gateway answering in camelCase (proto3 JSON's default) reads the same, as every body is
+normalized to snake_case here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import pathlib
+import re
 import tempfile
 import time
 import uuid
@@ -137,6 +140,15 @@ class Api:
                 raise error_from(response)
             yield _statuses(source)
 
+    def check_token(self) -> None:
+        """Raises when the gateway refuses the token (401/403) or cannot be reached. The door
+        checks the token before routing, so any other answer means the token is good, even
+        from a server without the route."""
+        with self._transport_errors():
+            response = self.http.get("/projects", params={"page_size": 1})
+        if response.status_code in (401, 403):
+            raise error_from(response)
+
     # -- plumbing ------------------------------------------------------------------------------
 
     def call(self, method: str, path: str, **kwargs: Any) -> Json:
@@ -164,7 +176,7 @@ class Api:
             params = {"page_size": 100, **({"page_token": token} if token else {})}
             body = self.call("GET", path, params=params)
             items.extend(body.get(field, []))
-            token = body.get("nextPageToken", "")
+            token = body.get("next_page_token", "")
             if not token:
                 return items
 
@@ -211,7 +223,25 @@ def _statuses(source: httpx_sse.EventSource) -> Iterator[Json]:
                 code=body.get("code"),
             )
         if event.data:
-            yield event.json()
+            yield dict(snake_keys(event.json()))
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def snake_keys(value: Any) -> Any:
+    """proto3 JSON's camelCase names as the protos spell them (logKey -> log_key); the keys of
+    `metadata` maps are the user's data and stay as they are."""
+    if isinstance(value, dict):
+        return {
+            _CAMEL.sub(lambda m: "_" + m.group(1).lower(), k): (
+                v if k == "metadata" else snake_keys(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [snake_keys(v) for v in value]
+    return value
 
 
 def _json(response: httpx.Response) -> Json:
@@ -224,7 +254,7 @@ def _json(response: httpx.Response) -> Json:
         ) from exc
     if not isinstance(body, dict):
         raise errors.CliError(f"unexpected answer from {response.request.url}: {body!r:.200}")
-    return body
+    return dict(snake_keys(body))
 
 
 def _message(response: httpx.Response) -> str:

@@ -156,10 +156,7 @@ def login(
     cfg = config_file.Config(url=url.rstrip("/"), token=token.strip())
     if not no_verify:
         with Api(cfg) as api:
-            try:
-                api.projects()
-            except errors.NotSupported:
-                pass  # an older server; the token passed the gateway's door all the same
+            api.check_token()
     try:
         path = config_file.save(cfg)
     except config_file.ConfigError as exc:
@@ -360,7 +357,7 @@ def outcome(out: Output, api: Api, project: str, status: Json) -> int:
 
 
 def log_tail(api: Api, project: str, status: Json, lines: int = LOG_TAIL_LINES) -> list[str]:
-    name = (status.get("logKey") or "").rsplit("/", 1)[-1]
+    name = (status.get("log_key") or "").rsplit("/", 1)[-1]
     try:
         if not name:
             logs = api.logs(project, int(status.get("version", 0)))
@@ -388,7 +385,7 @@ def download_formats(
         file = link.get("file") or {}
         name = pathlib.Path(file.get("name") or f"{project}_v{version}.{fmt}").name
         dest = output_dir / name
-        expected = int(file.get("sizeBytes") or 0)
+        expected = int(file.get("size_bytes") or 0)
         with out.transfer(name, expected) as advance:
             digest = fetch(link["url"], dest, sha256=file.get("sha256", ""), on_bytes=advance)
         got = dest.stat().st_size
@@ -398,7 +395,7 @@ def download_formats(
             {
                 "format": fmt,
                 "path": str(dest),
-                "sizeBytes": got,
+                "size_bytes": got,
                 "sha256": digest,
                 "verified": verified,
                 "version": int(link.get("version") or version),
@@ -422,15 +419,15 @@ def parse_expect(values: tuple[str, ...]) -> Json:
                 raise ValueError
             if key == "bbox":
                 x, y, z = (float(v) for v in value.lower().split("x"))
-                expect["bbox"] = {"xMm": x, "yMm": y, "zMm": z}
+                expect["bbox"] = {"x_mm": x, "y_mm": y, "z_mm": z}
             elif key == "volume":
-                expect["volumeMm3"] = float(value)
+                expect["volume_mm3"] = float(value)
             elif key == "solids":
                 expect["solids"] = int(value)
             elif key == "tolerance":
-                expect["bboxToleranceMm"] = float(value)
+                expect["bbox_tolerance_mm"] = float(value)
             elif key == "volume-tolerance":
-                expect["volumeTolerance"] = float(value)
+                expect["volume_tolerance"] = float(value)
             else:
                 raise click.BadParameter(
                     f"unknown key {key!r} in {item!r}; use bbox, volume, solids, tolerance or "
@@ -493,9 +490,9 @@ def generate(
     if expect_items:
         request["expect"] = expect_items
     if max_rounds:
-        request["maxRounds"] = max_rounds
+        request["max_rounds"] = max_rounds
     if parent_version:
-        request["parentVersion"] = parent_version
+        request["parent_version"] = parent_version
     with settings.api(out) as api:
         feed = None
         if wait:
@@ -523,7 +520,7 @@ def generate(
             feed.close()
         state = final.get("state", "")
         result: Json = {"generation": final}
-        version = int(final.get("resultVersion") or 0)
+        version = int(final.get("result_version") or 0)
         if state == "succeeded":
             out.line(f"✓ succeeded in {seconds(watch.elapsed())}: v{version}", "bold green")
             code = errors.OK
@@ -550,7 +547,7 @@ def follow_generation(
         def on_progress(progress: Json) -> None:
             state = progress.get("state", "")
             rnd = int(progress.get("round", 0))
-            of = int(progress.get("maxRounds", 0))
+            of = int(progress.get("max_rounds", 0))
             version = int(progress.get("version", 0))
             label = f"round {rnd}/{of}" if of else f"round {rnd}"
             activity.update(f"{label} {state}" + (f" (v{version})" if version else ""))
@@ -603,11 +600,11 @@ def status(settings: Settings, out: Output, project: str, version: int | None) -
     else:
         out.line(version_line(current))
         rows = [
-            ("uploaded", when(current.get("uploadedAt"))),
-            ("finished", when(current.get("finishedAt"))),
+            ("uploaded", when(current.get("uploaded_at"))),
+            ("finished", when(current.get("finished_at"))),
             ("formats", ", ".join(current.get("formats") or [])),
             ("error", current.get("error", "")),
-            ("log", (current.get("logKey") or "").rsplit("/", 1)[-1]),
+            ("log", (current.get("log_key") or "").rsplit("/", 1)[-1]),
         ]
         for label, value in rows:
             if value:
@@ -690,8 +687,8 @@ def versions(settings: Settings, out: Output, project: str) -> int:
         [
             [
                 str(s.get("version", "")),
-                when(s.get("uploadedAt")),
-                size(s.get("sizeBytes")),
+                when(s.get("uploaded_at")),
+                size(s.get("size_bytes")),
                 str(s.get("sha256", ""))[:12],
                 " ".join(f"{k}={v}" for k, v in sorted((s.get("metadata") or {}).items())),
             ]
@@ -721,9 +718,9 @@ def projects(settings: Settings, out: Output) -> int:
         [
             [
                 str(p.get("project", "")),
-                f"v{p.get('latestVersion', 0)}",
-                when(p.get("createdAt")),
-                when(p.get("updatedAt")),
+                f"v{p.get('latest_version', 0)}",
+                when(p.get("created_at")),
+                when(p.get("updated_at")),
             ]
             for p in items
         ],
@@ -824,7 +821,7 @@ def print_logs(out: Output, api: Api, project: str, version: int) -> None:
     files = api.logs(project, version)
     if not files and not out.as_json:
         out.notice(f"v{version}: no log yet (logs are written when a version ends)")
-    for log in sorted(files, key=lambda f: f.get("writtenAt", "")):
+    for log in sorted(files, key=lambda f: f.get("written_at", "")):
         body = api.log(project, str(log["name"]))
         if out.as_json:
             out.json_line(body)

@@ -174,7 +174,7 @@ def progress_of(generation: Json) -> Json:
         "id": generation.get("id", ""),
         "state": generation.get("state", ""),
         "round": generation.get("round", 0),
-        "maxRounds": generation.get("maxRounds", 0),
-        "version": generation.get("resultVersion") or current.get("version", 0),
+        "max_rounds": generation.get("max_rounds", 0),
+        "version": generation.get("result_version") or current.get("version", 0),
         "message": generation.get("error") or current.get("feedback", ""),
     }

@@ -194,7 +194,7 @@ def version_line(status: dict[str, Any], elapsed: float | None = None) -> Text:
     if version:
         text.append(f"v{version} ")
     text.append_text(state_text(state))
-    duration = status.get("durationSeconds") or elapsed
+    duration = status.get("duration_seconds") or elapsed
     if state in MARK and duration:
         text.append(f" in {seconds(float(duration))}")
     formats = status.get("formats") or []

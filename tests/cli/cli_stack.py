@@ -36,14 +36,10 @@ class RunningStack:
 
 
 @contextmanager
-def running_stack(moto: MotoS3, overrides: stack.Overrides = stack.Overrides()) -> Iterator[
-    RunningStack
-]:
+def running_stack(moto: MotoS3, overrides: stack.Overrides | None = None) -> Iterator[RunningStack]:
     unique = uuid.uuid4().hex[:10]
     s3_fields = moto.s3_fields(f"cadpipe-cli-{unique}")
-    s3.Bucket(
-        s3.make_client(S3Settings(**s3_fields)), s3_fields["s3_bucket"]
-    ).create_if_missing()
+    s3.Bucket(s3.make_client(S3Settings(**s3_fields)), s3_fields["s3_bucket"]).create_if_missing()
     with NatsServer() as nats:
         backends = stack.Backends(
             s3=s3_fields,
@@ -58,7 +54,9 @@ def running_stack(moto: MotoS3, overrides: stack.Overrides = stack.Overrides()) 
             stop = asyncio.Event()
             started["stop"] = (asyncio.get_running_loop(), stop)
             try:
-                async with stack.start(backends, overrides=overrides) as running:
+                async with stack.start(
+                    backends, overrides=overrides or stack.Overrides()
+                ) as running:
                     started["stack"] = running
                     ready.set()
                     await stop.wait()
