@@ -113,7 +113,7 @@ def wait_for_version(
 ) -> Json:
     """Follows the feed (already started) until `version` reaches completed, error or timeout;
     returns that status. Every status of the version is handed to on_status."""
-    status = api.status(project, version)
+    status = status_or_queued(api, project, version)
     on_status(status)
     while status.get("state") not in VERSION_DONE:
         item = feed.next(deadline)
@@ -123,12 +123,23 @@ def wait_for_version(
         if item.kind == "reconnecting":
             on_notice(item.detail)
         elif item.kind == "connected":
-            status = api.status(project, version)
+            status = status_or_queued(api, project, version)
             on_status(status)
         elif item.status is not None and is_version_update(item.status, version):
             status = item.status
             on_status(status)
     return status
+
+
+def status_or_queued(api: Api, project: str, version: int) -> Json:
+    """The version's status; "queued" while the watcher has not heard of the upload yet (the
+    status service answers 404 for a version it does not know, for a moment after the upload)."""
+    try:
+        return api.status(project, version)
+    except errors.ApiError as exc:
+        if exc.http_status != 404 or isinstance(exc, errors.NotSupported):
+            raise
+        return {"project": project, "version": version, "state": "queued"}
 
 
 def wait_for_generation(

@@ -1,17 +1,24 @@
 """`cadpipe submit`, run as a real subprocess against the real local stack with FreeCAD: a
-sample goes in, CAD files come out; a failing script exits 1 with its error line."""
+sample goes in, CAD files come out; a failing script exits 1 with its error line; in a
+pseudo-terminal the status is shown live, and Ctrl-C ends a command cleanly."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pathlib
+import re
 
 import httpx
+import pexpect
 import pytest
-from cli_stack import SAMPLES, RunningStack, run_cli
+from cli_stack import CADPIPE, SAMPLES, RunningStack, run_cli
 
 pytestmark = [pytest.mark.freecad, pytest.mark.slow, pytest.mark.timeout(240)]
+
+ANSI = r"(?:\x1b\[[0-9;?]*[A-Za-z])*"
+"""Colour and cursor codes between words on a terminal."""
 
 
 def api_outputs(live: RunningStack, project: str, version: int) -> dict[str, dict]:
@@ -94,3 +101,59 @@ def test_submit_without_wait_returns_at_once(
     assert json.loads(first.stdout)["upload"]["script"]["version"] == 1
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == f"uploaded raises.py as {project} v2"
+
+
+def slow_sample(tmp_path: pathlib.Path, seconds: float = 2.0) -> pathlib.Path:
+    """The reference part, taking long enough for a person to watch it."""
+    script = tmp_path / "slow_box.py"
+    script.write_text(
+        f"import time\ntime.sleep({seconds})\n" + (SAMPLES / "box_with_hole.py").read_text()
+    )
+    return script
+
+
+def test_terminal_session_shows_the_status_live(
+    live: RunningStack, env: dict[str, str], project: str, tmp_path: pathlib.Path
+) -> None:
+    transcript = io.StringIO()
+    child = pexpect.spawn(
+        str(CADPIPE),
+        ["submit", str(slow_sample(tmp_path)), "-p", project, "--wait"],
+        env={**env, "TERM": "xterm-256color"},
+        encoding="utf-8",
+        timeout=90,
+        dimensions=(24, 120),
+    )
+    child.logfile_read = transcript
+    child.expect(f"uploaded slow_box.py as {project} v1")
+    child.expect(f"v1 {ANSI}processing")
+    child.expect("0:00:01")  # the spinner line's elapsed time, redrawn while it runs
+    child.expect(f"v1 {ANSI}completed{ANSI} in ")
+    child.expect(pexpect.EOF)
+    child.close()
+
+    assert child.exitstatus == 0, transcript.getvalue()
+    seen = transcript.getvalue()
+    assert "\x1b[" in seen, "colour and cursor control on a terminal"
+    assert any(frame in seen for frame in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"), "a spinner while it runs"
+    assert "✓ v1 completed in " in re.sub(ANSI, "", seen)
+
+
+def test_ctrl_c_stops_cleanly_with_130(
+    live: RunningStack, env: dict[str, str], project: str
+) -> None:
+    assert run_cli("submit", SAMPLES / "box_with_hole.py", "-p", project, env=env).returncode == 0
+    transcript = io.StringIO()
+    child = pexpect.spawn(str(CADPIPE), ["watch", project], env=env, encoding="utf-8", timeout=30)
+    child.logfile_read = transcript
+    try:
+        child.expect("v1 ")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        print(transcript.getvalue())
+    child.close()
+
+    assert child.exitstatus == 130, transcript.getvalue()
+    assert "interrupted" in transcript.getvalue()
+    assert "Traceback" not in transcript.getvalue()
