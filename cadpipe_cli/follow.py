@@ -50,7 +50,6 @@ class EventFeed:
         if item.kind == "failed":
             assert item.error is not None
             raise item.error
-        assert item.kind == "connected", item
 
     def next(self, deadline: float | None) -> Item:
         """The next item; WaitTimeout once the deadline (time.monotonic()) passes."""
@@ -69,10 +68,12 @@ class EventFeed:
 
     def _run(self) -> None:
         failures = 0
+        connected_once = False
         while not self._closed.is_set():
             try:
                 with self.api.events(self.project) as statuses:
                     failures = 0
+                    connected_once = True
                     self.items.put(Item("connected"))
                     for status in statuses:
                         if self._closed.is_set():
@@ -80,8 +81,9 @@ class EventFeed:
                         self.items.put(Item("status", status))
                 reason = "the event stream ended"
             except errors.CliError as exc:
-                if exc.exit_code != errors.UNREACHABLE:
-                    self.items.put(Item("failed", error=exc))  # 401, 404: no point retrying
+                # 401, 404: no point retrying; nor when cadpipe was never reached at all
+                if exc.exit_code != errors.UNREACHABLE or not connected_once:
+                    self.items.put(Item("failed", error=exc))
                     return
                 reason = exc.message
             except Exception as exc:  # handed to the main thread, which shows it
