@@ -294,8 +294,7 @@ def submit(
                 out.json(result)
             return errors.OK
         if feed is None:
-            feed = EventFeed(api, project)
-            feed.start(deadline)
+            feed = open_feed_of_new_project(api, project, deadline)
         try:
             final = follow_version(out, api, feed, project, version, deadline)
         finally:
@@ -307,6 +306,29 @@ def submit(
         if out.as_json:
             out.json(result)
         return code
+
+
+NEW_PROJECT_GRACE = 10.0
+"""How long the event stream of a project just created may answer 404: the status service
+learns of a first upload from its event, a moment after the upload itself."""
+
+
+def open_feed_of_new_project(api: Api, project: str, deadline: float) -> EventFeed:
+    give_up = min(deadline, time.monotonic() + NEW_PROJECT_GRACE)
+    pause = 0.1
+    while True:
+        feed = EventFeed(api, project)
+        try:
+            feed.start(deadline)
+            return feed
+        except errors.ApiError as exc:
+            feed.close()
+            if exc.http_status != 404 or isinstance(exc, errors.NotSupported):
+                raise
+            if time.monotonic() + pause > give_up:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def follow_version(
@@ -511,8 +533,7 @@ def generate(
                 out.json({"generation": generation})
             return errors.OK
         if feed is None:
-            feed = EventFeed(api, project)
-            feed.start(deadline)
+            feed = open_feed_of_new_project(api, project, deadline)
         watch = Stopwatch()
         try:
             final = follow_generation(out, api, feed, project, generation_id, deadline)

@@ -18,7 +18,7 @@ import pytest
 from cli_stack import SAMPLES, cli_env, run_cli
 
 from cadpipe_cli import errors
-from cadpipe_cli.follow import Item, wait_for_version
+from cadpipe_cli.follow import Item, wait_for_generation, wait_for_version
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -259,3 +259,65 @@ def test_after_a_reconnection_the_status_is_asked_again() -> None:
 def test_a_silent_stream_times_out() -> None:
     with pytest.raises(errors.WaitTimeout):
         follow(FakeFeed(frame(3, "processing")), FakeApi({"version": 3, "state": "processing"}))
+
+
+# -- following a generation ---------------------------------------------------------------------
+
+
+class FakeGenerations:
+    def __init__(self, *answers: dict[str, Any]) -> None:
+        self.answers = list(answers)
+
+    def generation(self, project: str, generation_id: str) -> dict[str, Any]:
+        return self.answers.pop(0)
+
+
+def progress(state: str, rnd: int, version: int = 0, gid: str = "g1", message: str = "") -> Item:
+    return Item(
+        "status",
+        {
+            "project": "p",
+            "version": version,
+            "state": state,
+            "generation": {
+                "id": gid, "state": state, "round": rnd, "max_rounds": 3,
+                "version": version, "message": message,
+            },
+        },
+    )  # fmt: skip
+
+
+def test_following_a_generation_shows_its_rounds_only() -> None:
+    feed = FakeFeed(
+        frame(1, "completed"),  # a version's update, not the generation's
+        progress("generating", 1),
+        progress("verifying", 1, version=4),
+        progress("generating", 1, gid="other"),
+        progress("repairing", 2, version=4, message="bbox x 18.0 mm, expected 20.0 mm"),
+        progress("verifying", 2, version=5),
+        progress("succeeded", 2, version=5),
+    )
+    api = FakeGenerations(
+        {"id": "g1", "state": "queued", "round": 0, "max_rounds": 3},
+        {"id": "g1", "state": "succeeded", "round": 2, "result_version": 5},
+    )
+    seen: list[str] = []
+    final = wait_for_generation(
+        feed,  # type: ignore[arg-type]
+        api,  # type: ignore[arg-type]
+        "p",
+        "g1",
+        None,
+        lambda g: seen.append(f"{g['round']} {g['state']} v{g['version']} {g['message']}".strip()),
+        seen.append,
+    )
+
+    assert final["state"] == "succeeded" and final["result_version"] == 5
+    assert seen == [
+        "0 queued v0",
+        "1 generating v0",
+        "1 verifying v4",
+        "2 repairing v4 bbox x 18.0 mm, expected 20.0 mm",
+        "2 verifying v5",
+        "2 succeeded v5",
+    ]

@@ -142,7 +142,8 @@ def test_terminal_session_shows_the_status_live(
 def test_ctrl_c_stops_cleanly_with_130(
     live: RunningStack, env: dict[str, str], project: str
 ) -> None:
-    assert run_cli("submit", SAMPLES / "box_with_hole.py", "-p", project, env=env).returncode == 0
+    submitted = run_cli("submit", SAMPLES / "box_with_hole.py", "-p", project, "--wait", env=env)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     transcript = io.StringIO()
     child = pexpect.spawn(str(CADPIPE), ["watch", project], env=env, encoding="utf-8", timeout=30)
     child.logfile_read = transcript
