@@ -521,11 +521,15 @@ async def test_the_interceptor_counts_by_code_and_sets_the_log_context() -> None
                 metadata=(("x-request-id", "abc-123"),),
             )
             for project in ("missing", "boom"):
-                with pytest.raises(grpc.aio.AioRpcError):
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
                     await call(
                         status_pb2.GetStatusRequest(project=project),
                         metadata=(("x-request-id", "not ok!"),),
                     )
+            # a bug is INTERNAL, its text kept from the caller, its request id given to them
+            assert raised.value.code() == grpc.StatusCode.INTERNAL
+            assert "a bug" not in (raised.value.details() or "")
+            assert seen[2]["request_id"] in (raised.value.details() or "")
     finally:
         await server.shutdown(0)
 
@@ -551,7 +555,7 @@ async def test_the_interceptor_counts_by_code_and_sets_the_log_context() -> None
             },
         )
 
-    assert (handled("OK"), handled("NOT_FOUND"), handled("UNKNOWN")) == (1, 1, 1)
+    assert (handled("OK"), handled("NOT_FOUND"), handled("INTERNAL")) == (1, 1, 1)
 
 
 async def test_an_open_health_watch_ends_at_shutdown_instead_of_holding_it() -> None:
