@@ -80,7 +80,7 @@ def command(*, streams: bool = False) -> Callable[[F], F]:
         @click.pass_obj
         @functools.wraps(fn)
         def run(settings: Settings, *args: Any, as_json: bool, **kwargs: Any) -> int:
-            out = Output(as_json)
+            out = Output(as_json, streams=streams)
             try:
                 return int(fn(settings, out, *args, **kwargs) or 0)
             except errors.CliError as exc:
@@ -122,7 +122,7 @@ def cli(ctx: click.Context, url: str | None, token: str | None) -> None:
 # -- login / open ------------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(epilog=f"Config file: {config_file.config_path()}")
 @click.option("--url", "new_url", metavar="URL", help="cadpipe's address")
 @click.option("--token", "new_token", metavar="TOKEN", help="API token (prompted when absent)")
 @click.option("--no-verify", is_flag=True, help="save without asking the API")
@@ -132,8 +132,8 @@ def login(
 ) -> int:
     """Saves cadpipe's URL and an API token in your config directory.
 
-    The file (see `cadpipe login --help` output below for its path) is readable by you only.
-    CADPIPE_URL and CADPIPE_TOKEN override it.
+    The file (its path is below) is readable by you only. CADPIPE_URL and CADPIPE_TOKEN
+    override it.
 
     \b
     Examples:

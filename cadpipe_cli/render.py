@@ -51,8 +51,10 @@ MARK = {"completed": "✓", "succeeded": "✓", "error": "✗", "failed": "✗",
 
 
 class Output:
-    def __init__(self, as_json: bool = False) -> None:
+    def __init__(self, as_json: bool = False, *, streams: bool = False) -> None:
         self.as_json = as_json
+        self.streams = streams
+        """--json prints JSON lines (errors too), not one document."""
         self.out = Console(highlight=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.live = self.out.is_terminal and not as_json
@@ -104,7 +106,7 @@ class Output:
             sys.stderr.write(message + "\n" + (f"hint: {exc.hint}\n" if exc.hint else ""))
             sys.stderr.flush()
         if self.as_json:
-            self.json({"error": exc.as_json()})
+            (self.json_line if self.streams else self.json)({"error": exc.as_json()})
 
     def table(self, columns: list[str], rows: list[list[str]]) -> None:
         if self.as_json:

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import pathlib
+import signal
 import socket
 import stat
+import subprocess
 import uuid
 
 import httpx
 import pytest
-from cli_stack import SAMPLES, RunningStack, cli_env, run_cli
+from cli_stack import CADPIPE, SAMPLES, RunningStack, cli_env, run_cli
 
 pytestmark = [pytest.mark.freecad, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -275,3 +277,37 @@ def test_generate_shows_each_round(live: RunningStack, env: dict[str, str], proj
         assert "✓ succeeded in " in result.stdout
     document = json.loads(as_json.stdout)
     assert document["generation"]["state"] in ("succeeded", "failed")
+
+
+def test_logs_follow_prints_each_next_version_log(env: dict[str, str], project: str) -> None:
+    first = run_cli("submit", SAMPLES / "box_with_hole.py", "-p", project, "--wait", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    follower = subprocess.Popen(
+        [str(CADPIPE), "logs", project, "--follow", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        v1 = json.loads(follower.stdout.readline())  # the latest version's log at once
+        second = run_cli("submit", SAMPLES / "raises.py", "-p", project, "--wait", env=env)
+        assert second.returncode == 1
+        v2 = json.loads(follower.stdout.readline())  # then the next one's, when it ends
+    finally:
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=20)
+    assert v1["log"]["version"] == 1 and v1["log"]["level"] == "info"
+    assert v2["log"]["version"] == 2 and "wall thickness" in v2["content"]
+    assert follower.returncode == 130, err
+
+
+def test_watch_json_is_a_line_per_update(env: dict[str, str], finished: str) -> None:
+    result = run_cli("watch", finished, "--timeout", "2", "--json", env=env)
+
+    assert result.returncode == 3  # --timeout ends a watch
+    updates = [json.loads(line) for line in result.stdout.splitlines()[:-1]]
+    error = json.loads(result.stdout.splitlines()[-1])["error"]
+    assert updates[0]["version"] == 2 and updates[0]["state"] == "error"
+    assert error["exit_code"] == 3
