@@ -284,7 +284,12 @@ def submit(
                 if exc.http_status != 404:
                     raise
                 feed = None  # a new project: it exists once the upload below creates it
-        uploaded = api.upload(project, script, idempotency_key=idempotency_key or "")
+        try:
+            uploaded = api.upload(project, script, idempotency_key=idempotency_key or "")
+        except BaseException:
+            if feed is not None:
+                feed.close()
+            raise
         version = int(uploaded["script"]["version"])
         replayed = " (already uploaded with this key)" if uploaded.get("replayed") else ""
         out.line(f"uploaded {file.name} as {project} v{version}{replayed}")
@@ -525,7 +530,12 @@ def generate(
                 if exc.http_status != 404:
                     raise
                 feed = None
-        generation = api.generate(project, request, idempotency_key=uuid.uuid4().hex)
+        try:
+            generation = api.generate(project, request, idempotency_key=uuid.uuid4().hex)
+        except BaseException:
+            if feed is not None:
+                feed.close()
+            raise
         generation_id = str(generation["id"])
         out.line(f"generation {generation_id} started for {project}")
         if not wait:
