@@ -4,6 +4,7 @@ out."""
 from __future__ import annotations
 
 import pathlib
+import sys
 import time
 
 import click
@@ -29,7 +30,9 @@ LOG_TAIL_LINES = 20
 
 
 @click.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
+@click.argument(
+    "file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=pathlib.Path)
+)
 @click.option("-p", "--project", required=True, help="the project (created by its first upload)")
 @click.option("--wait", is_flag=True, help="follow it until completed, error or timeout")
 @formats_option(required=False)
@@ -48,7 +51,7 @@ def submit(
     timeout: float,
     idempotency_key: str | None,
 ) -> int:
-    """Uploads FILE as PROJECT's next version.
+    """Uploads FILE (`-`: standard input) as PROJECT's next version.
 
     With --wait, follows it live until it is completed (exit 0), failed (exit 1, with the error
     line and the end of the log) or timed out (exit 3). --download implies --wait and saves the
@@ -60,8 +63,11 @@ def submit(
       cadpipe submit part.py --project demo --wait
       cadpipe submit part.py -p demo --download step,stl -o out/
       cadpipe submit part.py -p demo --wait --json | jq .status.state
+      write_part | cadpipe submit - -p demo --wait
     """
-    script = file.read_bytes()
+    from_stdin = str(file) == "-"
+    script = sys.stdin.buffer.read() if from_stdin else file.read_bytes()
+    label = "the script from stdin" if from_stdin else file.name
     wait = wait or bool(formats)
     deadline = time.monotonic() + timeout
     with settings.api(out) as api:
@@ -82,7 +88,7 @@ def submit(
             raise
         version = int(uploaded["script"]["version"])
         replayed = " (already uploaded with this key)" if uploaded.get("replayed") else ""
-        out.line(f"uploaded {file.name} as {project} v{version}{replayed}")
+        out.line(f"uploaded {label} as {project} v{version}{replayed}")
         result: Json = {"upload": uploaded}
         if not wait:
             if out.as_json:

@@ -46,6 +46,7 @@ class Scripted(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.answers = answers
         self.seen: list[tuple[str, str, dict[str, str], float]] = []
+        self.bodies: list[bytes] = []
 
     @property
     def url(self) -> str:
@@ -57,7 +58,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
-        self.rfile.read(length)
+        self.server.bodies.append(self.rfile.read(length))
         self.server.seen.append(
             (self.command, self.path, dict(self.headers.items()), time.monotonic())
         )
@@ -115,6 +116,18 @@ def test_429_waits_for_retry_after_then_retries_the_same_upload(
     assert first["Idempotency-Key"] == second["Idempotency-Key"], "a retry is the same upload"
     assert first["Content-Type"] == "text/x-python"
     assert first["Authorization"] == "Bearer cpt_x"
+
+
+def test_submit_reads_the_script_from_stdin(scripted: Any, tmp_path: pathlib.Path) -> None:
+    server = scripted((200, {}, UPLOADED))
+    script = "import FreeCAD\nbox = 1  # é\n"
+    result = run_cli(
+        "submit", "-", "-p", "demo", env=cli_env(tmp_path, server.url, "cpt_x"), stdin=script
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "uploaded the script from stdin as demo v7"
+    assert server.bodies == [script.encode()]
 
 
 def test_a_long_retry_after_is_not_waited_for(scripted: Any, tmp_path: pathlib.Path) -> None:
