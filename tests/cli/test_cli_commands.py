@@ -112,8 +112,8 @@ def test_usage_errors_exit_2(env: dict[str, str]) -> None:
 
 def test_wait_timeout_exits_3(env: dict[str, str], project: str, tmp_path: pathlib.Path) -> None:
     slow = tmp_path / "slow.py"
-    slow.write_text("import time\ntime.sleep(20)\n")
-    result = run_cli("submit", slow, "-p", project, "--wait", "--timeout", "2", env=env)
+    slow.write_text("import time\ntime.sleep(4)\n")  # outlives --timeout, not the stack
+    result = run_cli("submit", slow, "-p", project, "--wait", "--timeout", "1", env=env)
 
     assert result.returncode == 3, result.stdout + result.stderr
     assert "v1 " in result.stderr and "--timeout" not in result.stdout
