@@ -19,7 +19,7 @@ test: $(STAMP) $(GEN) freecad chromium
 
 lint: $(STAMP) $(GEN)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy cadpipe services
+	$(VENV)/bin/mypy cadpipe cadpipe_cli services
 
 bench: $(STAMP) $(GEN) freecad
 	$(PY) -m bench

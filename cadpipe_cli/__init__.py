@@ -1,0 +1,1 @@
+"""cadpipe, the command line."""
