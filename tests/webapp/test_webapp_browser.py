@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
-from webapp_stack import SAMPLES, LiveStack
+from webapp_stack import ARTIFACTS, SAMPLES, LiveStack
 
 pytestmark = [pytest.mark.freecad, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -248,23 +248,27 @@ def test_phone_width_has_no_sideways_scrolling(
 def test_a_prompt_ends_in_a_model_or_in_the_reason_it_did_not(
     page: Page, live: LiveStack, console_errors: list[str]
 ) -> None:
-    """Text to CAD where the generator is served, and a plain reason where it is not (a gateway
-    without GenerationService answers 404 "no route for ...")."""
+    """Text to CAD on a new project (whose event stream answers 404 until its first version):
+    a part the catalogue makes ends in "Model ready" with its preview; one it cannot make ends
+    in the reason, which names what it can make."""
     sign_in(page, live)
     project = project_name("prompt")
     page.get_by_label("New project").fill(project)
     page.get_by_role("button", name="Create").click()
-    page.get_by_label("Describe the part").fill("a 20 x 20 x 10 mm box with a 4 mm hole")
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_label("Describe the part").fill("plate 100 by 60 by 5 mm with 4 holes of 6 mm")
+    page.get_by_role("button", name="Generate", exact=True).click()
     expect(step(page, "Generating script…")).to_be_visible()
-    ended = page.locator(
-        "#steps li.step[data-state='error'],"
-        " #steps li.step:has-text('Model ready')[data-state='done']"
-    )
-    expect(ended.first).to_be_visible(timeout=180_000)
-    if ended.first.get_attribute("data-state") == "error":
-        detail = ended.first.locator(".step-detail").inner_text()
-        assert detail.strip(), "an error step must say why"
+    ready = page.locator("#steps li.step:has-text('Model ready')[data-state='done']")
+    expect(ready).to_be_visible(timeout=120_000)
+    expect(page.locator("#versions button[data-version='1']")).to_be_visible()
+
+    page.get_by_label("Describe the part").fill("a 20 x 20 x 10 mm box with a 4 mm hole")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    failed = page.locator("#steps li.step[data-state='error']")
+    expect(failed).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "prompt-refused.png"))  # what a person reads
+    detail = failed.first.locator(".step-detail").inner_text()
+    assert "a box has no holes" in detail and "plate" in detail, detail
     assert not [e for e in console_errors if "Failed to load resource" not in e], console_errors
 
 

@@ -126,3 +126,33 @@ def test_formats_sizes_and_the_sign_in_token(logic: Any) -> None:
 def test_the_line_diff(logic: Any) -> None:
     diff = logic("L.diffLines('a\\nb\\nc', 'a\\nc\\nd')")
     assert [(d["op"], d["text"]) for d in diff] == [(" ", "a"), ("-", "b"), (" ", "c"), ("+", "d")]
+
+
+def test_a_generation_asked_for_reads_as_the_progress_the_stream_carries(logic: Any) -> None:
+    repairing = logic(
+        "L.progressOf({id: 'g1', state: 'repairing', round: 2, max_rounds: 3, rounds: ["
+        "{round: 1, version: 4, feedback: 'ValueError: too thin'}, {round: 2}]})"
+    )
+    assert repairing == {
+        "id": "g1",
+        "state": "repairing",
+        "round": 2,
+        "max_rounds": 3,
+        "version": 0,
+        "message": "",
+    }
+    working = logic(
+        "L.progressOf({id: 'g1', state: 'verifying', round: 1, max_rounds: 3, rounds: ["
+        "{round: 1, version: 4, feedback: 'volume 10 mm³, expected 12 mm³'}]})"
+    )
+    assert (working["version"], working["message"]) == (4, "volume 10 mm³, expected 12 mm³")
+    done = logic(
+        "L.progressOf({id: 'g1', state: 'succeeded', round: 2, result_version: 5, rounds: ["
+        "{round: 1, version: 4}, {round: 2, version: 5}]})"
+    )
+    assert (done["state"], done["version"]) == ("succeeded", 5)
+    failed = logic(
+        "L.progressOf({id: 'g1', state: 'failed', error: 'the templates make: box, plate',"
+        " rounds: []})"
+    )
+    assert (failed["version"], failed["message"]) == (0, "the templates make: box, plate")

@@ -5,6 +5,23 @@
 export const FORMATS = ["stl", "obj", "step", "iges", "fcstd"];
 export const PREVIEW_FORMATS = ["stl", "obj"];
 export const FINAL_STATES = new Set(["completed", "error", "timeout"]);
+export const GENERATION_FINAL_STATES = new Set(["succeeded", "failed"]);
+
+/** A Generation (GET .../generations/{id}) as the progress the event stream carries
+ *  (ProjectStatus.generation): the version of its latest round, or the one that succeeded, and
+ *  the reason it failed, or its latest round's feedback. */
+export function progressOf(generation) {
+  const rounds = generation.rounds || [];
+  const last = rounds.length ? rounds[rounds.length - 1] : null;
+  return {
+    id: generation.id,
+    state: generation.state,
+    round: generation.round || 0,
+    max_rounds: generation.max_rounds || 0,
+    version: generation.result_version || (last && last.version) || 0,
+    message: generation.error || (last && last.feedback) || "",
+  };
+}
 
 /** The step list of the version being worked on.
  *  work: {kind: "upload"|"generate", uploading: bool, version: N, generation: progress|null,

@@ -7,6 +7,7 @@ import { fill, h, notice } from "../dom.js";
 import {
   diffLines,
   FINAL_STATES,
+  GENERATION_FINAL_STATES,
   formatBytes,
   formatTime,
   lastLine,
@@ -14,6 +15,7 @@ import {
   outputsSize,
   parentVersion,
   previewFormat,
+  progressOf,
   provenance,
   stateLabel,
   steps,
@@ -244,6 +246,8 @@ export function projectView(main, project, options) {
   function onGeneration(progressUpdate) {
     const work = state.work;
     if (!work || work.kind !== "generate" || work.generationId !== progressUpdate.id) return;
+    // an update from the stream and one asked for may cross: an ended generation stays ended
+    if (work.generation && GENERATION_FINAL_STATES.has(work.generation.state)) return;
     work.generation = progressUpdate;
     if (progressUpdate.version && progressUpdate.version !== work.version) {
       work.version = progressUpdate.version;
@@ -348,14 +352,40 @@ export function projectView(main, project, options) {
       openEvents();
       state.work.uploading = false; // the generator uploads each round's script itself
       state.work.generationId = generation.id;
-      state.work.generation = { id: generation.id, state: generation.state, round: generation.round, max_rounds: generation.max_rounds, version: 0, message: "" };
+      state.work.generation = progressOf(generation);
       renderSteps();
+      followGeneration(generation.id);
     } catch (error) {
       state.work.uploading = false;
       state.work.failure = unserved(error) ? `Text to CAD is not available on this server (${error.message}).` : error.message;
       renderSteps();
     } finally {
       busy(false);
+    }
+  }
+
+  // The event stream of a project without a version yet answers 404 (the watcher knows a
+  // project from its first version on), and a stream may miss an update: until the generation
+  // ends, its state and its version's status are also asked for.
+  async function followGeneration(id) {
+    const following = () => !state.gone && state.work && state.work.generationId === id;
+    while (following()) {
+      try {
+        const progress = progressOf(await get(`${base}/generations/${encodeURIComponent(id)}`));
+        onGeneration(progress);
+        const version = progress.version;
+        const known = state.statuses.get(version);
+        if (version && !(known && FINAL_STATES.has(known.state)) && (await loadStatus(version))) {
+          if (following() && state.work.version === version) {
+            state.work.status = state.statuses.get(version);
+            renderSteps();
+          }
+        }
+        if (GENERATION_FINAL_STATES.has(progress.state)) return;
+      } catch (error) {
+        if (error.status === 401) return; // the sign-in page took over
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1500));
     }
   }
 
