@@ -71,24 +71,18 @@ def pids_cgroup(root: str) -> str:
     """A parent cgroup for per-job pids limits, when a cgroup v1 pids hierarchy is mounted at
     root and writable; else "" (cgroup v2 delegation is left to the platform: on Kubernetes
     the pod's own pids limit applies)."""
-    if not root or not os.path.isfile(os.path.join(root, "cgroup.procs")):
-        return ""
-    parent = os.path.join(root, "cadpipe")
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError:
-        return ""
-    if not os.path.isfile(os.path.join(parent, "pids.max")):
-        with contextlib.suppress(OSError):
-            os.rmdir(parent)
-        return ""
-    _remove_stale_cgroups(parent)
-    return parent
+    return _job_cgroups_parent(root, "pids.max")
 
 
 def memory_cgroup(root: str) -> str:
     """A parent cgroup for per-job memory cgroups, when a cgroup v1 memory hierarchy is
     mounted at root and writable; else "" (as pids_cgroup)."""
+    return _job_cgroups_parent(root, "memory.limit_in_bytes")
+
+
+def _job_cgroups_parent(root: str, controller_file: str) -> str:
+    """root/cadpipe, made when root is a writable cgroup v1 hierarchy whose new cgroups carry
+    controller_file, and emptied of a dead worker's job cgroups; else ""."""
     if not root or not os.path.isfile(os.path.join(root, "cgroup.procs")):
         return ""
     parent = os.path.join(root, "cadpipe")
@@ -96,7 +90,7 @@ def memory_cgroup(root: str) -> str:
         os.makedirs(parent, exist_ok=True)
     except OSError:
         return ""
-    if not os.path.isfile(os.path.join(parent, "memory.limit_in_bytes")):
+    if not os.path.isfile(os.path.join(parent, controller_file)):
         with contextlib.suppress(OSError):
             os.rmdir(parent)
         return ""
