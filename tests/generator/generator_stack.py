@@ -18,6 +18,7 @@ from cadpipe.settings import MongoSettings, S3Settings
 from services.allinone import stack
 from services.gateway.tokens import MongoTokens
 from services.generator.ports import ScriptWriter
+from services.generator.settings import Settings as GeneratorSettings
 
 FAST_GENERATOR = {
     "completion_poll_seconds": 0.5,
@@ -42,6 +43,22 @@ class Running:
     def client(self, token: str | None = None) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token or self.stack.user_token}"}
         return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=20)
+
+    def generator_settings(self, port: int, **overrides: Any) -> GeneratorSettings:
+        """A generator of its own on port, beside this stack (started by the test itself, to
+        be stopped and started again or given another provider)."""
+        return GeneratorSettings(
+            mongodb_uri=self.mongo_settings.mongodb_uri,
+            mongodb_database=self.mongo_settings.mongodb_database,
+            nats_url=self.backends.nats_url,
+            grpc_host="127.0.0.1",
+            grpc_port=port,
+            scripts_addr=f"127.0.0.1:{self.stack.scripts_port}",
+            watcher_addr=f"127.0.0.1:{self.stack.watcher_port}",
+            service_token=self.stack.service_token,
+            shutdown_grace_seconds=0,
+            **overrides,
+        )
 
     def token_for(self, identity: str) -> str:
         client, db = mongo.connect(self.mongo_settings)

@@ -20,7 +20,6 @@ from cadpipe.adapters import mongo, s3
 from cadpipe.devstack import MotoS3, NatsServer, free_port
 from cadpipe.settings import MongoSettings, S3Settings
 from services.generator import bootstrap
-from services.generator.settings import Settings
 
 pytestmark = [
     pytest.mark.freecad,
@@ -289,25 +288,15 @@ async def test_the_event_stream_shows_the_sequence(
 async def test_restart_of_the_generator_mid_generation_resumes(
     servers: tuple[S3Settings, MongoSettings, str],
 ) -> None:
-    _, mongo_settings, nats_url = servers
+    _, mongo_settings, _ = servers
     port = free_port()
     stuck = ScriptedWriter([box_script()], gate=asyncio.Event())  # never answers
     async with (
         start(*servers, None, with_generator=False, generator_port=port) as running,
         running.client() as client,
     ):
-        settings = Settings(
-            mongodb_uri=mongo_settings.mongodb_uri,
-            mongodb_database=mongo_settings.mongodb_database,
-            nats_url=nats_url,
-            grpc_host="127.0.0.1",
-            grpc_port=port,
-            scripts_addr=f"127.0.0.1:{running.stack.scripts_port}",
-            watcher_addr=f"127.0.0.1:{running.stack.watcher_port}",
-            service_token=running.stack.service_token,
-            completion_poll_seconds=0.5,
-            resume_interval_seconds=0.2,
-            shutdown_grace_seconds=0,
+        settings = running.generator_settings(
+            port, completion_poll_seconds=0.5, resume_interval_seconds=0.2
         )
         async with bootstrap.start(settings, writer=stuck):
             started = await generate(client, "gen8", prompt="a box")
@@ -331,7 +320,6 @@ async def test_an_openai_protocol_provider_writes_and_repairs(
 ) -> None:
     """GENERATOR_PROVIDER=openai against a server speaking the protocol: the repair request
     carries the real traceback; tokens and cost land in the rounds and the version's metadata."""
-    _, mongo_settings, nats_url = servers
     port = free_port()
     replies = [
         Reply.answer(f"```python\n{RAISING_SCRIPT}```", cost=0.002),
@@ -342,20 +330,12 @@ async def test_an_openai_protocol_provider_writes_and_repairs(
             start(*servers, None, with_generator=False, generator_port=port) as running,
             running.client() as client,
         ):
-            settings = Settings(
-                mongodb_uri=mongo_settings.mongodb_uri,
-                mongodb_database=mongo_settings.mongodb_database,
-                nats_url=nats_url,
-                grpc_host="127.0.0.1",
-                grpc_port=port,
-                scripts_addr=f"127.0.0.1:{running.stack.scripts_port}",
-                watcher_addr=f"127.0.0.1:{running.stack.watcher_port}",
-                service_token=running.stack.service_token,
+            settings = running.generator_settings(
+                port,
                 generator_provider="openai",
                 openai_base_url=api.base_url,
                 openai_model="fake-model",
                 openai_api_key="sk-test",
-                shutdown_grace_seconds=0,
             )
             async with bootstrap.start(settings):
                 started = await generate(client, "gen9", prompt="a box 10 x 20 x 30 mm")
