@@ -155,9 +155,19 @@ def wait_for_generation(
 ) -> Json:
     """Follows the feed until the generation succeeds or fails; returns the generation as
     GET .../generations/{id} tells it at the end. on_progress gets each GenerationProgress (the
-    first from the generation itself)."""
+    first from the generation itself); an update of an earlier round than one already shown
+    (the stream and the record cross) is dropped."""
+    shown_round = 0
+
+    def show(progress: Json) -> None:
+        nonlocal shown_round
+        if int(progress.get("round", 0)) < shown_round:
+            return
+        shown_round = int(progress.get("round", 0))
+        on_progress(progress)
+
     generation = api.generation(project, generation_id)
-    on_progress(progress_of(generation))
+    show(progress_of(generation))
     while generation.get("state") not in GENERATION_DONE:
         item = feed.next(deadline)
         if item.kind == "failed":
@@ -167,11 +177,11 @@ def wait_for_generation(
             on_notice(item.detail)
         elif item.kind == "connected":
             generation = api.generation(project, generation_id)
-            on_progress(progress_of(generation))
+            show(progress_of(generation))
         elif item.status is not None:
             progress = item.status.get("generation") or {}
             if progress.get("id") == generation_id:
-                on_progress(progress)
+                show(progress)
                 if progress.get("state") in GENERATION_DONE:
                     generation = api.generation(project, generation_id)
                     if generation.get("state") not in GENERATION_DONE:  # the record lags

@@ -334,3 +334,29 @@ def test_following_a_generation_shows_its_rounds_only() -> None:
         "2 verifying v5",
         "2 succeeded v5",
     ]
+
+
+def test_a_generation_never_steps_back_to_an_earlier_round() -> None:
+    """The record is asked for first and may already be in round 1 when the stream's first frame
+    (queued, round 0) arrives: that frame is not shown."""
+    feed = FakeFeed(
+        progress("queued", 0),
+        progress("verifying", 1, version=4),
+        progress("succeeded", 1, version=4),
+    )
+    api = FakeGenerations(
+        {"id": "g1", "state": "generating", "round": 1, "max_rounds": 3},
+        {"id": "g1", "state": "succeeded", "round": 1, "result_version": 4},
+    )
+    seen: list[str] = []
+    wait_for_generation(
+        feed,  # type: ignore[arg-type]
+        api,  # type: ignore[arg-type]
+        "p",
+        "g1",
+        None,
+        lambda g: seen.append(f"{g['round']} {g['state']}"),
+        seen.append,
+    )
+
+    assert seen == ["1 generating", "1 verifying", "1 succeeded"]
