@@ -9,7 +9,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("upload_throughput", "worker_overhead", "watcher_detection", "e2e_latency")
+BENCHMARKS = (
+    "upload_throughput",
+    "worker_overhead",
+    "watcher_detection",
+    "e2e_latency",
+    "generation",
+)
 
 
 def main() -> int:
