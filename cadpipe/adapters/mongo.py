@@ -10,16 +10,21 @@ MongoDB when MONGODB_URI names one.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import mongomock
 import pymongo
 from mongomock.store import ServerStore
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
+from cadpipe import errors
 from cadpipe.settings import MongoSettings
+
+T = TypeVar("T")
 
 MOCK_SCHEME = "mongomock://"
 
@@ -64,8 +69,13 @@ def _serialise_mongomock_operations() -> None:
             return call
 
         for name in (
-            "_insert", "_update", "_delete", "_find_and_modify", "bulk_write",
-            "count_documents", "aggregate",
+            "_insert",
+            "_update",
+            "_delete",
+            "_find_and_modify",
+            "bulk_write",
+            "count_documents",
+            "aggregate",
         ):
             setattr(Collection, name, locked(getattr(Collection, name)))
         setattr(Collection, "_get_dataset", materialised(Collection._get_dataset))  # noqa: B010
@@ -103,3 +113,13 @@ def connect(
 def ping(db: Database[dict[str, Any]]) -> None:
     """Raises when the server does not answer."""
     db.command("ping")
+
+
+async def in_thread(blocking: Callable[[], T]) -> T:
+    """The one way async code calls pymongo: in a thread, MongoDB's failures raised as
+    errors.Unavailable (a DuplicateKeyError the blocking function does not handle too: it is a
+    PyMongoError, and an adapter that expects one catches it inside)."""
+    try:
+        return await asyncio.to_thread(blocking)
+    except PyMongoError as error:
+        raise errors.Unavailable(f"MongoDB: {error}") from error

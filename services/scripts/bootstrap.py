@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from cadpipe.adapters import mongo, s3
+from cadpipe.adapters.owners import BucketOwners, MongoOwnerRecords
 from cadpipe.callers import CallerInterceptor, CallerPolicy, server_credentials
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import NOT_SERVING, SERVING, GrpcServer
 from cadpipe.metrics import ServiceMetrics
+from cadpipe.ownership import Ownership
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 from services.scripts import mongo_index
 from services.scripts.domain import Limits
@@ -51,7 +53,7 @@ class _Stores:
     index: mongo_index.MongoProjectIndex
     outbox: mongo_index.MongoOutbox
     claims: mongo_index.MongoIdempotencyClaims
-    owners: mongo_index.MongoProjectOwners
+    owners: Ownership
     db: Any
 
 
@@ -69,13 +71,14 @@ async def _open_stores(
     mongo_client, db = mongo.connect(settings, event_listeners=listeners)
     stack.callback(mongo_client.close)
     # fails the start when MongoDB does not answer, with the driver's message
-    await asyncio.to_thread(mongo_index.ensure_indexes, db)
+    await mongo.in_thread(lambda: mongo_index.ensure_indexes(db))
+    bucket = s3.AsyncBucket(s3.Bucket(s3_client, settings.s3_bucket))
     return _Stores(
-        store=S3ScriptStore(s3.Bucket(s3_client, settings.s3_bucket), on_conflict=on_conflict),
+        store=S3ScriptStore(bucket, on_conflict=on_conflict),
         index=mongo_index.MongoProjectIndex(db),
         outbox=mongo_index.MongoOutbox(db),
         claims=mongo_index.MongoIdempotencyClaims(db),
-        owners=mongo_index.MongoProjectOwners(db),
+        owners=Ownership(MongoOwnerRecords(db), BucketOwners(bucket)),
         db=db,
     )
 
@@ -105,7 +108,9 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         stack.enter_context(observed.serving(settings.grpc_host, settings.metrics_port))
 
         async def ready() -> None:
-            await asyncio.gather(stores.store.ping(), asyncio.to_thread(mongo.ping, stores.db))
+            await asyncio.gather(
+                stores.store.ping(), mongo.in_thread(lambda: mongo.ping(stores.db))
+            )
 
         # Oversize scripts must reach the service to get INVALID_ARGUMENT with the limit in the
         # message, not a transport error: accept messages well above the script limit.
@@ -156,7 +161,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             owners=stores.owners,
             on_event=publisher.wake,
         )
-        servicer = ScriptServicer(scripts, observe=metrics.observe_rpc)
+        servicer = ScriptServicer(scripts)
         scripts_pb2_grpc.add_ScriptServiceServicer_to_server(servicer, server.server)
         await server.health.set(EVENTS_HEALTH, NOT_SERVING)
         publishing = asyncio.create_task(publisher.run(), name="outbox-publisher")

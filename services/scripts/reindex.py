@@ -19,12 +19,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from cadpipe import layout
+from cadpipe.ownership import Ownership
 from services.scripts.domain import VersionRecord, uploaded_event
 from services.scripts.ports import (
     IdempotencyClaims,
     Outbox,
     ProjectIndex,
-    ProjectOwners,
     ScriptStore,
 )
 
@@ -59,7 +59,7 @@ async def reindex(
     outbox: Outbox,
     claims: IdempotencyClaims,
     *,
-    owners: ProjectOwners | None = None,
+    owners: Ownership | None = None,
     project: str | None = None,
     concurrency: int = 16,
 ) -> ReindexReport:
@@ -93,7 +93,7 @@ async def _reindex_project(
     versions: set[int],
     limit: asyncio.Semaphore,
     report: ReindexReport,
-    owners: ProjectOwners | None = None,
+    owners: Ownership | None = None,
 ) -> None:
     async def one(version: int) -> VersionRecord | None:
         async with limit:
@@ -107,7 +107,7 @@ async def _reindex_project(
     await index.reset_project(project, latest)
     # the owner is on every version; the first one that names it is the creator's
     owner = next((r.owner for r in records if r.owner), "")
-    if owner and owners is not None:
+    if owners is not None:
         await owners.restore(project, owner)
     holes = sorted(set(range(1, latest + 1)) - {r.version for r in records})
     if holes:

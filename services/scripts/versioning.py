@@ -28,17 +28,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from cadpipe import ownership
+from cadpipe import errors
 from cadpipe.callers import ANONYMOUS, Caller
 from cadpipe.logs import current_request_id
+from cadpipe.ownership import Ownership
 from services.scripts.domain import (
     Claim,
     IdempotencyInProgress,
     IdempotencyMismatch,
     Limits,
-    NotFound,
     OutboxEntry,
-    Unavailable,
     ValidScript,
     VersionConflict,
     VersionRecord,
@@ -55,7 +54,6 @@ from services.scripts.ports import (
     IdempotencyClaims,
     Outbox,
     ProjectIndex,
-    ProjectOwners,
     ScriptStore,
 )
 
@@ -153,7 +151,7 @@ class Scripts:
         claims: IdempotencyClaims,
         options: Options = Options(),
         *,
-        owners: ProjectOwners | None = None,
+        owners: Ownership | None = None,
         on_event: Callable[[OutboxEntry], None] = lambda entry: None,
         clock: Clock = utc_now,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
@@ -163,8 +161,8 @@ class Scripts:
         self._index = index
         self._outbox = outbox
         self._claims = claims
-        self._owners = owners
-        """None: no ownership is recorded; only unrestricted callers see any project."""
+        self._owners = owners or Ownership()
+        """Ownership(): none is recorded; only unrestricted callers see any project."""
         self._options = options
         self._on_event = on_event
         self._clock = clock
@@ -185,47 +183,13 @@ class Scripts:
             request.idempotency_key,
             self._options.limits,
         )
-        owner = await self._owner_for_upload(script.project, request.caller)
+        owner = await self._owners.owner_for_upload(script.project, request.caller)
         script = replace(script, owner=owner)
         latest = await self._index.latest_version(script.project)
         if script.idempotency_key:
             return await self._upload_once(script, latest)
         record = await self._shielded(functools.partial(self._store_and_record, script, latest))
         return UploadResult(record)
-
-    async def _owner_for_upload(self, project: str, caller: Caller) -> str:
-        """The project's owner, claimed for the caller when the project is new, before anything
-        is stored (cadpipe.ownership); NotFound when the project is someone else's."""
-        if self._owners is None:
-            if caller.unrestricted:
-                return ""
-            raise NotFound(ownership.not_found_message(project))
-        recorded = await self._owners.owner_of(project)
-        if recorded is None:
-            # Unknown to the index. S3 may still hold the project (an index rebuilt, or behind):
-            # then its first version says whose it is, and that is what gets recorded.
-            first = await self._store.describe(project, 1)
-            if first is not None:
-                recorded = await self._owners.claim(project, first.owner)
-            elif not caller.anonymous:
-                recorded = await self._owners.claim(project, caller.name)
-            else:
-                recorded = ""
-        if not caller.may_access(recorded):
-            raise NotFound(ownership.not_found_message(project))
-        return recorded
-
-    async def _check_access(self, project: str, caller: Caller) -> None:
-        """NotFound, with the message of a project that does not exist, unless the caller may
-        read the project."""
-        if caller.unrestricted:
-            return
-        owner = await self._owners.owner_of(project) if self._owners is not None else None
-        if owner is None and self._owners is not None:
-            first = await self._store.describe(project, 1)  # the index may lag behind S3
-            owner = first.owner if first is not None else None
-        if not caller.may_access(owner):
-            raise NotFound(ownership.not_found_message(project))
 
     async def _store_and_record(
         self, script: ValidScript, latest: int, gone: asyncio.Event
@@ -271,7 +235,7 @@ class Scripts:
         try:
             if await self._store.put_if_absent(record, body):
                 return True
-        except Unavailable:
+        except errors.Unavailable:
             if await self._is_ours(record):
                 return True
             raise
@@ -309,8 +273,8 @@ class Scripts:
         entry = uploaded_event(record, request_id=current_request_id())
         try:
             await asyncio.gather(self._outbox.add(entry), self._index.record_version(record))
-        except Unavailable as error:
-            raise Unavailable(
+        except errors.Unavailable as error:
+            raise errors.Unavailable(
                 f"the script was stored as version {record.version} of {record.project!r} but "
                 f"could not be recorded ({error}); a reindex will record it"
             ) from error
@@ -435,7 +399,7 @@ class Scripts:
         if record is None:  # indexed elsewhere or not yet: S3 has it
             record = await self._store.describe(project, version)
         if record is None:
-            raise Unavailable(f"version {version} of {project!r} is recorded but not in S3")
+            raise errors.Unavailable(f"version {version} of {project!r} is recorded but not in S3")
         return record
 
     # --- reading ---------------------------------------------------------------------------
@@ -445,10 +409,10 @@ class Scripts:
     ) -> tuple[VersionRecord, bytes]:
         check_project(project)
         check_version(version)
-        await self._check_access(project, caller)
+        await self._owners.check_access(project, caller)
         found = await self._store.read(project, version)
         if found is None:
-            raise NotFound(f"project {project!r} has no version {version}")
+            raise errors.NotFound(f"project {project!r} has no version {version}")
         return found
 
     async def list_versions(
@@ -464,7 +428,7 @@ class Scripts:
         check_project(project)
         size = page_size(requested_size)
         after = decode_page_token(page_token, project)
-        await self._check_access(project, caller)
+        await self._owners.check_access(project, caller)
         latest = await self._index.latest_version(project)
         if after + size >= latest:
             latest = await self.first_absent_after(project, latest) - 1

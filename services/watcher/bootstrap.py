@@ -14,10 +14,12 @@ from typing import Any
 import grpc
 
 from cadpipe.adapters import mongo, s3
+from cadpipe.adapters.owners import BucketOwners, MongoOwnerRecords
 from cadpipe.callers import CallerInterceptor, CallerPolicy, server_credentials
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import GrpcServer
 from cadpipe.metrics import ServiceMetrics
+from cadpipe.ownership import Ownership
 from cadpipe.settings import S3Settings, summarize
 from cadpipe.timestamps import to_datetime
 from cadpipe.v1 import (
@@ -42,7 +44,6 @@ from services.watcher.monitoring_adapters import (
 )
 from services.watcher.monitoring_servicer import MonitoringServicer
 from services.watcher.nats_events import NatsEvents
-from services.watcher.owners import MongoProjectOwners
 from services.watcher.reads import Reads
 from services.watcher.s3_results import S3Results
 from services.watcher.servicer import ArtifactServicer, StatusServicer
@@ -94,6 +95,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         stack.callback(s3_client.close)
         observed.instrument_s3(s3_client)
         bucket = s3.Bucket(s3_client, settings.s3_bucket)
+        store = s3.AsyncBucket(bucket)
         presign_bucket = None
         if settings.s3_presign_endpoint_url:
             presign_settings = S3Settings(
@@ -101,8 +103,8 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             )
             presign_client = s3.make_client(presign_settings)
             stack.callback(presign_client.close)
-            presign_bucket = s3.Bucket(presign_client, settings.s3_bucket)
-        results = S3Results(bucket, presign_bucket=presign_bucket)
+            presign_bucket = s3.AsyncBucket(s3.Bucket(presign_client, settings.s3_bucket))
+        results = S3Results(store, presign_bucket=presign_bucket)
 
         mongo_client, db = mongo.connect(settings, event_listeners=observed.mongo_listeners())
         stack.callback(mongo_client.close)
@@ -153,7 +155,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             results,
             presign_expiry_seconds=settings.presign_expiry_seconds,
             max_log_bytes=settings.max_log_bytes,
-            owners=MongoProjectOwners(db),
+            owners=Ownership(MongoOwnerRecords(db), BucketOwners(store)),
         )
         status_pb2_grpc.add_StatusServiceServicer_to_server(
             StatusServicer(reads, statuses), server.server
@@ -161,7 +163,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(
             ArtifactServicer(reads), server.server
         )
-        monitoring = await _monitoring(settings, stack, bucket, db, events)
+        monitoring = await _monitoring(settings, stack, store, db, events)
         monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(
             MonitoringServicer(monitoring), server.server
         )
@@ -221,7 +223,7 @@ def _caller_interceptor(settings: Settings) -> CallerInterceptor:
 async def _monitoring(
     settings: Settings,
     stack: AsyncExitStack,
-    bucket: s3.Bucket,
+    bucket: s3.AsyncBucket,
     db: Any,
     events: NatsEvents,
 ) -> Monitoring:

@@ -17,7 +17,7 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from cadpipe import layout
+from cadpipe import errors, layout
 from cadpipe.marker import Marker, MarkerOutput
 from cadpipe.timestamps import to_timestamp
 from cadpipe.v1 import artifacts_pb2, events_pb2, status_pb2
@@ -31,14 +31,6 @@ NO_SCRIPTS = "no_scripts"
 
 REPORT_FORMAT = "json"
 ERROR_SUMMARY_CHARS = 2000
-
-
-class InvalidArgument(ValueError):
-    """The request is malformed; the message says what is wrong."""
-
-
-class NotFound(LookupError):
-    """What the request names does not exist; the message says what is missing."""
 
 
 class InvalidTransition(ValueError):
@@ -55,15 +47,17 @@ def check_version(version: int, *, allow_latest: bool = True) -> int:
     if version >= 1 or (version == 0 and allow_latest):
         return version
     if allow_latest:
-        raise InvalidArgument(f"version must be 1 or more, or 0 for the latest (got {version})")
-    raise InvalidArgument(f"version must be 1 or more (got {version})")
+        raise errors.InvalidArgument(
+            f"version must be 1 or more, or 0 for the latest (got {version})"
+        )
+    raise errors.InvalidArgument(f"version must be 1 or more (got {version})")
 
 
 def check_project(project: str) -> str:
     try:
         return layout.check_project(project)
     except layout.InvalidProject as error:
-        raise InvalidArgument(str(error)) from None
+        raise errors.InvalidArgument(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -371,7 +365,7 @@ def normalise_format(fmt: str) -> str:
     found = layout.output_format(f"file.{cleaned}") if cleaned and "." not in cleaned else None
     if found is None:
         known = ", ".join(sorted([*layout.OUTPUT_FORMATS, *layout.FORMAT_ALIASES]))
-        raise InvalidArgument(f"unknown format {fmt!r}; known formats: {known}")
+        raise errors.InvalidArgument(f"unknown format {fmt!r}; known formats: {known}")
     return found
 
 
@@ -379,13 +373,13 @@ def pick_output(
     project: str, version: int, outputs: tuple[MarkerOutput, ...], fmt: str
 ) -> MarkerOutput:
     """The version's file of that format (the first by name when it made several). A version
-    without it is NotFound, saying which formats it has: never another version's file."""
+    without it is errors.NotFound, saying which formats it has: never another version's file."""
     own = own_outputs(project, version, outputs)
     mine = [o for o in own if o.format == fmt]
     if not mine:
         has = formats_of(own)
         produced = f"it produced: {', '.join(has)}" if has else "it produced no CAD file"
-        raise NotFound(f"version {version} of {project} has no {fmt} output; {produced}")
+        raise errors.NotFound(f"version {version} of {project} has no {fmt} output; {produced}")
     return mine[0]
 
 
@@ -400,11 +394,11 @@ def log_object(project: str, key: str, size: int) -> LogObject | None:
 def log_key_for_name(project: str, name: str) -> str:
     """The key of a log named by GetLog; InvalidArgument unless it is a log of this project."""
     if not name or "/" in name or "\\" in name:
-        raise InvalidArgument(f"invalid log name {name!r}")
+        raise errors.InvalidArgument(f"invalid log name {name!r}")
     key = layout.logs_prefix(project) + name
     parsed = layout.parse_log_key(key)
     if parsed is None or parsed.project != project:
-        raise InvalidArgument(
+        raise errors.InvalidArgument(
             f"{name!r} is not a log name of {project} "
             f"(expected {project}_v{{N}}_{{info|error}}_{{YYYYmmdd_HHMMSS}}.log)"
         )

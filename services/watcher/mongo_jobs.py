@@ -21,9 +21,7 @@ Only operations both pymongo and mongomock implement. Blocking calls run in a th
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pymongo
@@ -31,6 +29,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from cadpipe.adapters.mongo import in_thread
 from cadpipe.marker import MarkerOutput
 from services.watcher.domain import PROCESSING, TERMINAL_STATES, Job, check_transition
 
@@ -91,9 +90,7 @@ class MongoJobs:
     def __init__(self, db: Database[Doc]) -> None:
         self._jobs: Collection[Doc] = db[COLLECTION]
 
-    @staticmethod
-    async def _call(blocking: Callable[[], T]) -> T:
-        return await asyncio.to_thread(blocking)
+    _call = staticmethod(in_thread)
 
     async def ensure_indexes(self) -> None:
         def blocking() -> None:

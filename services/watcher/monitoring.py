@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from cadpipe import layout, messaging
+from cadpipe import errors, layout, messaging
 from cadpipe.settings import SettingSummary
 from services.watcher import domain
 from services.watcher.domain import Job
@@ -610,7 +610,7 @@ class Monitoring:
             self.s3.script_versions(project, MAX_VERSIONS),
         )
         if not jobs and not versions:
-            raise domain.NotFound(f"project {project!r} has no versions")
+            raise errors.NotFound(f"project {project!r} has no versions")
         if more and jobs:
             # the newest MAX_VERSIONS jobs: older scripts are beyond this answer, not untracked
             oldest = min(j.version for j in jobs)
@@ -624,7 +624,7 @@ class Monitoring:
 
     async def s3_round_trip(self, size_bytes: int) -> RoundTrip:
         if size_bytes < 0 or size_bytes > MAX_TEST_BYTES:
-            raise domain.InvalidArgument(
+            raise errors.InvalidArgument(
                 f"size_bytes must be between 0 and {MAX_TEST_BYTES} (0: {DEFAULT_TEST_BYTES})"
             )
         size = size_bytes or DEFAULT_TEST_BYTES
@@ -703,7 +703,7 @@ class Monitoring:
 
     async def metrics_summary(self, window_seconds: int) -> MetricsSummary:
         if window_seconds < 0:
-            raise domain.InvalidArgument("window_seconds must be 0 (all time) or more")
+            raise errors.InvalidArgument("window_seconds must be 0 (all time) or more")
         now = self.clock()
         since = now - dt.timedelta(seconds=window_seconds) if window_seconds else None
         counts, unpublished, recent = await asyncio.gather(

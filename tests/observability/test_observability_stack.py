@@ -71,7 +71,6 @@ async def test_traffic_shows_in_every_services_metrics_and_logs_carry_its_reques
     )
 
     scripts = await scrape(observed.metrics["scripts"])
-    assert total(scripts, "cadpipe_scripts_uploads_total", outcome="OK") == 1
     assert (
         total(scripts, "grpc_server_handled_total", grpc_method="UploadScript", grpc_code="OK") == 1
     )

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
-from cadpipe import logs, messaging
+from cadpipe import errors, logs, messaging
 from cadpipe.adapters import s3
 from cadpipe.devstack import free_port
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
@@ -405,7 +405,7 @@ async def test_a_store_that_returns_other_bytes_fails_at_the_comparison() -> Non
 
 
 async def test_a_round_trip_size_out_of_bounds_is_invalid() -> None:
-    with pytest.raises(domain.InvalidArgument):
+    with pytest.raises(errors.InvalidArgument):
         await monitoring().s3_round_trip(2 * 1024 * 1024)
 
 
@@ -421,9 +421,9 @@ async def test_processing_status_lists_jobs_and_scripts_no_watcher_heard_of() ->
     assert status.versions[0].detection_latency_seconds == pytest.approx(0.1)
     assert status.versions[1].duration_seconds == pytest.approx(58)  # so far
     assert status.counts == {"completed": 1, "processing": 1, UNTRACKED: 1}
-    with pytest.raises(domain.NotFound):
+    with pytest.raises(errors.NotFound):
         await monitoring(bucket, jobs).processing_status("other")
-    with pytest.raises(domain.InvalidArgument):
+    with pytest.raises(errors.InvalidArgument):
         await monitoring(bucket, jobs).processing_status("../p")
 
 

@@ -7,7 +7,8 @@ import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 
-from services.scripts.domain import Claim, OutboxEntry, Unavailable, VersionRecord
+from cadpipe import errors
+from services.scripts.domain import Claim, OutboxEntry, VersionRecord
 
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -42,7 +43,7 @@ class FakeStore:
         self.objects[(record.project, record.version)] = (record, body)
         if self.fail_puts_after_writing:
             self.fail_puts_after_writing -= 1
-            raise Unavailable("S3: connection reset after the write")
+            raise errors.Unavailable("S3: connection reset after the write")
         return True
 
     async def exists(self, project: str, version: int) -> bool:

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from cadpipe import layout
+from cadpipe import errors, layout
 from cadpipe.marker import Marker, MarkerOutput
 from services.watcher import domain
 from services.watcher.domain import Found, Job, LogObject, Outcome, Policy, PollPolicy
@@ -68,9 +68,9 @@ def test_finishing_a_decided_job_again_is_refused() -> None:
 
 
 def test_new_job_checks_its_project_and_version() -> None:
-    with pytest.raises(domain.InvalidArgument):
+    with pytest.raises(errors.InvalidArgument):
         domain.new_job("../x", 1, uploaded_at=T0)
-    with pytest.raises(domain.InvalidArgument):
+    with pytest.raises(errors.InvalidArgument):
         domain.new_job("part", 0, uploaded_at=T0)
     assert job().script_key == "input/part/part_v3.py"
 
@@ -217,7 +217,7 @@ def test_formats_aliases_and_unknown_formats() -> None:
         "fcstd",
     ]
     for bad in ("dwg", "", "stl.exe", "json"):
-        with pytest.raises(domain.InvalidArgument):
+        with pytest.raises(errors.InvalidArgument):
             domain.normalise_format(bad)
 
 
@@ -225,11 +225,11 @@ def test_pick_output_names_the_formats_the_version_has_when_it_lacks_one() -> No
     outputs = (output("m.step"), output("m.stl"), output("report.json"))
     assert domain.pick_output("part", 3, outputs, "stl").name == "m.stl"
     with pytest.raises(
-        domain.NotFound, match=r"version 3 .* no iges output; it produced: step, stl"
+        errors.NotFound, match=r"version 3 .* no iges output; it produced: step, stl"
     ):
         domain.pick_output("part", 3, outputs, "iges")
     other_version = (output("m.iges", version=2),)
-    with pytest.raises(domain.NotFound, match="no CAD file"):
+    with pytest.raises(errors.NotFound, match="no CAD file"):
         domain.pick_output("part", 3, other_version, "iges")
 
 
@@ -262,7 +262,7 @@ def test_log_names_must_be_logs_of_the_project() -> None:
         "part_v3.log",
         "",
     ):
-        with pytest.raises(domain.InvalidArgument):
+        with pytest.raises(errors.InvalidArgument):
             domain.log_key_for_name("part", bad)
     assert domain.log_object("part", "logs/part/" + name, 1) is not None
     assert domain.log_object("other", "logs/part/" + name, 1) is None
