@@ -161,7 +161,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         s3_client = s3.make_client(settings)
         stack.callback(s3_client.close)
         observed.instrument_s3(s3_client)
-        storage = S3JobStorage(s3.Bucket(s3_client, settings.s3_bucket))
+        storage = S3JobStorage(s3.AsyncBucket(s3.Bucket(s3_client, settings.s3_bucket)))
 
         lib_dir = settings.resolved_freecad_lib_dir()
         cgroup = await asyncio.to_thread(pids_cgroup, settings.pids_cgroup_root)
