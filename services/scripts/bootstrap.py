@@ -27,6 +27,7 @@ from services.scripts import mongo_index
 from services.scripts.domain import Limits
 from services.scripts.metrics import make_metrics
 from services.scripts.publisher import OutboxPublisher
+from services.scripts.reconcile import Reconciler
 from services.scripts.reindex import ReindexReport, reindex
 from services.scripts.s3_store import S3ScriptStore
 from services.scripts.servicer import ScriptServicer
@@ -45,6 +46,7 @@ class Running:
     port: int
     scripts: Scripts
     publisher: OutboxPublisher
+    reconciler: Reconciler
 
 
 @dataclass(frozen=True)
@@ -164,13 +166,26 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         servicer = ScriptServicer(scripts)
         scripts_pb2_grpc.add_ScriptServiceServicer_to_server(servicer, server.server)
         await server.health.set(EVENTS_HEALTH, NOT_SERVING)
+        reconciler = Reconciler(
+            scripts,
+            stores.store,
+            stores.index,
+            stores.outbox,
+            interval=settings.reconcile_interval_seconds,
+            full_every=settings.reconcile_full_every,
+        )
         publishing = asyncio.create_task(publisher.run(), name="outbox-publisher")
+        reconciling = asyncio.create_task(reconciler.run(), name="reconciler")
         try:
             await server.start()
-            yield Running(port=server.port, scripts=scripts, publisher=publisher)
+            yield Running(
+                port=server.port, scripts=scripts, publisher=publisher, reconciler=reconciler
+            )
         finally:
             await server.shutdown(settings.shutdown_grace_seconds)
             await scripts.wait_idle()
+            reconciling.cancel()
+            await asyncio.gather(reconciling, return_exceptions=True)
             await publisher.stop(publishing)
             logger.info("script service stopped")
 

@@ -121,7 +121,7 @@ async def _reindex_project(
     for key, record in first_by_key.items():
         await claims.restore(project, key, record.fingerprint, record.version)
 
-    finished = await _finished_versions(store, project)
+    finished = await finished_versions(store, project)
     entries = [uploaded_event(r) for r in records if r.version not in finished]
     known = await outbox.contains([e.msg_id for e in entries])
     for entry in entries:
@@ -135,7 +135,7 @@ async def _reindex_project(
     report.versions += len(records)
 
 
-async def _finished_versions(store: ScriptStore, project: str) -> set[int]:
+async def finished_versions(store: ScriptStore, project: str) -> set[int]:
     """Versions with a processed marker, or with an error log (how a worker of the older
     contract reports a failure): their uploaded event has done its job."""
     finished: set[int] = set()

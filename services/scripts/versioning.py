@@ -11,7 +11,9 @@ versions, read one. The design is in docs/scripts-service.md; in short:
 * After the put, the version document and an outbox entry (the uploaded event) are written to
   MongoDB before the call returns; the publisher sends the entry to JetStream. That part runs
   in a task of its own, shielded from the caller's cancellation, so a client that gives up
-  mid-upload cannot leave a stored version without its event.
+  mid-upload cannot leave a stored version without its event. A MongoDB failure there is
+  retried a few times in that task; when it outlasts them, the project is handed to the
+  reconciler (reconcile.py), which records the version once MongoDB answers again.
 """
 
 from __future__ import annotations
@@ -97,6 +99,10 @@ class Options:
     idempotency_stale: float = 60.0
     """Seconds after which a pending claim is presumed abandoned and may be taken over."""
     idempotency_poll: float = 0.05
+    record_attempts: int = 4
+    """Tries at writing a stored version's document and outbox entry (MongoDB may blip)."""
+    record_backoff: float = 0.1
+    """Seconds before the second try, doubled before each next one."""
 
 
 class _CallerGone(Exception):
@@ -170,6 +176,8 @@ class Scripts:
         self._sleep = sleep
         self._queue = _ProjectQueue()
         self._tasks: set[asyncio.Task[object]] = set()
+        self.unrecorded: set[str] = set()
+        """Projects with a stored version this process could not record: the reconciler's."""
 
     # --- upload --------------------------------------------------------------------------
 
@@ -269,15 +277,32 @@ class Scripts:
         return free
 
     async def _record(self, record: VersionRecord) -> None:
-        """Outbox entry and version document for a stored version. Both are idempotent."""
+        """Outbox entry and version document for a stored version. Both are idempotent, so a
+        failure is retried; one that outlasts the retries leaves the project to the
+        reconciler, and the caller is told that the version was stored."""
         entry = uploaded_event(record, request_id=current_request_id())
-        try:
-            await asyncio.gather(self._outbox.add(entry), self._index.record_version(record))
-        except errors.Unavailable as error:
-            raise errors.Unavailable(
-                f"the script was stored as version {record.version} of {record.project!r} but "
-                f"could not be recorded ({error}); a reindex will record it"
-            ) from error
+        delay = self._options.record_backoff
+        for attempt in range(1, self._options.record_attempts + 1):
+            try:
+                await asyncio.gather(self._outbox.add(entry), self._index.record_version(record))
+                break
+            except errors.Unavailable as error:
+                if attempt < self._options.record_attempts:
+                    logger.warning(
+                        "project %s: recording version %d failed (%s); retrying",
+                        record.project,
+                        record.version,
+                        error,
+                    )
+                    await self._sleep(delay)
+                    delay *= 2
+                    continue
+                self.unrecorded.add(record.project)
+                raise errors.Unavailable(
+                    f"the script was stored as version {record.version} of {record.project!r} but "
+                    f"could not be recorded yet ({error}); it will be, and processed, once "
+                    "MongoDB answers"
+                ) from error
         self._on_event(entry)
 
     async def _shielded(self, work: Callable[[asyncio.Event], Awaitable[T]]) -> T:

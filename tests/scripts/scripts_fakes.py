@@ -70,11 +70,16 @@ class FakeIndex:
     def __init__(self) -> None:
         self.latest: dict[str, int] = {}
         self.docs: dict[tuple[str, int], VersionRecord] = {}
+        self.failing_writes = 0
+        """That many record_version calls fail, as MongoDB down would make them."""
 
     async def latest_version(self, project: str) -> int:
         return self.latest.get(project, 0)
 
     async def record_version(self, record: VersionRecord) -> None:
+        if self.failing_writes:
+            self.failing_writes -= 1
+            raise errors.Unavailable("MongoDB: connection refused")
         self.docs[(record.project, record.version)] = record
         self.latest[record.project] = max(self.latest.get(record.project, 0), record.version)
 
