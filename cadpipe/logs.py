@@ -14,7 +14,6 @@ import contextvars
 import datetime as dt
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -91,11 +90,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(service: str) -> None:
-    """JSON on stderr at LOG_LEVEL (default INFO); LOG_FORMAT=text for humans."""
+def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json") -> None:
+    """JSON on stderr at `level`; fmt "text" for humans. The values come from the service's
+    settings (LOG_LEVEL, LOG_FORMAT: cadpipe.settings.LoggingSettings, applied by
+    load_settings)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
-    if os.environ.get("LOG_FORMAT", "json") == "text":
+    if fmt == "text":
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
         )
@@ -103,6 +104,6 @@ def configure_logging(service: str) -> None:
         handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    root.setLevel(level)
     for noisy in ("botocore", "boto3", "urllib3", "nats", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

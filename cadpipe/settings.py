@@ -9,14 +9,38 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cadpipe.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+MIB = 1024 * 1024
+
+
+class LoggingSettings(BaseSettings):
+    """How every service logs (cadpipe.logs.configure_logging): read with the rest of its
+    settings, so that a bad value stops it with EX_CONFIG like any other."""
+
+    model_config = MODEL_CONFIG
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
 
 class S3Settings(BaseSettings):
@@ -49,13 +73,16 @@ class NatsSettings(BaseSettings):
     nats_stream_replicas: int = Field(default=1, ge=1, le=5)
 
 
-class GrpcServerSettings(BaseSettings):
+class GrpcServerSettings(LoggingSettings):
     model_config = MODEL_CONFIG
 
     grpc_host: str = "0.0.0.0"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no metrics endpoint")
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    readiness_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often health asks the service's dependencies"
+    )
 
 
 class GrpcSecuritySettings(BaseSettings):
@@ -116,10 +143,16 @@ def configuration_problems(error: ValidationError) -> list[str]:
 
 
 def load_settings(cls: type[S], service: str) -> S:
-    """cls() from the environment; on invalid settings, logs every problem (one line naming
-    each variable, no traceback) and exits with EX_CONFIG."""
+    """cls() from the environment, with logging configured from it (LoggingSettings); on
+    invalid settings, logs every problem (one line naming each variable, no traceback) and
+    exits with EX_CONFIG. What a service's main() calls first."""
     try:
-        return cls()
+        how = LoggingSettings()
+        configure_logging(service, level=how.log_level, fmt=how.log_format)
+    except ValidationError:
+        configure_logging(service)  # the defaults; the problem is reported with the others
+    try:
+        settings = cls()
     except ValidationError as error:
         problems = configuration_problems(error)
         logger.error(
@@ -129,6 +162,7 @@ def load_settings(cls: type[S], service: str) -> S:
             extra={"problems": problems},
         )
         raise SystemExit(EX_CONFIG) from None
+    return settings
 
 
 @dataclass(frozen=True)

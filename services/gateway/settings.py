@@ -5,11 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings
 
-from cadpipe.settings import MODEL_CONFIG
-
-MIB = 1024 * 1024
+from cadpipe.settings import MIB, MODEL_CONFIG, LoggingSettings
 
 SCRIPT_SERVICE = "cadpipe.v1.ScriptService"
 STATUS_SERVICE = "cadpipe.v1.StatusService"
@@ -17,7 +14,7 @@ ARTIFACT_SERVICE = "cadpipe.v1.ArtifactService"
 MONITORING_SERVICE = "cadpipe.v1.MonitoringService"
 
 
-class Settings(BaseSettings):
+class Settings(LoggingSettings):
     model_config = MODEL_CONFIG
 
     http_host: str = "0.0.0.0"

@@ -118,11 +118,6 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         # message, not a transport error: accept messages well above the script limit.
         max_message = max(4 * 1024 * 1024, 2 * settings.max_script_bytes + 64 * 1024)
         callers = CallerPolicy.from_settings(settings)
-        if not callers.peers_authenticated:
-            logger.warning(
-                "no SERVICE_TOKEN and no mutual TLS: whoever reaches the gRPC port may act "
-                "for any identity (docs/security.md)"
-            )
         server = GrpcServer(
             settings.grpc_host,
             settings.grpc_port,

@@ -205,10 +205,8 @@ class OutboxPublisher:
                 await asyncio.gather(task, return_exceptions=True)
             except Exception:
                 logger.exception("the outbox publisher failed")
-        if self._nc is not None and self._nc.is_connected:
-            await self._nc.drain()
-        elif self._nc is not None:
-            await self._nc.close()
+        if self._nc is not None:
+            await messaging.close(self._nc)
 
 
 def _headers(entry: OutboxEntry) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from cadpipe.settings import (
+    MIB,
     MODEL_CONFIG,
     GrpcSecuritySettings,
     GrpcServerSettings,
@@ -12,8 +13,6 @@ from cadpipe.settings import (
     NatsSettings,
     S3Settings,
 )
-
-MIB = 1024 * 1024
 
 
 class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings, GrpcSecuritySettings):
@@ -55,4 +54,3 @@ class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings, Grpc
         description="Every that many passes (and at start) the reconciler covers every project; "
         "0: never",
     )
-    readiness_interval_seconds: float = Field(default=5.0, gt=0)

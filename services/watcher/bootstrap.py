@@ -207,14 +207,8 @@ MONITORING_PREFIX = "/cadpipe.v1.MonitoringService/"
 def _caller_interceptor(settings: Settings) -> CallerInterceptor:
     """Project reads answer their owner only (Reads); monitoring is for admins, but its health
     is a public route of the gateway, which forwards no caller for it (docs/security.md)."""
-    callers = CallerPolicy.from_settings(settings)
-    if not callers.peers_authenticated:
-        logger.warning(
-            "no SERVICE_TOKEN and no mutual TLS: whoever reaches the gRPC port may act for any "
-            "identity (docs/security.md)"
-        )
     return CallerInterceptor(
-        callers,
+        CallerPolicy.from_settings(settings),
         public_methods={MONITORING_PREFIX + "GetHealth"},
         admin_methods=[MONITORING_PREFIX],
     )

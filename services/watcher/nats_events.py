@@ -14,6 +14,7 @@ Subjects, streams and encoding come from cadpipe.messaging.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -203,21 +204,15 @@ class NatsEvents:
 
     async def close(self) -> None:
         self._closing = True
-        if self._nc is not None and not self._nc.is_closed:
-            try:
-                if self._pull is not None:
-                    # A pull subscription whose fetch was cancelled would hold the drain until
-                    # its timeout; nothing is in flight on it once consuming stopped.
-                    await self._pull.unsubscribe()
-                    self._pull = None
-                await self._nc.drain()
-            except Exception as error:  # closing anyway
-                logger.warning("NATS drain failed: %s", error)
-                try:
-                    await self._nc.close()
-                except (nats.errors.Error, OSError) as close_error:
-                    # NATS went away too (a node drain takes both): nothing left to flush
-                    logger.warning("NATS close failed: %s", close_error)
+        if self._nc is None or self._nc.is_closed:
+            return
+        if self._pull is not None:
+            # A pull subscription whose fetch was cancelled would hold the drain until its
+            # timeout; nothing is in flight on it once consuming stopped.
+            with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+                await self._pull.unsubscribe()
+            self._pull = None
+        await messaging.close(self._nc)
 
     async def _disconnected(self) -> None:
         if not self._closing:

@@ -20,8 +20,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from nats.aio.client import Client as NatsClient
-
 from cadpipe import messaging
 from cadpipe.adapters import s3
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
@@ -180,7 +178,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         nc = await messaging.connect(
             settings, name="cadpipe-worker", error_cb=observed.nats_error_cb
         )
-        stack.push_async_callback(_drain, nc)
+        stack.push_async_callback(messaging.close, nc)
         js = nc.jetstream()
         await messaging.ensure_streams(js, replicas=settings.nats_stream_replicas)
 
@@ -251,8 +249,3 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             await server.shutdown(settings.shutdown_grace_seconds)
             await intake.stop(settings.drain_timeout_seconds)
             logger.info("worker stopped")
-
-
-async def _drain(nc: NatsClient) -> None:
-    with contextlib.suppress(Exception):
-        await nc.drain()
