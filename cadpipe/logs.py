@@ -90,10 +90,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json") -> None:
-    """JSON on stderr at `level`; fmt "text" for humans. The values come from the service's
-    settings (LOG_LEVEL, LOG_FORMAT: cadpipe.settings.LoggingSettings, applied by
-    load_settings)."""
+def configure_logging(service: str) -> None:
+    """JSON on stderr at LOG_LEVEL (default INFO); LOG_FORMAT=text for humans. Both are read
+    as settings (cadpipe.settings.LoggingSettings): a bad value is logged, in JSON at INFO,
+    like any invalid setting, and the process exits with EX_CONFIG."""
+    from cadpipe.settings import LoggingSettings, load_settings
+
+    _install(service, "INFO", "json")
+    how = load_settings(LoggingSettings, service)
+    _install(service, how.log_level, how.log_format)
+
+
+def _install(service: str, level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
     if fmt == "text":

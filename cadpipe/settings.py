@@ -14,8 +14,6 @@ from typing import Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cadpipe.logs import configure_logging
-
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
@@ -143,14 +141,8 @@ def configuration_problems(error: ValidationError) -> list[str]:
 
 
 def load_settings(cls: type[S], service: str) -> S:
-    """cls() from the environment, with logging configured from it (LoggingSettings); on
-    invalid settings, logs every problem (one line naming each variable, no traceback) and
-    exits with EX_CONFIG. What a service's main() calls first."""
-    try:
-        how = LoggingSettings()
-        configure_logging(service, level=how.log_level, fmt=how.log_format)
-    except ValidationError:
-        configure_logging(service)  # the defaults; the problem is reported with the others
+    """cls() from the environment; on invalid settings, logs every problem (one line naming
+    each variable, no traceback) and exits with EX_CONFIG."""
     try:
         settings = cls()
     except ValidationError as error:

@@ -18,6 +18,7 @@ from pydantic import Field
 from cadpipe.adapters import s3
 from cadpipe.devstack import MotoS3, NatsServer
 from cadpipe.grpc_server import stop_event_on_signals
+from cadpipe.logs import configure_logging
 from cadpipe.settings import MODEL_CONFIG, LoggingSettings, S3Settings, load_settings
 from services.allinone import stack
 
@@ -96,6 +97,7 @@ def banner(
 
 
 def main() -> None:
+    configure_logging("allinone")
     asyncio.run(run(load_settings(AllInOneSettings, "allinone")))
 
 

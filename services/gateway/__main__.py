@@ -14,6 +14,7 @@ import sys
 from cadpipe.adapters import mongo
 from cadpipe.callers import InvalidIdentity
 from cadpipe.grpc_server import serve_until_signalled
+from cadpipe.logs import configure_logging
 from cadpipe.settings import LoggingSettings, MongoSettings, load_settings
 from services.gateway.bootstrap import start
 from services.gateway.settings import Settings
@@ -71,7 +72,9 @@ def main() -> None:
     revoke.add_argument("token_id")
     args = parser.parse_args()
     if args.command == "tokens":
+        configure_logging("gateway-tokens")
         sys.exit(tokens(args))
+    configure_logging("gateway")
     asyncio.run(serve_until_signalled(start(load_settings(Settings, "gateway"))))
 
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from cadpipe.grpc_server import serve_until_signalled
+from cadpipe.logs import configure_logging
 from cadpipe.settings import load_settings
 from services.scripts.bootstrap import run_reindex, start
 from services.scripts.settings import Settings
@@ -36,6 +37,7 @@ def main() -> None:
     rebuild = commands.add_parser("reindex", help="rebuild the MongoDB documents from S3")
     rebuild.add_argument("--project", help="only this project")
     args = parser.parse_args()
+    configure_logging("scripts")
     settings = load_settings(Settings, "scripts")
     if args.command == "reindex":
         asyncio.run(reindex(settings, args.project))

@@ -5,26 +5,22 @@ gateway's tokens command loading settings like main, and one NATS close policy."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from support.processes import REPO, child_env
 
 from cadpipe import messaging
 from cadpipe.devstack import NatsServer
 from cadpipe.settings import EX_CONFIG, NatsSettings
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _run(module: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LOG_", "MONGODB_"))}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO,
-        env={**clean, **env},
+        env=child_env(env),
         capture_output=True,
         text=True,
         timeout=60,

@@ -19,13 +19,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
+from support.metrics import sample_value
 
 from cadpipe import errors, logs, messaging
 from cadpipe.adapters import s3
 from cadpipe.devstack import free_port
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import NOT_SERVING, SERVING, GrpcServer
-from cadpipe.metrics import ServiceMetrics, sample_value
+from cadpipe.metrics import ServiceMetrics
 from cadpipe.settings import (
     EX_CONFIG,
     MODEL_CONFIG,
@@ -551,7 +552,7 @@ async def test_the_interceptor_counts_by_code_and_sets_the_log_context() -> None
             },
         )
 
-    assert (handled("OK"), handled("NOT_FOUND"), handled("UNKNOWN")) == (1, 1, 1)
+    assert (handled("OK"), handled("NOT_FOUND"), handled("INTERNAL")) == (1, 1, 1)
 
 
 async def test_an_open_health_watch_ends_at_shutdown_instead_of_holding_it() -> None:
