@@ -35,14 +35,15 @@ from services.watcher import domain
 from services.watcher.broadcast import StatusBroadcast
 from services.watcher.metrics import WatcherMetrics
 from services.watcher.mongo_jobs import MongoJobs
-from services.watcher.monitoring import Monitoring, MonitoringConfig
-from services.watcher.monitoring_adapters import (
+from services.watcher.monitoring.adapters import (
     BucketProbe,
     GrpcHealthClient,
     MongoJobsView,
     NatsStreamsView,
 )
-from services.watcher.monitoring_servicer import MonitoringServicer
+from services.watcher.monitoring.ports import MonitoringConfig
+from services.watcher.monitoring.servicer import MonitoringServicer
+from services.watcher.monitoring.use_cases import Monitoring
 from services.watcher.nats_events import NatsEvents
 from services.watcher.reads import Reads
 from services.watcher.s3_results import S3Results

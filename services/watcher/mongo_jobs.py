@@ -69,7 +69,7 @@ def _job_from_doc(doc: Doc) -> Job:
 
 
 job_from_doc = _job_from_doc
-"""For other read-only views of the collection (monitoring_adapters)."""
+"""For other read-only views of the collection (monitoring/adapters.py)."""
 
 
 def _outputs_doc(job: Job) -> list[Doc]:

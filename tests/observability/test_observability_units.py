@@ -40,20 +40,17 @@ from services.gateway.metrics import UNMATCHED, HttpMetrics, HttpMetricsMiddlewa
 from services.gateway.routes import default_modules, derive_routes_from_modules
 from services.watcher import domain
 from services.watcher.domain import Job
-from services.watcher.monitoring import (
+from services.watcher.monitoring.ports import ConsumerState, MonitoringConfig, StreamState
+from services.watcher.monitoring.reports import (
     DEGRADED,
     FAILED,
     OK,
-    SCRATCH_PREFIX,
     UNTRACKED,
     WARNING,
-    ConsumerState,
-    Monitoring,
-    MonitoringConfig,
-    StreamState,
     percentile,
     redact_url,
 )
+from services.watcher.monitoring.use_cases import SCRATCH_PREFIX, Monitoring
 
 # --- logs ----------------------------------------------------------------------------------
 

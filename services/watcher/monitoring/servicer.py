@@ -22,12 +22,8 @@ from google.rpc import status_pb2
 
 from cadpipe.timestamps import to_timestamp
 from cadpipe.v1 import monitoring_pb2, monitoring_pb2_grpc
-from services.watcher.monitoring import (
-    Check,
-    LatencySummary,
-    Monitoring,
-    VersionRow,
-)
+from services.watcher.monitoring.reports import Check, LatencySummary, VersionRow
+from services.watcher.monitoring.use_cases import Monitoring
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from cadpipe.adapters.mongo import in_thread
 from cadpipe.adapters.s3 import AsyncBucket
 from services.watcher.domain import TERMINAL_STATES, Job
 from services.watcher.mongo_jobs import COLLECTION, job_from_doc
-from services.watcher.monitoring import STATES, ConsumerState, StreamState
+from services.watcher.monitoring.ports import ConsumerState, StreamState
+from services.watcher.monitoring.reports import STATES
 from services.watcher.nats_events import NatsEvents
 
 T = TypeVar("T")
