@@ -29,7 +29,7 @@ from cadpipe import layout, messaging
 from cadpipe.logs import log_context
 from cadpipe.settings import NatsSettings
 from cadpipe.v1 import events_pb2, status_pb2
-from services.watcher import domain
+from services.watcher import messages
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class NatsEvents:
                 event = messaging.decode(msg.data, events_pb2.ScriptUploaded)
             except Exception:  # the consumer logs malformed events
                 return
-            on_status(domain.status_from_uploaded(event))
+            on_status(messages.status_from_uploaded(event))
 
         async def finished(msg: Msg) -> None:
             try:
@@ -100,7 +100,7 @@ class NatsEvents:
             except Exception as error:  # a malformed event is only logged
                 logger.warning("ignored a malformed completion event: %s", error)
                 return
-            on_status(domain.status_from_finished(event))
+            on_status(messages.status_from_finished(event))
 
         await self._nc.subscribe(messaging.WORKER_FINISHED_SUBJECTS, cb=nudged)
         await self._nc.subscribe(messaging.UPLOADED_SUBJECTS, cb=uploaded)

@@ -13,7 +13,7 @@ from cadpipe.callers import ANONYMOUS, Caller
 from cadpipe.marker import MarkerOutput
 from cadpipe.ownership import Ownership
 from cadpipe.v1 import status_pb2
-from services.watcher import domain
+from services.watcher import domain, messages
 from services.watcher.domain import LogObject
 from services.watcher.ports import JobRepository, ResultReader
 
@@ -64,11 +64,11 @@ class Reads:
         domain.check_version(version)
         await self.check_access(project, caller)
         if version == 0:
-            return domain.project_status(project, await self._jobs.latest(project))
+            return messages.project_status(project, await self._jobs.latest(project))
         job = await self._jobs.get(project, version)
         if job is None:
             raise errors.NotFound(f"{project} has no version {version}")
-        return domain.project_status(project, job)
+        return messages.project_status(project, job)
 
     async def outputs(self, project: str, version: int = 0, caller: Caller = ANONYMOUS) -> Outputs:
         """The outputs of that version, or of the latest completed one, as the marker lists them

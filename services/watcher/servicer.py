@@ -11,7 +11,7 @@ import grpc
 from cadpipe.callers import current_caller
 from cadpipe.timestamps import to_timestamp
 from cadpipe.v1 import artifacts_pb2, artifacts_pb2_grpc, status_pb2, status_pb2_grpc
-from services.watcher import domain
+from services.watcher import domain, messages
 from services.watcher.broadcast import StatusBroadcast
 from services.watcher.domain import LogObject
 from services.watcher.reads import Reads
@@ -49,7 +49,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
             last = await self._reads.status(request.project, caller=current_caller())
             yield last
             async for status in changes:
-                if domain.supersedes(status, last):
+                if messages.supersedes(status, last):
                     yield status
                     last = status
 
@@ -65,7 +65,7 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         return artifacts_pb2.ListOutputsResponse(
             project=outputs.project,
             version=outputs.version,
-            outputs=[domain.output_message(o) for o in outputs.files],
+            outputs=[messages.output_message(o) for o in outputs.files],
         )
 
     async def GetDownloadUrl(
@@ -79,7 +79,7 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         return artifacts_pb2.DownloadUrl(
             url=download.url,
             expires_at=to_timestamp(download.expires_at),
-            file=domain.output_message(download.file),
+            file=messages.output_message(download.file),
             version=download.version,
         )
 

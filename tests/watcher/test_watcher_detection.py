@@ -23,6 +23,7 @@ from watcher_harness import (
 from cadpipe import layout, messaging
 from cadpipe.adapters.s3 import Bucket
 from cadpipe.v1 import events_pb2, status_pb2
+from services.watcher import messages
 from services.watcher.mongo_jobs import MongoJobs
 
 STEP = b"ISO-10303-21;\nHEADER;\nENDSEC;\nEND-ISO-10303-21;\n"
@@ -240,7 +241,7 @@ async def test_an_event_left_unpublished_by_a_crash_is_published_once_by_the_swe
         await jobs.add(job, owner="dead", lease_until=long_ago)
         outcome = domain.Outcome(state="completed", finished_at=long_ago)
         assert await jobs.finish(domain.finish(job, outcome, detected_at=long_ago))
-    published_before_crash = domain.job_finished(await jobs.get(project, 2))  # type: ignore[arg-type]
+    published_before_crash = messages.job_finished(await jobs.get(project, 2))  # type: ignore[arg-type]
     await js.publish(
         messaging.job_subject("completed", project),
         messaging.encode(published_before_crash),

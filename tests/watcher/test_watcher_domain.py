@@ -9,7 +9,7 @@ import pytest
 
 from cadpipe import errors, layout
 from cadpipe.marker import Marker, MarkerOutput
-from services.watcher import domain
+from services.watcher import domain, messages
 from services.watcher.domain import Found, Job, LogObject, Outcome, Policy, PollPolicy
 
 T0 = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.UTC)
@@ -283,7 +283,7 @@ def test_job_finished_carries_what_listeners_need() -> None:
         Outcome(state="completed", finished_at=at(1), outputs=(output("m.stl"),), log_key="lk"),
         detected_at=at(1.1),
     )
-    event = domain.job_finished(done)
+    event = messages.job_finished(done)
     assert (event.project, event.version, event.status, event.log_key) == (
         "part",
         3,
@@ -296,14 +296,14 @@ def test_job_finished_carries_what_listeners_need() -> None:
     assert event.detected_at.ToDatetime(tzinfo=dt.UTC) == at(1.1)
     assert event.duration_seconds == pytest.approx(1.0)
     with pytest.raises(domain.InvalidTransition):
-        domain.job_finished(job())
+        messages.job_finished(job())
 
-    status = domain.status_from_finished(event)
-    assert status == domain.project_status("part", done)
+    status = messages.status_from_finished(event)
+    assert status == messages.project_status("part", done)
 
 
 def test_project_status_without_jobs_is_no_scripts() -> None:
-    status = domain.project_status("part", None)
+    status = messages.project_status("part", None)
     assert (status.state, status.version) == ("no_scripts", 0)
 
 
@@ -311,9 +311,9 @@ def test_a_watcher_hears_later_versions_and_the_end_of_processing_only() -> None
     def status(version: int, state: str) -> domain.status_pb2.ProjectStatus:
         return domain.status_pb2.ProjectStatus(project="part", version=version, state=state)
 
-    assert domain.supersedes(status(1, "processing"), status(0, "no_scripts"))
-    assert domain.supersedes(status(1, "completed"), status(1, "processing"))
-    assert domain.supersedes(status(2, "processing"), status(1, "completed"))
-    assert not domain.supersedes(status(1, "completed"), status(1, "completed"))  # an echo
-    assert not domain.supersedes(status(1, "processing"), status(1, "completed"))
-    assert not domain.supersedes(status(1, "completed"), status(2, "processing"))  # older news
+    assert messages.supersedes(status(1, "processing"), status(0, "no_scripts"))
+    assert messages.supersedes(status(1, "completed"), status(1, "processing"))
+    assert messages.supersedes(status(2, "processing"), status(1, "completed"))
+    assert not messages.supersedes(status(1, "completed"), status(1, "completed"))  # an echo
+    assert not messages.supersedes(status(1, "processing"), status(1, "completed"))
+    assert not messages.supersedes(status(1, "completed"), status(2, "processing"))  # older news
