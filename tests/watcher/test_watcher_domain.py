@@ -9,6 +9,7 @@ import pytest
 
 from cadpipe import errors, layout
 from cadpipe.marker import Marker, MarkerOutput
+from cadpipe.v1 import status_pb2
 from services.watcher import domain, messages
 from services.watcher.domain import Found, Job, LogObject, Outcome, Policy, PollPolicy
 
@@ -308,8 +309,8 @@ def test_project_status_without_jobs_is_no_scripts() -> None:
 
 
 def test_a_watcher_hears_later_versions_and_the_end_of_processing_only() -> None:
-    def status(version: int, state: str) -> domain.status_pb2.ProjectStatus:
-        return domain.status_pb2.ProjectStatus(project="part", version=version, state=state)
+    def status(version: int, state: str) -> status_pb2.ProjectStatus:
+        return status_pb2.ProjectStatus(project="part", version=version, state=state)
 
     assert messages.supersedes(status(1, "processing"), status(0, "no_scripts"))
     assert messages.supersedes(status(1, "completed"), status(1, "processing"))
