@@ -35,6 +35,10 @@ class IdempotencyMismatch(errors.FailedPrecondition):
     """The idempotency key was first used with a different script or metadata."""
 
 
+class CallerGone(Exception):
+    """The caller went away before anything was stored (never sent: nobody is listening)."""
+
+
 # --- limits and validation -----------------------------------------------------------------
 
 METADATA_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")

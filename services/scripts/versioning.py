@@ -22,7 +22,6 @@ import asyncio
 import datetime as dt
 import functools
 import logging
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -35,9 +34,7 @@ from cadpipe.callers import ANONYMOUS, Caller
 from cadpipe.logs import current_request_id
 from cadpipe.ownership import Ownership
 from services.scripts.domain import (
-    Claim,
-    IdempotencyInProgress,
-    IdempotencyMismatch,
+    CallerGone,
     Limits,
     OutboxEntry,
     ValidScript,
@@ -52,6 +49,7 @@ from services.scripts.domain import (
     uploaded_event,
     validate_upload,
 )
+from services.scripts.idempotency import IdempotentUploads
 from services.scripts.ports import (
     IdempotencyClaims,
     Outbox,
@@ -103,10 +101,6 @@ class Options:
     """Tries at writing a stored version's document and outbox entry (MongoDB may blip)."""
     record_backoff: float = 0.1
     """Seconds before the second try, doubled before each next one."""
-
-
-class _CallerGone(Exception):
-    """The caller went away before anything was stored."""
 
 
 class _ProjectQueue:
@@ -176,6 +170,18 @@ class Scripts:
         self._sleep = sleep
         self._queue = _ProjectQueue()
         self._tasks: set[asyncio.Task[object]] = set()
+        self._idempotent = IdempotentUploads(
+            self,
+            claims,
+            store,
+            index,
+            wait=options.idempotency_wait,
+            stale=options.idempotency_stale,
+            poll=options.idempotency_poll,
+            clock=clock,
+            new_id=new_id,
+            sleep=sleep,
+        )
         self.unrecorded: set[str] = set()
         """Projects with a stored version this process could not record: the reconciler's."""
 
@@ -195,18 +201,19 @@ class Scripts:
         script = replace(script, owner=owner)
         latest = await self._index.latest_version(script.project)
         if script.idempotency_key:
-            return await self._upload_once(script, latest)
-        record = await self._shielded(functools.partial(self._store_and_record, script, latest))
+            record, replayed = await self._idempotent.upload(script, latest)
+            return UploadResult(record, replayed)
+        record = await self.shielded(functools.partial(self._store_and_record, script, latest))
         return UploadResult(record)
 
     async def _store_and_record(
         self, script: ValidScript, latest: int, gone: asyncio.Event
     ) -> VersionRecord:
-        record = await self._put_next_version(script, latest, gone)
-        await self._record(record)
+        record = await self.put_next_version(script, latest, gone)
+        await self.record(record)
         return record
 
-    async def _put_next_version(
+    async def put_next_version(
         self, script: ValidScript, latest: int, gone: asyncio.Event
     ) -> VersionRecord:
         """Writes the script as the first free version above `latest`; S3 decides which.
@@ -218,7 +225,7 @@ class Scripts:
             uploaded_at = self._clock()
             for attempt in range(1, self._options.max_version_attempts + 1):
                 if gone.is_set():
-                    raise _CallerGone(f"project {project!r}: the caller went away; nothing stored")
+                    raise CallerGone(f"project {project!r}: the caller went away; nothing stored")
                 record = new_record(script, version, uploaded_at, upload_id)
                 stored = await self._put(record, script.body)
                 self._queue.saw(project, version)
@@ -276,7 +283,7 @@ class Scripts:
                 free = middle
         return free
 
-    async def _record(self, record: VersionRecord) -> None:
+    async def record(self, record: VersionRecord) -> None:
         """Outbox entry and version document for a stored version. Both are idempotent, so a
         failure is retried; one that outlasts the retries leaves the project to the
         reconciler, and the caller is told that the version was stored."""
@@ -305,7 +312,7 @@ class Scripts:
                 ) from error
         self._on_event(entry)
 
-    async def _shielded(self, work: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    async def shielded(self, work: Callable[[asyncio.Event], Awaitable[T]]) -> T:
         """Runs work in a task of its own that the caller's cancellation (client gone, deadline)
         does not interrupt: the steps after an S3 write must not be cut short. The work is
         told through the event that the caller is gone, so that it stores nothing new."""
@@ -324,108 +331,13 @@ class Scripts:
         if task.cancelled():
             return
         error = task.exception()  # retrieved here: nobody may be waiting for it any more
-        if error is not None and not isinstance(error, _CallerGone):
+        if error is not None and not isinstance(error, CallerGone):
             logger.debug("upload task ended with %r", error)
 
     async def wait_idle(self) -> None:
         """Waits for uploads whose callers went away (at shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    # --- upload with an idempotency key ---------------------------------------------------
-
-    async def _upload_once(self, script: ValidScript, latest: int) -> UploadResult:
-        """Claim the key with a unique insert, then upload. A second caller with the same key
-        waits (bounded) for the first to finish and replays its version; a claim left pending
-        by a crashed owner is taken over after `idempotency_stale` seconds."""
-        project, key = script.project, script.idempotency_key
-        mine = Claim(
-            project=project,
-            key=key,
-            owner=self._new_id(),
-            fingerprint=script.fingerprint,
-            created_at=self._clock(),
-            from_version=latest,
-        )
-        stale_after = dt.timedelta(seconds=self._options.idempotency_stale)
-        deadline = time.monotonic() + self._options.idempotency_wait
-        held = await self._claims.claim(mine)
-        while held is not None:
-            if held.fingerprint != mine.fingerprint:
-                raise IdempotencyMismatch(
-                    f"idempotency key {key!r} of project {project!r} was first used with a "
-                    "different script or metadata"
-                )
-            if held.state == "done":
-                return UploadResult(await self._replay(project, held.version), replayed=True)
-            if held.is_stale(self._clock(), stale_after):
-                mine = replace(mine, created_at=self._clock(), from_version=held.from_version)
-                if await self._claims.take_over(held, mine):
-                    logger.warning(
-                        "project %s: took over idempotency key %r abandoned by %s",
-                        project,
-                        key,
-                        held.owner,
-                    )
-                    return await self._shielded(
-                        functools.partial(self._finish_abandoned, script, mine, latest)
-                    )
-            elif time.monotonic() >= deadline:
-                raise IdempotencyInProgress(
-                    f"an upload with idempotency key {key!r} of project {project!r} is still "
-                    "in progress; retry later to get its version"
-                )
-            else:
-                await self._sleep(self._options.idempotency_poll)
-            held = await self._claims.get(project, key)
-            if held is None:  # the owner stored nothing and let go: claim it afresh
-                mine = replace(mine, created_at=self._clock())
-                held = await self._claims.claim(mine)
-        return await self._shielded(functools.partial(self._store_claimed, script, mine, latest))
-
-    async def _store_claimed(
-        self, script: ValidScript, claim: Claim, latest: int, gone: asyncio.Event
-    ) -> UploadResult:
-        try:
-            record = await self._put_next_version(script, latest, gone)
-        except (VersionConflict, _CallerGone):
-            # no put of ours landed: nothing is in S3, so a retry may claim the key afresh
-            await self._claims.release(claim.project, claim.key, claim.owner)
-            raise
-        # Any other failure leaves the claim pending: the put may have landed. Whoever takes
-        # the claim over once it is stale looks for the version in S3 first.
-        await self._record(record)
-        await self._claims.complete(claim.project, claim.key, claim.owner, record.version)
-        return UploadResult(record)
-
-    async def _finish_abandoned(
-        self, script: ValidScript, claim: Claim, latest: int, gone: asyncio.Event
-    ) -> UploadResult:
-        """The previous owner died after claiming; it may or may not have stored its version."""
-        found = await self._find_by_idempotency_key(claim.project, claim.key, claim.from_version)
-        if found is None:
-            return await self._store_claimed(script, claim, latest, gone)
-        await self._record(found)
-        await self._claims.complete(claim.project, claim.key, claim.owner, found.version)
-        return UploadResult(found, replayed=True)
-
-    async def _find_by_idempotency_key(
-        self, project: str, key: str, from_version: int
-    ) -> VersionRecord | None:
-        version = from_version + 1
-        while (record := await self._store.describe(project, version)) is not None:
-            if record.idempotency_key == key:
-                return record
-            version += 1
-        return None
-
-    async def _replay(self, project: str, version: int) -> VersionRecord:
-        record = await self._index.get_version(project, version)
-        if record is None:  # indexed elsewhere or not yet: S3 has it
-            record = await self._store.describe(project, version)
-        if record is None:
-            raise errors.Unavailable(f"version {version} of {project!r} is recorded but not in S3")
-        return record
 
     # --- reading ---------------------------------------------------------------------------
 
