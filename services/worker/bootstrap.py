@@ -25,7 +25,7 @@ from cadpipe.adapters import s3
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import GrpcServer
 from cadpipe.metrics import ServiceMetrics
-from services.worker import domain
+from services.worker.domain.job import Isolation, Limits
 from services.worker.intake import Intake, IntakeConfig, NatsNotifier
 from services.worker.jobs import JobConfig, JobService
 from services.worker.metrics import WorkerMetrics
@@ -51,11 +51,11 @@ class Running:
     worker_name: str
     freecad_version: str
     sandbox_mode: str
-    isolation: domain.Isolation
+    isolation: Isolation
 
 
-def limits_from(settings: Settings) -> domain.Limits:
-    return domain.Limits(
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
         timeout_seconds=settings.job_timeout_seconds,
         address_space=settings.memory_limit_bytes,
         cpu_seconds=settings.cpu_limit_seconds,
@@ -97,13 +97,13 @@ def _remove_stale_cgroups(parent: str, older_than: float = 600.0) -> None:
 
 async def _isolation(
     settings: Settings, command_for: Callable[[str], RunnerCommand], cgroup: str
-) -> tuple[domain.Isolation, str]:
+) -> tuple[Isolation, str]:
     home = tempfile.mkdtemp(prefix="cadpipe-probe-")
     try:
         found = await probe(command_for(home))
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    isolation = domain.Isolation(
+    isolation = Isolation(
         pid_namespace=found.pid_namespace,
         mount_namespace=found.mount_namespace,
         network_namespace=found.network_namespace,
@@ -122,7 +122,7 @@ async def _isolation(
     return isolation, found.freecad_version
 
 
-def _uid_picker(settings: Settings, isolation: domain.Isolation) -> Callable[[], int]:
+def _uid_picker(settings: Settings, isolation: Isolation) -> Callable[[], int]:
     """A uid per job that no other job has, so that jobs cannot read each other's files or
     count against each other's process limit. Without a mount namespace the job cannot be
     shown an /etc/passwd naming a random uid (FreeCAD insists on one): nobody it is."""
@@ -135,7 +135,7 @@ async def _open_sandbox(
     settings: Settings,
     stack: AsyncExitStack,
     scratch: ScratchRoot,
-    isolation: domain.Isolation,
+    isolation: Isolation,
     freecad_version: str,
     cgroup: str,
 ) -> Sandbox:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from services.worker import domain
+from services.worker.domain.job import Isolation, Limits
+from services.worker.domain.verdict import SandboxOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +46,16 @@ class SandboxJob:
     identity_files: dict[str, str]
     uid: int
     gid: int
-    limits: domain.Limits
+    limits: Limits
     hidden_paths: tuple[str, ...] = ()
 
 
 class Sandbox(Protocol):
-    isolation: domain.Isolation
+    isolation: Isolation
     freecad_version: str
     mode: str
 
-    async def run(self, job: SandboxJob) -> domain.SandboxOutcome: ...
+    async def run(self, job: SandboxJob) -> SandboxOutcome: ...
 
     def alive(self) -> bool: ...
 
@@ -122,7 +123,7 @@ async def probe(command: RunnerCommand) -> Probe:
 
 
 def request_for(
-    job: SandboxJob, isolation: domain.Isolation, lib_dir: str, pids_cgroup: str
+    job: SandboxJob, isolation: Isolation, lib_dir: str, pids_cgroup: str
 ) -> dict[str, Any]:
     return {
         "id": job.id,
@@ -145,10 +146,10 @@ def request_for(
     }
 
 
-def outcome_from(reply: dict[str, Any]) -> domain.SandboxOutcome:
+def outcome_from(reply: dict[str, Any]) -> SandboxOutcome:
     if reply.get("event") == "failed":
-        return domain.SandboxOutcome(failure=str(reply.get("error", "unknown failure")))
-    return domain.SandboxOutcome(
+        return SandboxOutcome(failure=str(reply.get("error", "unknown failure")))
+    return SandboxOutcome(
         timed_out=bool(reply.get("timed_out")),
         exit_code=reply.get("exit_code"),
         signal=reply.get("signal"),
@@ -178,7 +179,7 @@ class ZygoteSandbox:
     def __init__(
         self,
         command: RunnerCommand,
-        isolation: domain.Isolation,
+        isolation: Isolation,
         freecad_version: str,
         pids_cgroup: str,
     ) -> None:
@@ -247,7 +248,7 @@ class ZygoteSandbox:
                 future.set_exception(SandboxUnavailable("the FreeCAD zygote exited mid-job"))
         self._pending.clear()
 
-    async def run(self, job: SandboxJob) -> domain.SandboxOutcome:
+    async def run(self, job: SandboxJob) -> SandboxOutcome:
         await self.ensure_running()
         process = self._process
         assert process is not None and process.stdin is not None
@@ -262,7 +263,7 @@ class ZygoteSandbox:
             )
         except TimeoutError:
             _kill(self._supervisors.get(job.id))
-            return domain.SandboxOutcome(failure="the job's supervisor did not report; killed")
+            return SandboxOutcome(failure="the job's supervisor did not report; killed")
         except (BrokenPipeError, ConnectionResetError) as error:
             raise SandboxUnavailable(f"the FreeCAD zygote is gone: {error}") from error
         except asyncio.CancelledError:
@@ -301,7 +302,7 @@ class FreshSandbox:
     def __init__(
         self,
         command: RunnerCommand,
-        isolation: domain.Isolation,
+        isolation: Isolation,
         freecad_version: str,
         pids_cgroup: str,
     ) -> None:
@@ -316,7 +317,7 @@ class FreshSandbox:
     async def ensure_running(self) -> None:
         return None
 
-    async def run(self, job: SandboxJob) -> domain.SandboxOutcome:
+    async def run(self, job: SandboxJob) -> SandboxOutcome:
         process = await self._command.spawn("once")
         assert process.stdin is not None and process.stdout is not None
         stderr = asyncio.create_task(_log_stderr(process, "sandbox"))
@@ -335,7 +336,7 @@ class FreshSandbox:
             await process.wait()
         except TimeoutError:
             process.kill()
-            return domain.SandboxOutcome(failure="the job's supervisor did not report; killed")
+            return SandboxOutcome(failure="the job's supervisor did not report; killed")
         except BaseException:
             if process.returncode is None:
                 process.kill()

@@ -37,7 +37,7 @@ import time
 import traceback
 from typing import Any
 
-# Exit codes of the job process; the worker maps them to exit reasons (domain.classify).
+# Exit codes of the job process; the worker maps them to exit reasons (verdict.judge).
 EXIT_OK = 0
 EXIT_EXCEPTION = 1
 EXIT_MEMORY = 3

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.worker import domain
+from services.worker.domain.job import job_from_event
 from services.worker.scratch import ScratchRoot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the worker's scratch needs root")
@@ -27,7 +27,7 @@ def open_root(path: Path, uid: int = JOB_UID) -> ScratchRoot:
 
 def test_a_job_owns_its_sandbox_and_nothing_else(tmp_path: Path) -> None:
     root = open_root(tmp_path / "scratch")
-    jd = root.new_job(domain.job_from_event("box", 7, "", ""), b"print(1)\n")
+    jd = root.new_job(job_from_event("box", 7, "", ""), b"print(1)\n")
 
     def mode_owner(path: str) -> tuple[int, int, int]:
         st = os.stat(path)
@@ -47,7 +47,7 @@ def test_a_job_owns_its_sandbox_and_nothing_else(tmp_path: Path) -> None:
 
 def test_only_the_jobs_own_regular_files_are_outputs(tmp_path: Path) -> None:
     root = open_root(tmp_path / "scratch")
-    jd = root.new_job(domain.job_from_event("box", 1, "", ""), b"")
+    jd = root.new_job(job_from_event("box", 1, "", ""), b"")
     out = Path(jd.output_dir)
     (out / "mine.step").write_bytes(b"step")
     os.chown(out / "mine.step", JOB_UID, JOB_UID)
@@ -66,7 +66,7 @@ def test_only_the_jobs_own_regular_files_are_outputs(tmp_path: Path) -> None:
 
 def test_what_a_job_locked_away_is_still_removed(scratch_root: str) -> None:
     root = open_root(Path(scratch_root))
-    jd = root.new_job(domain.job_from_event("box", 1, "", ""), b"")
+    jd = root.new_job(job_from_event("box", 1, "", ""), b"")
     # As the job: a directory it makes unwritable, with a file in it.
     subprocess.run(
         ["/bin/sh", "-c", "mkdir locked && touch locked/f && chmod 500 locked"],
