@@ -33,7 +33,7 @@ from services.gateway.auth import (
 )
 from services.gateway.errors import GatewayError
 from services.gateway.ratelimit import RateLimiter, retry_after_header
-from services.gateway.routes import Route, RouteTable, split_raw_path
+from services.gateway.routes import Route, RouteTable, route_of, split_raw_path
 from services.gateway.tokens import AuthUnavailable
 
 logger = logging.getLogger(__name__)
@@ -68,12 +68,13 @@ class Guard:
         if scope["type"] != "http" or scope["path"] in GATEWAY_PATHS:
             await self.app(scope, receive, send)
             return
-        raw_path = _raw_path(scope)
-        segments = split_raw_path(raw_path)
+        routed = route_of(self._table, scope)
+        segments = split_raw_path(routed.raw_path)
         if tuple(segments) in self._public:
             await self.app(scope, receive, send)
             return
-        route = self._route(scope["method"], raw_path)
+        # no such route: the app answers 404/405 once the caller is known
+        route = routed.match.route if routed.match is not None else None
         try:
             identity = await self._identify(scope, route)
             self._check_admin(scope["path"], segments, identity)
@@ -96,12 +97,6 @@ class Guard:
         if identity is not None:
             state.setdefault(FORWARD_METADATA, []).extend(identity.caller.metadata())
         await self.app(scope, receive, send)
-
-    def _route(self, method: str, raw_path: str) -> Route | None:
-        try:
-            return self._table.lookup(method, raw_path).route
-        except GatewayError:  # no such route: the app answers 404/405 once the caller is known
-            return None
 
     async def _identify(self, scope: Scope, route: Route | None) -> Identity | None:
         if self._authenticator is None:
@@ -178,13 +173,6 @@ def _unauthenticated(error: AuthError) -> GatewayError:
     return GatewayError(
         grpc.StatusCode.UNAUTHENTICATED, error.message, headers={"WWW-Authenticate": challenge}
     )
-
-
-def _raw_path(scope: Scope) -> str:
-    raw = scope.get("raw_path")
-    if isinstance(raw, bytes):
-        return raw.decode("latin-1")
-    return str(scope["path"])
 
 
 def _query_token(scope: Scope) -> str | None:

@@ -638,7 +638,7 @@ def test_http_metrics_label_the_route_template_never_the_raw_path() -> None:
     )
 
     def route(method: str, path: str) -> str:
-        return middleware.route_of(method, {"path": path, "raw_path": path.encode()})
+        return middleware.route_of({"method": method, "path": path, "raw_path": path.encode()})
 
     assert route("GET", "/api/projects/alpha/status") == "/api/projects/{project}/status"
     assert route("GET", "/api/monitoring/projects/x/processing-status") == (
