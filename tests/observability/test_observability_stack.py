@@ -4,6 +4,7 @@ health and reflection, and what a dependency outage looks like."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from typing import Any
@@ -197,7 +198,17 @@ async def test_the_monitoring_routes_answer_from_real_checks(
         ]
         first = processing["versions"][0]
         assert first["uploaded_at"] and first["finished_at"] and first["detected_at"]
-        assert first["duration_seconds"] > 0 and first["detection_latency_seconds"] >= 0
+        finished = dt.datetime.fromisoformat(first["finished_at"].replace("Z", "+00:00"))
+        detected = dt.datetime.fromisoformat(first["detected_at"].replace("Z", "+00:00"))
+        uploaded = dt.datetime.fromisoformat(first["uploaded_at"].replace("Z", "+00:00"))
+        # from the worker's finish to the watcher's decision, and from the upload to the finish
+        assert first["detection_latency_seconds"] == pytest.approx(
+            (detected - finished).total_seconds(), abs=1e-3
+        )
+        assert first["duration_seconds"] == pytest.approx(
+            (finished - uploaded).total_seconds(), abs=1e-3
+        )
+        assert 0 < first["duration_seconds"] < 60
         assert first["formats"] == ["stl"]
         assert processing["counts"] == {"completed": 1, "untracked": 1}
         missing = await admin.get(f"/api/monitoring/projects/none-{unique}/processing-status")

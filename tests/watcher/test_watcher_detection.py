@@ -56,8 +56,11 @@ async def test_our_json_marker_completes_the_version_with_its_outputs(
         for o in sorted(marker.outputs, key=lambda o: o.name)
     ]
     assert event.log_key == marker.log_key
-    assert event.detected_at.ToDatetime() >= event.uploaded_at.ToDatetime()
-    assert event.duration_seconds >= 0
+    uploaded, finished = event.uploaded_at.ToDatetime(), event.finished_at.ToDatetime()
+    assert uploaded <= finished <= event.detected_at.ToDatetime()
+    # what the user waited: from the upload to the worker's finish, as the marker says
+    assert event.duration_seconds == pytest.approx((finished - uploaded).total_seconds())
+    assert 0 < event.duration_seconds < 30
 
     status = await status_of(service, project)
     assert (status.state, status.version, list(status.formats)) == ("completed", 1, ["step", "stl"])
