@@ -15,7 +15,8 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from obs_harness import STL_SCRIPT, Observed, Records, scrape, total, wait_until
+from obs_harness import STL_SCRIPT, Observed, Records, scrape, total
+from support.polling import wait_until
 
 from cadpipe import layout
 

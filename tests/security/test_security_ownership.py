@@ -13,7 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from routes import example, owned_routes, route_id
-from security_stack import SCRIPT, Secured, assert_unchanged, finish_version, upload, wait_until
+from security_stack import SCRIPT, Secured, assert_unchanged, finish_version, upload
+from support.polling import wait_until
 
 from cadpipe import layout, messaging
 from cadpipe.callers import ADMIN_KEY, IDENTITY_KEY, SERVICE_TOKEN_KEY

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from support.polling import wait_until
 from watcher_harness import (
     JobEvents,
     Service,
@@ -17,7 +18,6 @@ from watcher_harness import (
     publish_upload,
     put_log,
     stored_job_events,
-    wait_until,
 )
 
 from cadpipe import layout, messaging

@@ -109,14 +109,6 @@ def processes_of(uid: int) -> list[int]:
     return found
 
 
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.02)
-
-
 def stl_triangles(body: bytes) -> int:
     """Triangles in an STL file, binary or ASCII."""
     if len(body) >= 84:
