@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from support.polling import wait_until_blocking
+from support.stl import stl_triangles
 from worker_harness import (
     REPO,
     keys,
@@ -24,7 +25,6 @@ from worker_harness import (
     read_text,
     sample,
     step_volume,
-    stl_triangles,
     submit,
     wait_marker,
 )

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -107,17 +106,6 @@ def processes_of(uid: int) -> list[int]:
             except FileNotFoundError:
                 continue
     return found
-
-
-def stl_triangles(body: bytes) -> int:
-    """Triangles in an STL file, binary or ASCII."""
-    if len(body) >= 84:
-        (count,) = struct.unpack_from("<I", body, 80)
-        if len(body) == 84 + 50 * count:
-            return int(count)
-    text = body.decode("ascii")
-    assert text.lstrip().startswith("solid"), "neither binary nor ASCII STL"
-    return len(re.findall(r"^\s*facet normal", text, flags=re.MULTILINE))
 
 
 def step_volume(body: bytes, tmp: Path) -> float:
