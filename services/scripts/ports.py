@@ -1,5 +1,5 @@
 """The small interfaces the use cases drive. Adapters: s3_store.py (S3), mongo_index.py (MongoDB);
-unit tests use hand-written fakes (tests/scripts/fakes.py).
+unit tests use hand-written fakes (tests/scripts/scripts_fakes.py).
 
 Every method is async: the adapters run the blocking boto3 and pymongo calls in a thread.
 Store failures surface as cadpipe.errors.Unavailable.

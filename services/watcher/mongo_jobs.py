@@ -16,7 +16,8 @@ the project, from the uploaded event.)
 * owner/lease_until say which replica polls a processing job, so that the S3 cost does not grow
   with the number of replicas; the compare-and-set, not the lease, keeps decisions single.
 
-Only operations both pymongo and mongomock implement. Blocking calls run in a thread.
+Only operations both pymongo and mongomock implement. Blocking calls run through
+cadpipe.adapters.mongo.in_thread (MongoDB failures become cadpipe.errors.Unavailable).
 """
 
 from __future__ import annotations

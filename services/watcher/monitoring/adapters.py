@@ -1,6 +1,7 @@
 """The monitoring ports over the watcher's own clients: its S3 Bucket, its MongoDB database (the
 jobs collection), its NATS connection (JetStream stream and consumer info), and a gRPC health
-client of the script service. Blocking boto3 and pymongo calls run in a thread."""
+client of the script service. S3 through AsyncBucket, MongoDB through
+cadpipe.adapters.mongo.in_thread (both raise cadpipe.errors.Unavailable when the store fails)."""
 
 from __future__ import annotations
 
