@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -70,6 +71,22 @@ def make_client(settings: S3Settings, *, max_pool_connections: int = 32) -> Any:
         ),
         **kwargs,
     )
+
+
+def open_bucket(
+    settings: S3Settings,
+    stack: ExitStack | AsyncExitStack,
+    *,
+    instrument: Callable[[Any], None] | None = None,
+    max_pool_connections: int = 32,
+) -> Bucket:
+    """A service's bucket: its client closed with `stack`, and instrumented (e.g.
+    cadpipe.metrics.ServiceMetrics.instrument_s3) when given."""
+    client = make_client(settings, max_pool_connections=max_pool_connections)
+    stack.callback(client.close)
+    if instrument is not None:
+        instrument(client)
+    return Bucket(client, settings.s3_bucket)
 
 
 def _status(error: ClientError) -> int:

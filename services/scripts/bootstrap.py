@@ -65,16 +65,18 @@ async def _open_stores(
     metrics: ServiceMetrics | None = None,
     on_conflict: Callable[[], None] = lambda: None,
 ) -> _Stores:
-    s3_client = s3.make_client(settings, max_pool_connections=64)
-    stack.callback(s3_client.close)
-    if metrics is not None:
-        metrics.instrument_s3(s3_client)
+    blocking_bucket = s3.open_bucket(
+        settings,
+        stack,
+        instrument=metrics.instrument_s3 if metrics is not None else None,
+        max_pool_connections=64,
+    )
     listeners = metrics.mongo_listeners() if metrics is not None else []
     mongo_client, db = mongo.connect(settings, event_listeners=listeners)
     stack.callback(mongo_client.close)
     # fails the start when MongoDB does not answer, with the driver's message
     await mongo.in_thread(lambda: mongo_index.ensure_indexes(db))
-    bucket = s3.AsyncBucket(s3.Bucket(s3_client, settings.s3_bucket))
+    bucket = s3.AsyncBucket(blocking_bucket)
     return _Stores(
         store=S3ScriptStore(bucket, on_conflict=on_conflict),
         index=mongo_index.MongoProjectIndex(db),

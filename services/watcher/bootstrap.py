@@ -92,19 +92,14 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
     async with AsyncExitStack() as stack:
         observed = ServiceMetrics("watcher")
         metrics = WatcherMetrics(observed.registry)
-        s3_client = s3.make_client(settings)
-        stack.callback(s3_client.close)
-        observed.instrument_s3(s3_client)
-        bucket = s3.Bucket(s3_client, settings.s3_bucket)
+        bucket = s3.open_bucket(settings, stack, instrument=observed.instrument_s3)
         store = s3.AsyncBucket(bucket)
         presign_bucket = None
         if settings.s3_presign_endpoint_url:
             presign_settings = S3Settings(
                 **{**settings.model_dump(), "s3_endpoint_url": settings.s3_presign_endpoint_url}
             )
-            presign_client = s3.make_client(presign_settings)
-            stack.callback(presign_client.close)
-            presign_bucket = s3.AsyncBucket(s3.Bucket(presign_client, settings.s3_bucket))
+            presign_bucket = s3.AsyncBucket(s3.open_bucket(presign_settings, stack))
         results = S3Results(store, presign_bucket=presign_bucket)
 
         mongo_client, db = mongo.connect(settings, event_listeners=observed.mongo_listeners())

@@ -156,10 +156,8 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
     async with AsyncExitStack() as stack:
         observed = ServiceMetrics("worker")
         metrics = WorkerMetrics(observed.registry)
-        s3_client = s3.make_client(settings)
-        stack.callback(s3_client.close)
-        observed.instrument_s3(s3_client)
-        storage = S3JobStorage(s3.AsyncBucket(s3.Bucket(s3_client, settings.s3_bucket)))
+        bucket = s3.open_bucket(settings, stack, instrument=observed.instrument_s3)
+        storage = S3JobStorage(s3.AsyncBucket(bucket))
 
         lib_dir = settings.resolved_freecad_lib_dir()
         cgroup = await asyncio.to_thread(pids_cgroup, settings.pids_cgroup_root)
