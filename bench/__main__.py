@@ -2,6 +2,9 @@
 
 .venv/bin/python -m bench            all of them
 .venv/bin/python -m bench.<name>     one (see its --help)
+
+A benchmark's log (stderr) is kept out of the figures while it succeeds; when one fails, the
+end of its log is shown, so that the reason is on screen.
 """
 
 from __future__ import annotations
@@ -16,16 +19,28 @@ BENCHMARKS = (
     "e2e_latency",
     "generation",
 )
+SHOWN_LOG_LINES = 40
+
+
+def run(name: str) -> int:
+    print(f"\n=== bench.{name} ===", flush=True)
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}"], stderr=subprocess.PIPE, text=True, check=False
+    )
+    if done.returncode != 0:
+        tail = done.stderr.splitlines()[-SHOWN_LOG_LINES:]
+        sys.stderr.write(
+            f"bench.{name} failed (exit {done.returncode}); the end of its log:\n"
+            + "".join(f"  {line}\n" for line in tail)
+        )
+    return done.returncode
 
 
 def main() -> int:
     failed = 0
     for name in BENCHMARKS:
-        print(f"\n=== bench.{name} ===", flush=True)
-        failed |= subprocess.call(
-            [sys.executable, "-m", f"bench.{name}"], stderr=subprocess.DEVNULL
-        )
-    return failed
+        failed |= run(name)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

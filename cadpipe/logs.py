@@ -14,7 +14,6 @@ import contextvars
 import datetime as dt
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -92,10 +91,20 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(service: str) -> None:
-    """JSON on stderr at LOG_LEVEL (default INFO); LOG_FORMAT=text for humans."""
+    """JSON on stderr at LOG_LEVEL (default INFO); LOG_FORMAT=text for humans. Both are read
+    as settings (cadpipe.settings.LoggingSettings): a bad value is logged, in JSON at INFO,
+    like any invalid setting, and the process exits with EX_CONFIG."""
+    from cadpipe.settings import LoggingSettings, load_settings
+
+    _install(service, "INFO", "json")
+    how = load_settings(LoggingSettings, service)
+    _install(service, how.log_level, how.log_format)
+
+
+def _install(service: str, level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
-    if os.environ.get("LOG_FORMAT", "json") == "text":
+    if fmt == "text":
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
         )
@@ -103,6 +112,6 @@ def configure_logging(service: str) -> None:
         handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    root.setLevel(level)
     for noisy in ("botocore", "boto3", "urllib3", "nats", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -12,9 +12,11 @@ listener can read them without our generated code.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, TypeVar
 
 import nats
+import nats.errors
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
@@ -38,6 +40,8 @@ DUPLICATE_WINDOW_SECONDS = 24 * 3600
 RETENTION_SECONDS = 30 * 24 * 3600
 
 M = TypeVar("M", bound=Message)
+
+logger = logging.getLogger(__name__)
 
 
 def uploaded_subject(project: str) -> str:
@@ -93,6 +97,25 @@ async def connect(settings: NatsSettings, *, name: str, **kwargs: Any) -> NatsCl
         options["password"] = settings.nats_password.get_secret_value()
     options.update(kwargs)
     return await nats.connect(settings.nats_url, **options)
+
+
+async def close(nc: NatsClient) -> None:
+    """The one way a service lets go of NATS at shutdown: drained while connected (what was
+    published is flushed, subscriptions end after their messages), else closed; a failure is
+    logged and never raised, as the service is stopping anyway."""
+    if nc.is_closed:
+        return
+    if nc.is_connected:
+        try:
+            await nc.drain()
+            return
+        except (nats.errors.Error, OSError, TimeoutError) as error:
+            logger.warning("NATS drain failed: %s", error)
+    try:
+        await nc.close()
+    except (nats.errors.Error, OSError, TimeoutError) as error:
+        # NATS went away too (a node drain takes both): nothing left to flush
+        logger.warning("NATS close failed: %s", error)
 
 
 async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:

@@ -197,12 +197,3 @@ class _MongoHeartbeatErrors(mongo_monitoring.ServerHeartbeatListener):
 
     def failed(self, event: mongo_monitoring.ServerHeartbeatFailedEvent) -> None:
         self._metrics.count_error("mongodb", "heartbeat")
-
-
-def sample_value(
-    registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None
-) -> float:
-    """The current value of one sample (0 when absent), for callers that read a registry
-    directly, such as a summary computed in-process."""
-    value = registry.get_sample_value(name, labels or {})
-    return float(value) if value is not None else 0.0

@@ -1,20 +1,22 @@
-"""Who owns a project (docs/security.md).
+"""Who owns a project, decided in one place for every service (docs/security.md).
 
 The first upload of a project claims it for its caller, atomically, in the script service's
 MongoDB `projects` document ({_id: project, owner, ...}) before anything is written to S3, so of
 two identities creating one project at once exactly one gets it. Every script version also
-carries its owner in S3 object metadata (`x-amz-meta-owner`): the bucket stays the truth, and
-the script service's reindex rebuilds the documents from it.
+carries its owner in S3 object metadata (`x-amz-meta-owner`): the bucket stays the truth.
 
-Every service that serves a project's data reads the owner here (one indexed read by _id) and
-answers NOT_FOUND to anyone else, exactly as for a project that does not exist.
+`Ownership` is the policy every service applies: the owner is the one the index records, or,
+when the index does not know the project (lost, rebuilt, behind), the one S3 records on the
+project's first version. Anyone else gets NOT_FOUND, worded exactly as for a project that does
+not exist. Its adapters are in cadpipe.adapters.owners.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
-from pymongo.database import Database
+from cadpipe import errors
+from cadpipe.callers import Caller
 
 PROJECTS = "projects"
 OWNER_FIELD = "owner"
@@ -22,16 +24,89 @@ S3_OWNER_METADATA = "owner"
 """S3 user metadata key (x-amz-meta-owner) of every script version."""
 
 
-def read_owner(db: Database[dict[str, Any]], project: str) -> str | None:
-    """The project's owner; "" for a project without one (made before identities existed, or
-    by an anonymous caller of a trusted network); None when no such project is known."""
-    doc = db[PROJECTS].find_one({"_id": project}, {OWNER_FIELD: 1})
-    if doc is None:
-        return None
-    return str(doc.get(OWNER_FIELD) or "")
+class OwnerRecords(Protocol):
+    """The `owner` of MongoDB's `projects` documents."""
+
+    async def owner_of(self, project: str) -> str | None:
+        """The owner; "" for a project without one; None for a project the index lacks."""
+        ...
+
+    async def claim(self, project: str, owner: str) -> str:
+        """Records `owner` unless the project is known already (the first claim wins,
+        atomically); returns the owner recorded now ("" for a project without one)."""
+        ...
+
+    async def restore(self, project: str, owner: str) -> None:
+        """Reindex: the owner S3 records for the project."""
+        ...
+
+
+class FirstVersionOwners(Protocol):
+    """The bucket's word on ownership."""
+
+    async def first_version_owner(self, project: str) -> str | None:
+        """The owner recorded on version 1 of the project ("" when it names none); None when
+        the bucket holds no version 1."""
+        ...
 
 
 def not_found_message(project: str) -> str:
     """The one message for a project the caller may not see and for one that does not exist,
     so that the answer says nothing about which it is."""
     return f"project {project!r} not found"
+
+
+class Ownership:
+    """records and bucket None: no ownership is recorded anywhere, and only unrestricted callers
+    (an admin, the anonymous caller of a trusted network) see any project."""
+
+    def __init__(
+        self, records: OwnerRecords | None = None, bucket: FirstVersionOwners | None = None
+    ) -> None:
+        self._records = records
+        self._bucket = bucket
+
+    async def owner_of(self, project: str) -> str | None:
+        """The index's owner, or S3's when the index does not know the project; None when
+        neither does (no such project)."""
+        if self._records is not None:
+            recorded = await self._records.owner_of(project)
+            if recorded is not None:
+                return recorded
+        if self._bucket is not None:
+            return await self._bucket.first_version_owner(project)
+        return None
+
+    async def check_access(self, project: str, caller: Caller) -> None:
+        """NotFound, with the message of a project that does not exist, unless the caller may
+        read the project."""
+        if caller.unrestricted:
+            return
+        if not caller.may_access(await self.owner_of(project)):
+            raise errors.NotFound(not_found_message(project))
+
+    async def owner_for_upload(self, project: str, caller: Caller) -> str:
+        """The project's owner, claimed when the index lacks the project (before anything is
+        stored): for S3's owner when the bucket holds the project already, else for the caller.
+        NotFound when the project is someone else's."""
+        if self._records is None:
+            if caller.unrestricted:
+                return ""
+            raise errors.NotFound(not_found_message(project))
+        recorded = await self._records.owner_of(project)
+        if recorded is None:
+            in_bucket = await self._bucket.first_version_owner(project) if self._bucket else None
+            if in_bucket is not None:
+                recorded = await self._records.claim(project, in_bucket)
+            elif not caller.anonymous:
+                recorded = await self._records.claim(project, caller.name)
+            else:
+                recorded = ""
+        if not caller.may_access(recorded):
+            raise errors.NotFound(not_found_message(project))
+        return recorded
+
+    async def restore(self, project: str, owner: str) -> None:
+        """Reindex: S3 names the owner; the index follows."""
+        if self._records is not None and owner:
+            await self._records.restore(project, owner)

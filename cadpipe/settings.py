@@ -9,14 +9,36 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+MIB = 1024 * 1024
+
+
+class LoggingSettings(BaseSettings):
+    """How every service logs (cadpipe.logs.configure_logging): read with the rest of its
+    settings, so that a bad value stops it with EX_CONFIG like any other."""
+
+    model_config = MODEL_CONFIG
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
 
 class S3Settings(BaseSettings):
@@ -49,13 +71,16 @@ class NatsSettings(BaseSettings):
     nats_stream_replicas: int = Field(default=1, ge=1, le=5)
 
 
-class GrpcServerSettings(BaseSettings):
+class GrpcServerSettings(LoggingSettings):
     model_config = MODEL_CONFIG
 
     grpc_host: str = "0.0.0.0"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no metrics endpoint")
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    readiness_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often health asks the service's dependencies"
+    )
 
 
 class GrpcSecuritySettings(BaseSettings):
@@ -119,7 +144,7 @@ def load_settings(cls: type[S], service: str) -> S:
     """cls() from the environment; on invalid settings, logs every problem (one line naming
     each variable, no traceback) and exits with EX_CONFIG."""
     try:
-        return cls()
+        settings = cls()
     except ValidationError as error:
         problems = configuration_problems(error)
         logger.error(
@@ -129,6 +154,7 @@ def load_settings(cls: type[S], service: str) -> S:
             extra={"problems": problems},
         )
         raise SystemExit(EX_CONFIG) from None
+    return settings
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,28 @@
 """A thin S3 adapter: the handful of bucket operations cadpipe needs, with S3's answers turned
-into plain Python values. Works against AWS S3, MinIO and moto's server alike."""
+into plain Python values. Works against AWS S3, MinIO and moto's server alike.
+
+`Bucket` is blocking (boto3); `AsyncBucket` is the same bucket for async code, the one way
+services reach S3 from the event loop: every call runs in a thread, and S3's failures
+(botocore's errors) become cadpipe.errors.Unavailable.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from cadpipe import errors
 from cadpipe.settings import S3Settings
+
+T = TypeVar("T")
 
 _CONFLICT_STATUSES = (409, 412)
 
@@ -63,12 +73,28 @@ def make_client(settings: S3Settings, *, max_pool_connections: int = 32) -> Any:
     )
 
 
+def open_bucket(
+    settings: S3Settings,
+    stack: ExitStack | AsyncExitStack,
+    *,
+    instrument: Callable[[Any], None] | None = None,
+    max_pool_connections: int = 32,
+) -> Bucket:
+    """A service's bucket: its client closed with `stack`, and instrumented (e.g.
+    cadpipe.metrics.ServiceMetrics.instrument_s3) when given."""
+    client = make_client(settings, max_pool_connections=max_pool_connections)
+    stack.callback(client.close)
+    if instrument is not None:
+        instrument(client)
+    return Bucket(client, settings.s3_bucket)
+
+
 def _status(error: ClientError) -> int:
     return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
 class Bucket:
-    """One bucket. Every method is blocking; async callers use asyncio.to_thread."""
+    """One bucket. Every method is blocking; async code uses AsyncBucket."""
 
     def __init__(self, client: Any, name: str) -> None:
         self.client = client
@@ -170,3 +196,64 @@ class Bucket:
         return str(
             self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
         )
+
+
+class AsyncBucket:
+    """A Bucket for async code: each call runs in a thread and S3 failures raise
+    errors.Unavailable. `run` takes a blocking function of several bucket calls (one thread
+    hop for all of them), with the same translation."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.blocking = bucket
+        self.name = bucket.name
+
+    async def run(self, blocking: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(blocking)
+        except (BotoCoreError, ClientError) as error:
+            raise errors.Unavailable(f"S3: {error}") from error
+
+    async def ping(self) -> None:
+        await self.run(self.blocking.ping)
+
+    async def put_if_absent(
+        self, key: str, body: bytes, *, content_type: str, metadata: dict[str, str] | None = None
+    ) -> bool:
+        return await self.run(
+            lambda: self.blocking.put_if_absent(
+                key, body, content_type=content_type, metadata=metadata
+            )
+        )
+
+    async def put(
+        self, key: str, body: bytes, *, content_type: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        await self.run(
+            lambda: self.blocking.put(key, body, content_type=content_type, metadata=metadata)
+        )
+
+    async def upload_file(self, key: str, path: str, *, content_type: str) -> None:
+        await self.run(lambda: self.blocking.upload_file(key, path, content_type=content_type))
+
+    async def get(self, key: str) -> StoredObject | None:
+        return await self.run(lambda: self.blocking.get(key))
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        return await self.run(lambda: self.blocking.head(key))
+
+    async def exists(self, key: str) -> bool:
+        return await self.run(lambda: self.blocking.exists(key))
+
+    async def list(
+        self, prefix: str, *, start_after: str = "", limit: int | None = None
+    ) -> list[ObjectInfo]:
+        return await self.run(
+            lambda: list(self.blocking.list(prefix, start_after=start_after, limit=limit))
+        )
+
+    async def delete(self, key: str) -> None:
+        await self.run(lambda: self.blocking.delete(key))
+
+    def presign_get(self, key: str, expires_in: int, *, filename: str | None = None) -> str:
+        """Signed locally, no request: no thread needed."""
+        return self.blocking.presign_get(key, expires_in, filename=filename)

@@ -14,19 +14,18 @@ import sys
 import tempfile
 
 from pydantic import Field
-from pydantic_settings import BaseSettings
 
 from cadpipe.adapters import s3
 from cadpipe.devstack import MotoS3, NatsServer
 from cadpipe.grpc_server import stop_event_on_signals
 from cadpipe.logs import configure_logging
-from cadpipe.settings import MODEL_CONFIG, S3Settings
+from cadpipe.settings import MODEL_CONFIG, LoggingSettings, S3Settings, load_settings
 from services.allinone import stack
 
 logger = logging.getLogger("cadpipe.allinone")
 
 
-class AllInOneSettings(BaseSettings):
+class AllInOneSettings(LoggingSettings):
     model_config = MODEL_CONFIG
 
     http_port: int = Field(default=8080, description="gateway: REST, /docs")
@@ -112,7 +111,7 @@ def sign_in_link(api_url: str, token: str) -> str:
 
 def main() -> None:
     configure_logging("allinone")
-    asyncio.run(run(AllInOneSettings()))
+    asyncio.run(run(load_settings(AllInOneSettings, "allinone")))
 
 
 if __name__ == "__main__":

@@ -15,15 +15,19 @@ from cadpipe.adapters import mongo
 from cadpipe.callers import InvalidIdentity
 from cadpipe.grpc_server import serve_until_signalled
 from cadpipe.logs import configure_logging
-from cadpipe.settings import MongoSettings, load_settings
+from cadpipe.settings import LoggingSettings, MongoSettings, load_settings
 from services.gateway.bootstrap import start
 from services.gateway.settings import Settings
 from services.gateway.tokens import MongoTokens
 
 
+class TokensSettings(MongoSettings, LoggingSettings):
+    """What the tokens command reads: the gateway's MongoDB (MONGODB_URI, required here)."""
+
+
 def tokens(args: argparse.Namespace) -> int:
     """The admin command's output is its product: written to stdout, not logged."""
-    settings = MongoSettings()  # type: ignore[call-arg]  # MONGODB_URI from the environment
+    settings = load_settings(TokensSettings, "gateway-tokens")
     client, db = mongo.connect(settings)
     try:
         store = MongoTokens(db)

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
 
 import grpc
 import httpx
@@ -41,7 +41,7 @@ from services.gateway import sse
 from services.gateway.backends import BackendHealth, Metadata
 from services.gateway.errors import GatewayError, from_rpc_error, invalid_argument
 from services.gateway.openapi import build_openapi
-from services.gateway.routes import Route, RouteTable
+from services.gateway.routes import Route, RouteTable, route_of
 from services.gateway.transcode import HttpInput, build_request, to_json
 from services.gateway.webapp import STATIC_PREFIX, WebApp, download_request, is_app_path, stream_url
 
@@ -54,7 +54,7 @@ _MAX_QUERY_FIELDS = 100
 _TRANSCODED_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
-class Caller(Protocol):
+class RpcClient(Protocol):
     """What the app needs from the gRPC side (services.gateway.backends.Backends)."""
 
     async def unary(
@@ -71,7 +71,7 @@ class Caller(Protocol):
 @dataclass
 class Gateway:
     table: RouteTable
-    backends: Caller
+    backends: RpcClient
     deadline_seconds: float = 30.0
     max_body_bytes: int = 2 * 1024 * 1024
     keepalive_seconds: float = 15.0
@@ -167,7 +167,11 @@ def create_app(gateway: Gateway, middleware: Sequence[Middleware] = ()) -> Starl
 
 
 async def _transcode(gateway: Gateway, request: Request) -> Response:
-    match = gateway.table.lookup(request.method, _raw_path(request.scope))
+    routed = route_of(gateway.table, request.scope)
+    if routed.match is None:
+        assert routed.error is not None
+        raise routed.error
+    match = routed.match
     route = match.route
     body = await _read_body(request, gateway.max_body_bytes) if route.body else b""
     http = HttpInput(
@@ -215,14 +219,6 @@ def _route_of(table: RouteTable, full_method: str) -> Route:
 
 def error_response(error: GatewayError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.http_status, headers=error.headers or None)
-
-
-def _raw_path(scope: Scope) -> str:
-    """The path as sent, still percent-encoded (routes.split_raw_path decodes per segment)."""
-    raw = scope.get("raw_path")
-    if isinstance(raw, bytes):
-        return raw.decode("latin-1")
-    return quote(scope["path"])
 
 
 def _query(scope: Scope) -> list[tuple[str, str]]:

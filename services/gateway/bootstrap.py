@@ -150,7 +150,7 @@ async def _authenticator(settings: Settings, stack: AsyncExitStack) -> Authentic
         stack.callback(client.close)
         store = MongoTokens(client[settings.mongodb_database])
         # fails the start, with the driver's message, when MongoDB does not answer
-        await asyncio.to_thread(store.ensure_indexes)
+        await mongo.in_thread(store.ensure_indexes)
         api_tokens = ApiTokens(store, cache_seconds=settings.api_token_cache_seconds)
     verifier = None
     if settings.jwt_configured:

@@ -34,7 +34,7 @@ from services.gateway.auth import (
 )
 from services.gateway.errors import GatewayError
 from services.gateway.ratelimit import MethodLimit, RateLimiter, retry_after_header
-from services.gateway.routes import Route, RouteTable, split_raw_path
+from services.gateway.routes import Route, RouteTable, route_of, split_raw_path
 from services.gateway.tokens import AuthUnavailable
 from services.gateway.webapp import is_api_path
 
@@ -72,16 +72,17 @@ class Guard:
         if scope["type"] != "http" or scope["path"] in GATEWAY_PATHS:
             await self.app(scope, receive, send)
             return
-        raw_path = _raw_path(scope)
-        segments = split_raw_path(raw_path)
+        routed = route_of(self._table, scope)
+        segments = split_raw_path(routed.raw_path)
         if tuple(segments) in self._public:
             await self.app(scope, receive, send)
             return
-        route = self._route(scope["method"], raw_path)
+        route = routed.match.route if routed.match is not None else None
         if route is None and scope["method"] in ("GET", "HEAD") and not is_api_path(scope["path"]):
             # the web app's static files (services.gateway.webapp): no data, no token
             await self.app(scope, receive, send)
             return
+        # any other unknown route: the app answers 404/405 once the caller is known
         try:
             identity = await self._identify(scope, route)
             self._check_admin(scope["path"], segments, identity)
@@ -104,12 +105,6 @@ class Guard:
         if identity is not None:
             state.setdefault(FORWARD_METADATA, []).extend(identity.caller.metadata())
         await self.app(scope, receive, send)
-
-    def _route(self, method: str, raw_path: str) -> Route | None:
-        try:
-            return self._table.lookup(method, raw_path).route
-        except GatewayError:  # no such route: the app answers 404/405 once the caller is known
-            return None
 
     async def _identify(self, scope: Scope, route: Route | None) -> Identity | None:
         if self._authenticator is None:
@@ -196,13 +191,6 @@ def _unauthenticated(error: AuthError) -> GatewayError:
     return GatewayError(
         grpc.StatusCode.UNAUTHENTICATED, error.message, headers={"WWW-Authenticate": challenge}
     )
-
-
-def _raw_path(scope: Scope) -> str:
-    raw = scope.get("raw_path")
-    if isinstance(raw, bytes):
-        return raw.decode("latin-1")
-    return str(scope["path"])
 
 
 def _query_token(scope: Scope) -> str | None:

@@ -14,14 +14,12 @@ no route fits.
 from __future__ import annotations
 
 import time
-from urllib.parse import quote
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cadpipe.metrics import LATENCY_BUCKETS
-from services.gateway.errors import GatewayError
-from services.gateway.routes import RouteTable
+from services.gateway.routes import RouteTable, route_of
 
 GATEWAY_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
 UNMATCHED = "unmatched"
@@ -55,23 +53,19 @@ class HttpMetricsMiddleware:
         self.metrics = metrics
         self.table = table
 
-    def route_of(self, method: str, scope: Scope) -> str:
+    def route_of(self, scope: Scope) -> str:
         path = scope["path"]
         if path in GATEWAY_ROUTES:
             return str(path)
-        raw = scope.get("raw_path")
-        raw_path = raw.decode("latin-1") if isinstance(raw, bytes) else quote(path)
-        try:
-            return self.table.lookup(method, raw_path.split("?", 1)[0]).route.path.template
-        except GatewayError:
-            return UNMATCHED
+        routed = route_of(self.table, scope)
+        return routed.match.route.path.template if routed.match is not None else UNMATCHED
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        route = self.route_of(method, scope)
+        route = self.route_of(scope)
         status = 500  # what the client gets when the app fails before answering
         started = time.perf_counter()
 

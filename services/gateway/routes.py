@@ -18,13 +18,14 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 import grpc
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor, MethodDescriptor
 from google.protobuf.message import Message
+from starlette.types import Scope
 
 from services.gateway.errors import GatewayError
 
@@ -207,6 +208,42 @@ class RouteTable:
                 headers={"Allow": allow},
             )
         raise GatewayError(grpc.StatusCode.NOT_FOUND, f"no route for {http_method} {raw_path}")
+
+
+ROUTED_STATE = "cadpipe.routed"
+"""scope["state"] key of the request's Routed: looked up once, by whichever layer asks first."""
+
+
+@dataclass(frozen=True)
+class Routed:
+    """One request's raw path and route, or the GatewayError that says why it has none."""
+
+    raw_path: str
+    match: Match | None
+    error: GatewayError | None
+
+
+def raw_path_of(scope: Scope) -> str:
+    """The path as sent, still percent-encoded (split_raw_path decodes per segment)."""
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes):
+        return raw.decode("latin-1").split("?", 1)[0]
+    return quote(scope["path"])
+
+
+def route_of(table: RouteTable, scope: Scope) -> Routed:
+    """The request's route, looked up once per request and shared by the metrics, the guard
+    and the transcoder (kept in the scope's state)."""
+    state = scope.setdefault("state", {})
+    routed = state.get(ROUTED_STATE)
+    if routed is None:
+        raw_path = raw_path_of(scope)
+        try:
+            routed = Routed(raw_path, table.lookup(scope["method"], raw_path), None)
+        except GatewayError as error:
+            routed = Routed(raw_path, None, error)
+        state[ROUTED_STATE] = routed
+    return routed  # type: ignore[no-any-return]
 
 
 def split_raw_path(raw_path: str) -> list[bytes]:

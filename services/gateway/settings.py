@@ -5,11 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings
 
-from cadpipe.settings import MODEL_CONFIG
-
-MIB = 1024 * 1024
+from cadpipe.settings import MIB, MODEL_CONFIG, LoggingSettings
 
 SCRIPT_SERVICE = "cadpipe.v1.ScriptService"
 STATUS_SERVICE = "cadpipe.v1.StatusService"
@@ -19,7 +16,7 @@ GENERATION_SERVICE = "cadpipe.v1.GenerationService"
 GENERATE_METHOD = f"{GENERATION_SERVICE}.Generate"
 
 
-class Settings(BaseSettings):
+class Settings(LoggingSettings):
     model_config = MODEL_CONFIG
 
     http_host: str = "0.0.0.0"

@@ -14,7 +14,6 @@ read. The token itself is never stored or logged.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import secrets
@@ -23,8 +22,9 @@ from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
+from cadpipe import errors
+from cadpipe.adapters import mongo
 from cadpipe.callers import check_identity
 
 COLLECTION = "api_tokens"
@@ -33,7 +33,7 @@ API_TOKEN_PREFIX = "cpt_"
 Doc = dict[str, Any]
 
 
-class AuthUnavailable(Exception):
+class AuthUnavailable(errors.Unavailable):
     """A token could not be checked (its store did not answer): not the caller's fault."""
 
 
@@ -110,6 +110,7 @@ class MongoTokens:
 
     async def find(self, sha256: str) -> StoredToken | None:
         try:
-            return await asyncio.to_thread(self.find_blocking, sha256)
-        except PyMongoError as error:
-            raise AuthUnavailable(f"MongoDB: {type(error).__name__}") from error
+            return await mongo.in_thread(lambda: self.find_blocking(sha256))
+        except errors.Unavailable as error:
+            cause = type(error.__cause__).__name__
+            raise AuthUnavailable(f"MongoDB: {cause}") from error.__cause__

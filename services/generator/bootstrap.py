@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from cadpipe.adapters import mongo
+from cadpipe.adapters.owners import MongoOwnerRecords
 from cadpipe.callers import (
     CallerInterceptor,
     CallerPolicy,
@@ -30,12 +31,13 @@ from cadpipe.callers import (
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import GrpcServer
 from cadpipe.metrics import ServiceMetrics
+from cadpipe.ownership import Ownership
 from cadpipe.v1 import generation_pb2, generation_pb2_grpc
 from services.generator import domain
 from services.generator.generating import Generator, Options
 from services.generator.grpc_clients import ScriptsClient, WatcherClient
 from services.generator.metrics import GeneratorMetrics
-from services.generator.mongo_generations import MongoGenerations, MongoProjectOwners
+from services.generator.mongo_generations import MongoGenerations
 from services.generator.nats_events import Completions, NatsGenerationEvents
 from services.generator.ports import ScriptWriter
 from services.generator.servicer import GenerationServicer
@@ -153,7 +155,9 @@ async def start(
             completions=Completions(events, watcher, poll_seconds=settings.completion_poll_seconds),
             reports=watcher,
             events=events,
-            owners=MongoProjectOwners(db),
+            # the index's owner; the generator reads no bucket (a project the index lost is
+            # claimed again by its first upload, which the script service checks against S3)
+            owners=Ownership(MongoOwnerRecords(db)),
             options=Options(
                 limits=limits,
                 deadline_seconds=settings.generation_deadline_seconds,

@@ -10,25 +10,22 @@ support. Blocking calls run in a thread.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pymongo
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
-from cadpipe import errors, ownership
+from cadpipe import errors
+from cadpipe.adapters.mongo import in_thread
 from services.generator import domain
 from services.generator.domain import Generation, Round
 from services.generator.ports import Expected, Measured
 
 GENERATIONS = "generations"
 KEYS = "generation_keys"
-
-T = TypeVar("T")
 
 
 def _utc(value: Any) -> dt.datetime | None:
@@ -191,15 +188,6 @@ class MongoGenerations:
         self._generations = db[GENERATIONS]
         self._keys = db[KEYS]
 
-    @staticmethod
-    async def _call(blocking: Callable[[], T]) -> T:
-        try:
-            return await asyncio.to_thread(blocking)
-        except DuplicateKeyError:
-            raise
-        except PyMongoError as error:
-            raise errors.Unavailable(f"MongoDB did not answer: {error}") from error
-
     def ensure_indexes(self) -> None:
         self._generations.create_index(
             [("project", pymongo.ASCENDING), ("created_at", pymongo.DESCENDING)]
@@ -234,7 +222,7 @@ class MongoGenerations:
                 )
             return from_document(first)
 
-        return await self._call(blocking)
+        return await in_thread(blocking)
 
     async def save(self, generation: Generation, *, runner: str, lease_until: dt.datetime) -> bool:
         def blocking() -> bool:
@@ -244,14 +232,14 @@ class MongoGenerations:
             )
             return result.matched_count == 1
 
-        return await self._call(blocking)
+        return await in_thread(blocking)
 
     async def get(self, project: str, generation_id: str) -> Generation | None:
         def blocking() -> Generation | None:
             doc = self._generations.find_one({"_id": generation_id, "project": project})
             return from_document(doc) if doc else None
 
-        return await self._call(blocking)
+        return await in_thread(blocking)
 
     async def page(self, project: str, *, limit: int, after: str) -> tuple[list[Generation], str]:
         try:
@@ -272,7 +260,7 @@ class MongoGenerations:
             )
             return [from_document(d) for d in cursor]
 
-        found = await self._call(blocking)
+        found = await in_thread(blocking)
         token = ""
         if len(found) > limit:
             found = found[:limit]
@@ -297,12 +285,12 @@ class MongoGenerations:
                     claimed.append(from_document(taken))
             return claimed
 
-        return await self._call(blocking)
+        return await in_thread(blocking)
 
     async def renew(self, runner: str, ids: list[str], *, until: dt.datetime) -> None:
         if not ids:
             return
-        await self._call(
+        await in_thread(
             lambda: self._generations.update_many(
                 {"_id": {"$in": ids}, "runner": runner, "terminal": False},
                 {"$set": {"lease_until": until}},
@@ -310,7 +298,7 @@ class MongoGenerations:
         )
 
     async def release(self, runner: str, *, now: dt.datetime) -> None:
-        await self._call(
+        await in_thread(
             lambda: self._generations.update_many(
                 {"runner": runner, "terminal": False},
                 {"$set": {"lease_until": now - dt.timedelta(seconds=1)}},
@@ -321,17 +309,6 @@ class MongoGenerations:
         query: dict[str, Any] = (
             {} if created_after is None else {"created_at": {"$gte": created_after}}
         )
-        return await self._call(
+        return await in_thread(
             lambda: [from_document(d) for d in self._generations.find(query, {"rounds.script": 0})]
         )
-
-
-class MongoProjectOwners:
-    def __init__(self, db: Database[dict[str, Any]]) -> None:
-        self._db = db
-
-    async def owner_of(self, project: str) -> str | None:
-        try:
-            return await asyncio.to_thread(ownership.read_owner, self._db, project)
-        except PyMongoError as error:
-            raise errors.Unavailable(f"MongoDB did not answer: {error}") from error

@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from cadpipe.adapters import mongo, s3
+from cadpipe.adapters.owners import BucketOwners, MongoOwnerRecords
 from cadpipe.callers import CallerInterceptor, CallerPolicy, server_credentials
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import NOT_SERVING, SERVING, GrpcServer
 from cadpipe.metrics import ServiceMetrics
+from cadpipe.ownership import Ownership
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 from services.scripts import mongo_index
 from services.scripts.domain import Limits
 from services.scripts.metrics import make_metrics
 from services.scripts.publisher import OutboxPublisher
+from services.scripts.reconcile import Reconciler
 from services.scripts.reindex import ReindexReport, reindex
 from services.scripts.s3_store import S3ScriptStore
 from services.scripts.servicer import ScriptServicer
@@ -43,6 +46,7 @@ class Running:
     port: int
     scripts: Scripts
     publisher: OutboxPublisher
+    reconciler: Reconciler
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class _Stores:
     index: mongo_index.MongoProjectIndex
     outbox: mongo_index.MongoOutbox
     claims: mongo_index.MongoIdempotencyClaims
-    owners: mongo_index.MongoProjectOwners
+    owners: Ownership
     db: Any
 
 
@@ -61,21 +65,24 @@ async def _open_stores(
     metrics: ServiceMetrics | None = None,
     on_conflict: Callable[[], None] = lambda: None,
 ) -> _Stores:
-    s3_client = s3.make_client(settings, max_pool_connections=64)
-    stack.callback(s3_client.close)
-    if metrics is not None:
-        metrics.instrument_s3(s3_client)
+    blocking_bucket = s3.open_bucket(
+        settings,
+        stack,
+        instrument=metrics.instrument_s3 if metrics is not None else None,
+        max_pool_connections=64,
+    )
     listeners = metrics.mongo_listeners() if metrics is not None else []
     mongo_client, db = mongo.connect(settings, event_listeners=listeners)
     stack.callback(mongo_client.close)
     # fails the start when MongoDB does not answer, with the driver's message
-    await asyncio.to_thread(mongo_index.ensure_indexes, db)
+    await mongo.in_thread(lambda: mongo_index.ensure_indexes(db))
+    bucket = s3.AsyncBucket(blocking_bucket)
     return _Stores(
-        store=S3ScriptStore(s3.Bucket(s3_client, settings.s3_bucket), on_conflict=on_conflict),
+        store=S3ScriptStore(bucket, on_conflict=on_conflict),
         index=mongo_index.MongoProjectIndex(db),
         outbox=mongo_index.MongoOutbox(db),
         claims=mongo_index.MongoIdempotencyClaims(db),
-        owners=mongo_index.MongoProjectOwners(db),
+        owners=Ownership(MongoOwnerRecords(db), BucketOwners(bucket)),
         db=db,
     )
 
@@ -105,17 +112,14 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         stack.enter_context(observed.serving(settings.grpc_host, settings.metrics_port))
 
         async def ready() -> None:
-            await asyncio.gather(stores.store.ping(), asyncio.to_thread(mongo.ping, stores.db))
+            await asyncio.gather(
+                stores.store.ping(), mongo.in_thread(lambda: mongo.ping(stores.db))
+            )
 
         # Oversize scripts must reach the service to get INVALID_ARGUMENT with the limit in the
         # message, not a transport error: accept messages well above the script limit.
         max_message = max(4 * 1024 * 1024, 2 * settings.max_script_bytes + 64 * 1024)
         callers = CallerPolicy.from_settings(settings)
-        if not callers.peers_authenticated:
-            logger.warning(
-                "no SERVICE_TOKEN and no mutual TLS: whoever reaches the gRPC port may act "
-                "for any identity (docs/security.md)"
-            )
         server = GrpcServer(
             settings.grpc_host,
             settings.grpc_port,
@@ -156,16 +160,29 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             owners=stores.owners,
             on_event=publisher.wake,
         )
-        servicer = ScriptServicer(scripts, observe=metrics.observe_rpc)
+        servicer = ScriptServicer(scripts)
         scripts_pb2_grpc.add_ScriptServiceServicer_to_server(servicer, server.server)
         await server.health.set(EVENTS_HEALTH, NOT_SERVING)
+        reconciler = Reconciler(
+            scripts,
+            stores.store,
+            stores.index,
+            stores.outbox,
+            interval=settings.reconcile_interval_seconds,
+            full_every=settings.reconcile_full_every,
+        )
         publishing = asyncio.create_task(publisher.run(), name="outbox-publisher")
+        reconciling = asyncio.create_task(reconciler.run(), name="reconciler")
         try:
             await server.start()
-            yield Running(port=server.port, scripts=scripts, publisher=publisher)
+            yield Running(
+                port=server.port, scripts=scripts, publisher=publisher, reconciler=reconciler
+            )
         finally:
             await server.shutdown(settings.shutdown_grace_seconds)
             await scripts.wait_idle()
+            reconciling.cancel()
+            await asyncio.gather(reconciling, return_exceptions=True)
             await publisher.stop(publishing)
             logger.info("script service stopped")
 

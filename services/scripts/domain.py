@@ -14,44 +14,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cadpipe import layout, messaging, ownership
+from cadpipe import errors, layout, messaging, ownership
 from cadpipe.timestamps import to_timestamp
 from cadpipe.v1 import events_pb2
 
 # --- errors --------------------------------------------------------------------------------
+# Bad input, missing projects and unavailable stores are cadpipe.errors' InvalidArgument,
+# NotFound and Unavailable; these are the script service's own kinds of conflict.
 
 
-class ScriptServiceError(Exception):
-    """Base of the errors a caller is told about (servicer.py maps each to a gRPC status)."""
-
-
-class InvalidInput(ScriptServiceError):
-    """The request is wrong; nothing was stored."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
-        self.message = message
-
-
-class NotFound(ScriptServiceError):
-    pass
-
-
-class VersionConflict(ScriptServiceError):
+class VersionConflict(errors.Conflict):
     """Every conditional put of one upload lost its race; nothing was stored."""
 
 
-class IdempotencyInProgress(ScriptServiceError):
+class IdempotencyInProgress(errors.Conflict):
     """An upload with the same idempotency key is still running elsewhere."""
 
 
-class IdempotencyMismatch(ScriptServiceError):
+class IdempotencyMismatch(errors.FailedPrecondition):
     """The idempotency key was first used with a different script or metadata."""
 
 
-class Unavailable(ScriptServiceError):
-    """A store (S3, MongoDB) did not answer. Raised by the adapters."""
+class CallerGone(Exception):
+    """The caller went away before anything was stored (never sent: nobody is listening)."""
 
 
 # --- limits and validation -----------------------------------------------------------------
@@ -94,12 +79,12 @@ def check_project(project: str) -> str:
     try:
         return layout.check_project(project)
     except layout.InvalidProject as error:
-        raise InvalidInput("project", str(error)) from None
+        raise errors.InvalidArgument(str(error), field="project") from None
 
 
 def check_version(version: int) -> int:
     if version < 1:
-        raise InvalidInput("version", f"version must be 1 or more, got {version}")
+        raise errors.InvalidArgument(f"version must be 1 or more, got {version}", field="version")
     return version
 
 
@@ -110,25 +95,26 @@ def validate_upload(
     idempotency_key: str,
     limits: Limits,
 ) -> ValidScript:
-    """The upload as it will be stored, or InvalidInput naming the first thing wrong with it.
+    """The upload as it will be stored, or InvalidArgument naming the first thing wrong with it.
 
     Cheap checks run first so that an oversize or foreign request never reaches the parser.
     """
     check_project(project)
     if idempotency_key and not IDEMPOTENCY_KEY_PATTERN.fullmatch(idempotency_key):
-        raise InvalidInput(
-            "idempotency_key",
+        raise errors.InvalidArgument(
             "idempotency key must be 1 to 128 printable ASCII characters without spaces",
+            field="idempotency_key",
         )
     check_metadata(metadata, limits)
     body = _script_bytes(script)
     if len(body) > limits.max_script_bytes:
-        raise InvalidInput(
-            "script", f"script is {len(body)} bytes; at most {limits.max_script_bytes} allowed"
+        raise errors.InvalidArgument(
+            f"script is {len(body)} bytes; at most {limits.max_script_bytes} allowed",
+            field="script",
         )
     text = _utf8(body)
     if not text.strip():
-        raise InvalidInput("script", "script is empty")
+        raise errors.InvalidArgument("script is empty", field="script")
     check_python(text)
     return ValidScript(
         project=project,
@@ -141,28 +127,32 @@ def validate_upload(
 
 def _script_bytes(script: str | bytes | None) -> bytes:
     if script is None:
-        raise InvalidInput("script", "script is missing (set script or script_bytes)")
+        raise errors.InvalidArgument(
+            "script is missing (set script or script_bytes)", field="script"
+        )
     if isinstance(script, bytes):
         return script
     try:
         return script.encode("utf-8")
     except UnicodeEncodeError as error:  # lone surrogates cannot come from protobuf, but be exact
-        raise InvalidInput("script", f"script is not valid Unicode: {error.reason}") from None
+        raise errors.InvalidArgument(
+            f"script is not valid Unicode: {error.reason}", field="script"
+        ) from None
 
 
 def _utf8(body: bytes) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InvalidInput(
-            "script",
+        raise errors.InvalidArgument(
             f"script is not UTF-8: byte 0x{body[error.start]:02x} at offset {error.start} "
             f"({error.reason})",
+            field="script",
         ) from None
 
 
 def check_python(text: str) -> None:
-    """Raises InvalidInput unless the text compiles as a Python module.
+    """Raises errors.InvalidArgument unless the text compiles as a Python module.
 
     compile() rather than ast.parse(): it parses the same way and also rejects what only the
     compiler sees ('return' outside a function, 'nonlocal' at module level). Nothing runs.
@@ -171,39 +161,45 @@ def check_python(text: str) -> None:
         compile(text, "<script>", "exec", dont_inherit=True)
     except SyntaxError as error:
         where = f"line {error.lineno}, column {error.offset}" if error.lineno else "unknown place"
-        raise InvalidInput("script", f"script is not valid Python: {error.msg} ({where})") from None
+        raise errors.InvalidArgument(
+            f"script is not valid Python: {error.msg} ({where})", field="script"
+        ) from None
     except ValueError as error:  # NUL bytes
-        raise InvalidInput("script", f"script is not valid Python: {error}") from None
+        raise errors.InvalidArgument(
+            f"script is not valid Python: {error}", field="script"
+        ) from None
     except (RecursionError, MemoryError):
-        raise InvalidInput("script", "script is too deeply nested to compile") from None
+        raise errors.InvalidArgument(
+            "script is too deeply nested to compile", field="script"
+        ) from None
 
 
 def check_metadata(metadata: Mapping[str, str], limits: Limits) -> str:
     """Checks count, key pattern and sizes; returns the encoded form stored in S3."""
     if len(metadata) > limits.max_metadata_entries:
-        raise InvalidInput(
-            "metadata",
+        raise errors.InvalidArgument(
             f"metadata has {len(metadata)} entries; at most {limits.max_metadata_entries} allowed",
+            field="metadata",
         )
     for key, value in metadata.items():
         if len(key) > limits.max_metadata_key_chars or not METADATA_KEY_PATTERN.fullmatch(key):
-            raise InvalidInput(
-                "metadata",
+            raise errors.InvalidArgument(
                 f"metadata key {key[:140]!r} must be 1 to {limits.max_metadata_key_chars} "
                 "ASCII letters, digits, '-' or '_', starting with a letter or digit",
+                field="metadata",
             )
         if len(value) > limits.max_metadata_value_chars:
-            raise InvalidInput(
-                "metadata",
+            raise errors.InvalidArgument(
                 f"metadata value of {key!r} is {len(value)} characters; "
                 f"at most {limits.max_metadata_value_chars} allowed",
+                field="metadata",
             )
     encoded = encode_metadata(metadata)
     if len(encoded) > limits.max_metadata_bytes:
-        raise InvalidInput(
-            "metadata",
+        raise errors.InvalidArgument(
             f"metadata is {len(encoded)} bytes once encoded; at most {limits.max_metadata_bytes} "
             "allowed (S3 keeps at most 2 KB of metadata per object)",
+            field="metadata",
         )
     return encoded
 
@@ -387,7 +383,9 @@ MAX_PAGE_SIZE = 1000
 def page_size(requested: int) -> int:
     """0 means the default; above the maximum is clamped (AIP-158); negative is an error."""
     if requested < 0:
-        raise InvalidInput("page_size", f"page_size must not be negative, got {requested}")
+        raise errors.InvalidArgument(
+            f"page_size must not be negative, got {requested}", field="page_size"
+        )
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
@@ -397,7 +395,7 @@ def encode_page_token(project: str, after_version: int) -> str:
 
 
 def decode_page_token(token: str, project: str) -> int:
-    """The version the previous page ended with; InvalidInput for a token not made by
+    """The version the previous page ended with; errors.InvalidArgument for a token not made by
     encode_page_token for this project."""
     if not token:
         return 0
@@ -407,7 +405,9 @@ def decode_page_token(token: str, project: str) -> int:
         if data["p"] != project or not isinstance(after, int) or after < 0:
             raise ValueError
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidInput("page_token", "page_token is not one this listing returned") from None
+        raise errors.InvalidArgument(
+            "page_token is not one this listing returned", field="page_token"
+        ) from None
     return int(after)
 
 
@@ -437,7 +437,9 @@ class ProjectCursor:
 
 def projects_page_size(requested: int) -> int:
     if requested < 0:
-        raise InvalidInput("page_size", f"page_size must not be negative, got {requested}")
+        raise errors.InvalidArgument(
+            f"page_size must not be negative, got {requested}", field="page_size"
+        )
     return min(requested or DEFAULT_PROJECTS_PAGE_SIZE, MAX_PROJECTS_PAGE_SIZE)
 
 
@@ -448,7 +450,7 @@ def encode_projects_token(cursor: ProjectCursor) -> str:
 
 
 def decode_projects_token(token: str) -> ProjectCursor | None:
-    """None for the first page; InvalidInput for a token ListProjects did not make."""
+    """None for the first page; errors.InvalidArgument for a token ListProjects did not make."""
     if not token:
         return None
     try:
@@ -458,7 +460,9 @@ def decode_projects_token(token: str) -> ProjectCursor | None:
             raise ValueError
         moment = dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
     except (ValueError, KeyError, TypeError, OverflowError, OSError, binascii.Error):
-        raise InvalidInput("page_token", "page_token is not one this listing returned") from None
+        raise errors.InvalidArgument(
+            "page_token is not one this listing returned", field="page_token"
+        ) from None
     return ProjectCursor(moment, project)
 
 

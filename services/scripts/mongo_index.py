@@ -10,32 +10,30 @@
     idempotency  {project, key, owner, fingerprint, created_at, from_version, state, version}
                                                                   unique (project, key)
 
-Only operations that both pymongo and mongomock implement. Blocking calls run in a thread;
-MongoDB failures become domain.Unavailable.
+Only operations that both pymongo and mongomock implement. Blocking calls run through
+cadpipe.adapters.mongo.in_thread (MongoDB failures become cadpipe.errors.Unavailable).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from cadpipe import layout, messaging, ownership
+from cadpipe import errors, layout, messaging, ownership
+from cadpipe.adapters.mongo import in_thread as _call
 from services.scripts.domain import (
     Claim,
     OutboxEntry,
     ProjectCursor,
     ProjectSummary,
-    Unavailable,
     VersionRecord,
 )
 
-T = TypeVar("T")
 Doc = dict[str, Any]
 
 PROJECTS = ownership.PROJECTS
@@ -57,13 +55,6 @@ def ensure_indexes(db: Database[Doc]) -> None:
     db[OUTBOX].create_index(
         "sent_at", name="sent_at_ttl", expireAfterSeconds=messaging.RETENTION_SECONDS
     )
-
-
-async def _call(fn: Callable[[], T]) -> T:
-    try:
-        return await asyncio.to_thread(fn)
-    except PyMongoError as error:
-        raise Unavailable(f"MongoDB: {error}") from error
 
 
 def _now() -> dt.datetime:
@@ -145,7 +136,9 @@ class MongoProjectIndex:
                         "latest_key": record.key,
                         "updated_at": _now(),
                     },
-                    "$setOnInsert": {"created_at": _now()},
+                    # a document made here (the index lost) records whose project it is, as S3
+                    # does on every version: without it the owner would be refused
+                    "$setOnInsert": {ownership.OWNER_FIELD: record.owner, "created_at": _now()},
                 },
                 upsert=True,
             )
@@ -189,20 +182,19 @@ class MongoProjectIndex:
 
     async def reset_project(self, project: str, latest: int) -> None:
         def blocking() -> None:
+            # The document stays even at latest 0: it may hold the claim of a first upload
+            # whose put has not landed yet, and deleting it would let another identity claim.
             self._versions.delete_many({"project": project, "version": {"$gt": latest}})
-            if latest == 0:
-                self._projects.delete_one({"_id": project})
-                return
             self._projects.update_one(
                 {"_id": project},
                 {
                     "$set": {
                         "latest": latest,
-                        "latest_key": layout.script_key(project, latest),
+                        "latest_key": layout.script_key(project, latest) if latest else "",
                         "updated_at": _now(),
                     }
                 },
-                upsert=True,
+                upsert=latest > 0,
             )
 
         await _call(blocking)
@@ -217,50 +209,6 @@ def _summary(doc: Doc) -> ProjectSummary:
         updated_at=_utc(updated),
         created_at=_utc(created) if created else None,
     )
-
-
-class MongoProjectOwners:
-    """The `owner` of the `projects` documents (cadpipe.ownership)."""
-
-    def __init__(self, db: Database[Doc]) -> None:
-        self._db = db
-        self._projects = db[PROJECTS]
-
-    async def owner_of(self, project: str) -> str | None:
-        return await _call(lambda: ownership.read_owner(self._db, project))
-
-    async def claim(self, project: str, owner: str) -> str:
-        def blocking() -> str:
-            # latest 0 keeps _raise_latest's {latest: {$lt: N}} matching this document
-            try:
-                self._projects.update_one(
-                    {"_id": project},
-                    {
-                        "$setOnInsert": {
-                            ownership.OWNER_FIELD: owner,
-                            "latest": 0,
-                            "created_at": _now(),
-                            "updated_at": _now(),
-                        }
-                    },
-                    upsert=True,
-                )
-            except DuplicateKeyError:
-                pass  # a concurrent claim inserted it first: read whose it is
-            recorded = ownership.read_owner(self._db, project)
-            assert recorded is not None, "a claimed project document disappeared"
-            return recorded
-
-        return await _call(blocking)
-
-    async def restore(self, project: str, owner: str) -> None:
-        await _call(
-            lambda: self._projects.update_one(
-                {"_id": project},
-                {"$set": {ownership.OWNER_FIELD: owner}, "$setOnInsert": {"latest": 0}},
-                upsert=True,
-            )
-        )
 
 
 def _entry(doc: Doc) -> OutboxEntry:
@@ -385,7 +333,7 @@ class MongoIdempotencyClaims:
                     doc = self._claims.find_one({"project": claim.project, "key": claim.key})
                     if doc is not None:
                         return _claim(doc)
-            raise Unavailable(f"idempotency key {claim.key!r} keeps changing hands")
+            raise errors.Unavailable(f"idempotency key {claim.key!r} keeps changing hands")
 
         return await _call(blocking)
 

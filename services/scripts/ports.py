@@ -1,8 +1,8 @@
 """The small interfaces the use cases drive. Adapters: s3_store.py (S3), mongo_index.py (MongoDB);
-unit tests use hand-written fakes (tests/scripts/fakes.py).
+unit tests use hand-written fakes (tests/scripts/scripts_fakes.py).
 
 Every method is async: the adapters run the blocking boto3 and pymongo calls in a thread.
-Store failures surface as domain.Unavailable.
+Store failures surface as cadpipe.errors.Unavailable.
 """
 
 from __future__ import annotations
@@ -70,23 +70,6 @@ class ProjectIndex(Protocol):
 
     async def reset_project(self, project: str, latest: int) -> None:
         """Sets latest exactly and drops version documents above it (reindex only)."""
-        ...
-
-
-class ProjectOwners(Protocol):
-    """Who owns each project (cadpipe.ownership): MongoDB's `projects` documents."""
-
-    async def owner_of(self, project: str) -> str | None:
-        """The owner; "" for a project without one; None for a project the index lacks."""
-        ...
-
-    async def claim(self, project: str, owner: str) -> str:
-        """Records `owner` unless the project is known already (the first claim wins,
-        atomically); returns the owner recorded now ("" for a project without one)."""
-        ...
-
-    async def restore(self, project: str, owner: str) -> None:
-        """Reindex: the owner S3 records for the project."""
         ...
 
 

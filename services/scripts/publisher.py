@@ -25,9 +25,9 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from cadpipe import messaging
+from cadpipe import errors, messaging
 from cadpipe.settings import NatsSettings
-from services.scripts.domain import OutboxEntry, Unavailable
+from services.scripts.domain import OutboxEntry
 from services.scripts.ports import OutboxFeed
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class OutboxPublisher:
             except Exception as error:  # logged; the loop must outlive any failure
                 backoff = min(max(backoff * 2, 0.1), self._max_backoff)
                 next_scan = 0.0  # what failed is still pending in the outbox
-                if isinstance(error, (*_PUBLISH_ERRORS, Unavailable)):
+                if isinstance(error, (*_PUBLISH_ERRORS, errors.Unavailable)):
                     logger.warning("events not published (%s); retrying in %.1fs", error, backoff)
                 else:
                     logger.exception("outbox publisher failed; retrying in %.1fs", backoff)
@@ -147,21 +147,21 @@ class OutboxPublisher:
             *(self._publish(js, entry) for entry in entries), return_exceptions=True
         )
         sent = [e.msg_id for e, r in zip(entries, results, strict=True) if r is None]
-        errors = [r for r in results if r is not None]
+        failures = [r for r in results if r is not None]
         if sent:
             await self._feed.mark_sent(sent)
             self.published += len(sent)
             self._on_published(len(sent))
-        if errors:
+        if failures:
             failed = [e.msg_id for e, r in zip(entries, results, strict=True) if r is not None]
-            await self._feed.note_failure(failed, repr(errors[0]))
-            raise errors[0]
+            await self._feed.note_failure(failed, repr(failures[0]))
+            raise failures[0]
         return len(entries) == self._batch_size
 
     async def _publish(self, js: JetStreamContext, entry: OutboxEntry) -> None:
         if self._nc is None or not self._nc.is_connected:
             # nats-py would buffer the message until it reconnects; the outbox already does
-            raise Unavailable("NATS is not connected")
+            raise errors.Unavailable("NATS is not connected")
         ack = await js.publish(
             entry.subject,
             entry.payload,
@@ -205,10 +205,8 @@ class OutboxPublisher:
                 await asyncio.gather(task, return_exceptions=True)
             except Exception:
                 logger.exception("the outbox publisher failed")
-        if self._nc is not None and self._nc.is_connected:
-            await self._nc.drain()
-        elif self._nc is not None:
-            await self._nc.close()
+        if self._nc is not None:
+            await messaging.close(self._nc)
 
 
 def _headers(entry: OutboxEntry) -> dict[str, str]:

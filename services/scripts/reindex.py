@@ -19,12 +19,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from cadpipe import layout
+from cadpipe.ownership import Ownership
 from services.scripts.domain import VersionRecord, uploaded_event
 from services.scripts.ports import (
     IdempotencyClaims,
     Outbox,
     ProjectIndex,
-    ProjectOwners,
     ScriptStore,
 )
 
@@ -59,7 +59,7 @@ async def reindex(
     outbox: Outbox,
     claims: IdempotencyClaims,
     *,
-    owners: ProjectOwners | None = None,
+    owners: Ownership | None = None,
     project: str | None = None,
     concurrency: int = 16,
 ) -> ReindexReport:
@@ -93,7 +93,7 @@ async def _reindex_project(
     versions: set[int],
     limit: asyncio.Semaphore,
     report: ReindexReport,
-    owners: ProjectOwners | None = None,
+    owners: Ownership | None = None,
 ) -> None:
     async def one(version: int) -> VersionRecord | None:
         async with limit:
@@ -107,7 +107,7 @@ async def _reindex_project(
     await index.reset_project(project, latest)
     # the owner is on every version; the first one that names it is the creator's
     owner = next((r.owner for r in records if r.owner), "")
-    if owner and owners is not None:
+    if owners is not None:
         await owners.restore(project, owner)
     holes = sorted(set(range(1, latest + 1)) - {r.version for r in records})
     if holes:
@@ -121,7 +121,7 @@ async def _reindex_project(
     for key, record in first_by_key.items():
         await claims.restore(project, key, record.fingerprint, record.version)
 
-    finished = await _finished_versions(store, project)
+    finished = await finished_versions(store, project)
     entries = [uploaded_event(r) for r in records if r.version not in finished]
     known = await outbox.contains([e.msg_id for e in entries])
     for entry in entries:
@@ -135,7 +135,7 @@ async def _reindex_project(
     report.versions += len(records)
 
 
-async def _finished_versions(store: ScriptStore, project: str) -> set[int]:
+async def finished_versions(store: ScriptStore, project: str) -> set[int]:
     """Versions with a processed marker, or with an error log (how a worker of the older
     contract reports a failure): their uploaded event has done its job."""
     finished: set[int] = set()

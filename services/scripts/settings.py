@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from cadpipe.settings import (
+    MIB,
     MODEL_CONFIG,
     GrpcSecuritySettings,
     GrpcServerSettings,
@@ -12,8 +13,6 @@ from cadpipe.settings import (
     NatsSettings,
     S3Settings,
 )
-
-MIB = 1024 * 1024
 
 
 class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings, GrpcSecuritySettings):
@@ -44,4 +43,14 @@ class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings, Grpc
     )
     outbox_max_backoff_seconds: float = Field(default=5.0, gt=0)
     publish_timeout_seconds: float = Field(default=2.0, gt=0)
-    readiness_interval_seconds: float = Field(default=5.0, gt=0)
+    reconcile_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Reconciler passes over projects whose stored version could not be recorded",
+    )
+    reconcile_full_every: int = Field(
+        default=120,
+        ge=0,
+        description="Every that many passes (and at start) the reconciler covers every project; "
+        "0: never",
+    )

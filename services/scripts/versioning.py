@@ -11,7 +11,9 @@ versions, read one. The design is in docs/scripts-service.md; in short:
 * After the put, the version document and an outbox entry (the uploaded event) are written to
   MongoDB before the call returns; the publisher sends the entry to JetStream. That part runs
   in a task of its own, shielded from the caller's cancellation, so a client that gives up
-  mid-upload cannot leave a stored version without its event.
+  mid-upload cannot leave a stored version without its event. A MongoDB failure there is
+  retried a few times in that task; when it outlasts them, the project is handed to the
+  reconciler (reconcile.py), which records the version once MongoDB answers again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import asyncio
 import datetime as dt
 import functools
 import logging
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -28,19 +29,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from cadpipe import ownership
+from cadpipe import errors
 from cadpipe.callers import ANONYMOUS, Caller
 from cadpipe.logs import current_request_id
+from cadpipe.ownership import Ownership
 from services.scripts.domain import (
-    Claim,
-    IdempotencyInProgress,
-    IdempotencyMismatch,
+    CallerGone,
     Limits,
-    NotFound,
     OutboxEntry,
     ProjectCursor,
     ProjectSummary,
-    Unavailable,
     ValidScript,
     VersionConflict,
     VersionRecord,
@@ -56,11 +54,11 @@ from services.scripts.domain import (
     uploaded_event,
     validate_upload,
 )
+from services.scripts.idempotency import IdempotentUploads
 from services.scripts.ports import (
     IdempotencyClaims,
     Outbox,
     ProjectIndex,
-    ProjectOwners,
     ScriptStore,
 )
 
@@ -110,10 +108,10 @@ class Options:
     idempotency_stale: float = 60.0
     """Seconds after which a pending claim is presumed abandoned and may be taken over."""
     idempotency_poll: float = 0.05
-
-
-class _CallerGone(Exception):
-    """The caller went away before anything was stored."""
+    record_attempts: int = 4
+    """Tries at writing a stored version's document and outbox entry (MongoDB may blip)."""
+    record_backoff: float = 0.1
+    """Seconds before the second try, doubled before each next one."""
 
 
 class _ProjectQueue:
@@ -164,7 +162,7 @@ class Scripts:
         claims: IdempotencyClaims,
         options: Options = Options(),
         *,
-        owners: ProjectOwners | None = None,
+        owners: Ownership | None = None,
         on_event: Callable[[OutboxEntry], None] = lambda entry: None,
         clock: Clock = utc_now,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
@@ -174,8 +172,8 @@ class Scripts:
         self._index = index
         self._outbox = outbox
         self._claims = claims
-        self._owners = owners
-        """None: no ownership is recorded; only unrestricted callers see any project."""
+        self._owners = owners or Ownership()
+        """Ownership(): none is recorded; only unrestricted callers see any project."""
         self._options = options
         self._on_event = on_event
         self._clock = clock
@@ -183,6 +181,20 @@ class Scripts:
         self._sleep = sleep
         self._queue = _ProjectQueue()
         self._tasks: set[asyncio.Task[object]] = set()
+        self._idempotent = IdempotentUploads(
+            self,
+            claims,
+            store,
+            index,
+            wait=options.idempotency_wait,
+            stale=options.idempotency_stale,
+            poll=options.idempotency_poll,
+            clock=clock,
+            new_id=new_id,
+            sleep=sleep,
+        )
+        self.unrecorded: set[str] = set()
+        """Projects with a stored version this process could not record: the reconciler's."""
 
     # --- upload --------------------------------------------------------------------------
 
@@ -196,56 +208,23 @@ class Scripts:
             request.idempotency_key,
             self._options.limits,
         )
-        owner = await self._owner_for_upload(script.project, request.caller)
+        owner = await self._owners.owner_for_upload(script.project, request.caller)
         script = replace(script, owner=owner)
         latest = await self._index.latest_version(script.project)
         if script.idempotency_key:
-            return await self._upload_once(script, latest)
-        record = await self._shielded(functools.partial(self._store_and_record, script, latest))
+            record, replayed = await self._idempotent.upload(script, latest)
+            return UploadResult(record, replayed)
+        record = await self.shielded(functools.partial(self._store_and_record, script, latest))
         return UploadResult(record)
-
-    async def _owner_for_upload(self, project: str, caller: Caller) -> str:
-        """The project's owner, claimed for the caller when the project is new, before anything
-        is stored (cadpipe.ownership); NotFound when the project is someone else's."""
-        if self._owners is None:
-            if caller.unrestricted:
-                return ""
-            raise NotFound(ownership.not_found_message(project))
-        recorded = await self._owners.owner_of(project)
-        if recorded is None:
-            # Unknown to the index. S3 may still hold the project (an index rebuilt, or behind):
-            # then its first version says whose it is, and that is what gets recorded.
-            first = await self._store.describe(project, 1)
-            if first is not None:
-                recorded = await self._owners.claim(project, first.owner)
-            elif not caller.anonymous:
-                recorded = await self._owners.claim(project, caller.name)
-            else:
-                recorded = ""
-        if not caller.may_access(recorded):
-            raise NotFound(ownership.not_found_message(project))
-        return recorded
-
-    async def _check_access(self, project: str, caller: Caller) -> None:
-        """NotFound, with the message of a project that does not exist, unless the caller may
-        read the project."""
-        if caller.unrestricted:
-            return
-        owner = await self._owners.owner_of(project) if self._owners is not None else None
-        if owner is None and self._owners is not None:
-            first = await self._store.describe(project, 1)  # the index may lag behind S3
-            owner = first.owner if first is not None else None
-        if not caller.may_access(owner):
-            raise NotFound(ownership.not_found_message(project))
 
     async def _store_and_record(
         self, script: ValidScript, latest: int, gone: asyncio.Event
     ) -> VersionRecord:
-        record = await self._put_next_version(script, latest, gone)
-        await self._record(record)
+        record = await self.put_next_version(script, latest, gone)
+        await self.record(record)
         return record
 
-    async def _put_next_version(
+    async def put_next_version(
         self, script: ValidScript, latest: int, gone: asyncio.Event
     ) -> VersionRecord:
         """Writes the script as the first free version above `latest`; S3 decides which.
@@ -257,7 +236,7 @@ class Scripts:
             uploaded_at = self._clock()
             for attempt in range(1, self._options.max_version_attempts + 1):
                 if gone.is_set():
-                    raise _CallerGone(f"project {project!r}: the caller went away; nothing stored")
+                    raise CallerGone(f"project {project!r}: the caller went away; nothing stored")
                 record = new_record(script, version, uploaded_at, upload_id)
                 stored = await self._put(record, script.body)
                 self._queue.saw(project, version)
@@ -282,7 +261,7 @@ class Scripts:
         try:
             if await self._store.put_if_absent(record, body):
                 return True
-        except Unavailable:
+        except errors.Unavailable:
             if await self._is_ours(record):
                 return True
             raise
@@ -315,19 +294,36 @@ class Scripts:
                 free = middle
         return free
 
-    async def _record(self, record: VersionRecord) -> None:
-        """Outbox entry and version document for a stored version. Both are idempotent."""
+    async def record(self, record: VersionRecord) -> None:
+        """Outbox entry and version document for a stored version. Both are idempotent, so a
+        failure is retried; one that outlasts the retries leaves the project to the
+        reconciler, and the caller is told that the version was stored."""
         entry = uploaded_event(record, request_id=current_request_id())
-        try:
-            await asyncio.gather(self._outbox.add(entry), self._index.record_version(record))
-        except Unavailable as error:
-            raise Unavailable(
-                f"the script was stored as version {record.version} of {record.project!r} but "
-                f"could not be recorded ({error}); a reindex will record it"
-            ) from error
+        delay = self._options.record_backoff
+        for attempt in range(1, self._options.record_attempts + 1):
+            try:
+                await asyncio.gather(self._outbox.add(entry), self._index.record_version(record))
+                break
+            except errors.Unavailable as error:
+                if attempt < self._options.record_attempts:
+                    logger.warning(
+                        "project %s: recording version %d failed (%s); retrying",
+                        record.project,
+                        record.version,
+                        error,
+                    )
+                    await self._sleep(delay)
+                    delay *= 2
+                    continue
+                self.unrecorded.add(record.project)
+                raise errors.Unavailable(
+                    f"the script was stored as version {record.version} of {record.project!r} but "
+                    f"could not be recorded yet ({error}); it will be, and processed, once "
+                    "MongoDB answers"
+                ) from error
         self._on_event(entry)
 
-    async def _shielded(self, work: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    async def shielded(self, work: Callable[[asyncio.Event], Awaitable[T]]) -> T:
         """Runs work in a task of its own that the caller's cancellation (client gone, deadline)
         does not interrupt: the steps after an S3 write must not be cut short. The work is
         told through the event that the caller is gone, so that it stores nothing new."""
@@ -346,108 +342,13 @@ class Scripts:
         if task.cancelled():
             return
         error = task.exception()  # retrieved here: nobody may be waiting for it any more
-        if error is not None and not isinstance(error, _CallerGone):
+        if error is not None and not isinstance(error, CallerGone):
             logger.debug("upload task ended with %r", error)
 
     async def wait_idle(self) -> None:
         """Waits for uploads whose callers went away (at shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    # --- upload with an idempotency key ---------------------------------------------------
-
-    async def _upload_once(self, script: ValidScript, latest: int) -> UploadResult:
-        """Claim the key with a unique insert, then upload. A second caller with the same key
-        waits (bounded) for the first to finish and replays its version; a claim left pending
-        by a crashed owner is taken over after `idempotency_stale` seconds."""
-        project, key = script.project, script.idempotency_key
-        mine = Claim(
-            project=project,
-            key=key,
-            owner=self._new_id(),
-            fingerprint=script.fingerprint,
-            created_at=self._clock(),
-            from_version=latest,
-        )
-        stale_after = dt.timedelta(seconds=self._options.idempotency_stale)
-        deadline = time.monotonic() + self._options.idempotency_wait
-        held = await self._claims.claim(mine)
-        while held is not None:
-            if held.fingerprint != mine.fingerprint:
-                raise IdempotencyMismatch(
-                    f"idempotency key {key!r} of project {project!r} was first used with a "
-                    "different script or metadata"
-                )
-            if held.state == "done":
-                return UploadResult(await self._replay(project, held.version), replayed=True)
-            if held.is_stale(self._clock(), stale_after):
-                mine = replace(mine, created_at=self._clock(), from_version=held.from_version)
-                if await self._claims.take_over(held, mine):
-                    logger.warning(
-                        "project %s: took over idempotency key %r abandoned by %s",
-                        project,
-                        key,
-                        held.owner,
-                    )
-                    return await self._shielded(
-                        functools.partial(self._finish_abandoned, script, mine, latest)
-                    )
-            elif time.monotonic() >= deadline:
-                raise IdempotencyInProgress(
-                    f"an upload with idempotency key {key!r} of project {project!r} is still "
-                    "in progress; retry later to get its version"
-                )
-            else:
-                await self._sleep(self._options.idempotency_poll)
-            held = await self._claims.get(project, key)
-            if held is None:  # the owner stored nothing and let go: claim it afresh
-                mine = replace(mine, created_at=self._clock())
-                held = await self._claims.claim(mine)
-        return await self._shielded(functools.partial(self._store_claimed, script, mine, latest))
-
-    async def _store_claimed(
-        self, script: ValidScript, claim: Claim, latest: int, gone: asyncio.Event
-    ) -> UploadResult:
-        try:
-            record = await self._put_next_version(script, latest, gone)
-        except (VersionConflict, _CallerGone):
-            # no put of ours landed: nothing is in S3, so a retry may claim the key afresh
-            await self._claims.release(claim.project, claim.key, claim.owner)
-            raise
-        # Any other failure leaves the claim pending: the put may have landed. Whoever takes
-        # the claim over once it is stale looks for the version in S3 first.
-        await self._record(record)
-        await self._claims.complete(claim.project, claim.key, claim.owner, record.version)
-        return UploadResult(record)
-
-    async def _finish_abandoned(
-        self, script: ValidScript, claim: Claim, latest: int, gone: asyncio.Event
-    ) -> UploadResult:
-        """The previous owner died after claiming; it may or may not have stored its version."""
-        found = await self._find_by_idempotency_key(claim.project, claim.key, claim.from_version)
-        if found is None:
-            return await self._store_claimed(script, claim, latest, gone)
-        await self._record(found)
-        await self._claims.complete(claim.project, claim.key, claim.owner, found.version)
-        return UploadResult(found, replayed=True)
-
-    async def _find_by_idempotency_key(
-        self, project: str, key: str, from_version: int
-    ) -> VersionRecord | None:
-        version = from_version + 1
-        while (record := await self._store.describe(project, version)) is not None:
-            if record.idempotency_key == key:
-                return record
-            version += 1
-        return None
-
-    async def _replay(self, project: str, version: int) -> VersionRecord:
-        record = await self._index.get_version(project, version)
-        if record is None:  # indexed elsewhere or not yet: S3 has it
-            record = await self._store.describe(project, version)
-        if record is None:
-            raise Unavailable(f"version {version} of {project!r} is recorded but not in S3")
-        return record
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -456,10 +357,10 @@ class Scripts:
     ) -> tuple[VersionRecord, bytes]:
         check_project(project)
         check_version(version)
-        await self._check_access(project, caller)
+        await self._owners.check_access(project, caller)
         found = await self._store.read(project, version)
         if found is None:
-            raise NotFound(f"project {project!r} has no version {version}")
+            raise errors.NotFound(f"project {project!r} has no version {version}")
         return found
 
     async def list_versions(
@@ -475,7 +376,7 @@ class Scripts:
         check_project(project)
         size = page_size(requested_size)
         after = decode_page_token(page_token, project)
-        await self._check_access(project, caller)
+        await self._owners.check_access(project, caller)
         latest = await self._index.latest_version(project)
         if after + size >= latest:
             latest = await self.first_absent_after(project, latest) - 1

@@ -14,10 +14,12 @@ from typing import Any
 import grpc
 
 from cadpipe.adapters import mongo, s3
+from cadpipe.adapters.owners import BucketOwners, MongoOwnerRecords
 from cadpipe.callers import CallerInterceptor, CallerPolicy, server_credentials
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import GrpcServer
 from cadpipe.metrics import ServiceMetrics
+from cadpipe.ownership import Ownership
 from cadpipe.settings import S3Settings, summarize
 from cadpipe.timestamps import to_datetime
 from cadpipe.v1 import (
@@ -33,16 +35,16 @@ from services.watcher import domain
 from services.watcher.broadcast import StatusBroadcast
 from services.watcher.metrics import WatcherMetrics
 from services.watcher.mongo_jobs import MongoJobs
-from services.watcher.monitoring import Monitoring, MonitoringConfig
-from services.watcher.monitoring_adapters import (
+from services.watcher.monitoring.adapters import (
     BucketProbe,
     GrpcHealthClient,
     MongoJobsView,
     NatsStreamsView,
 )
-from services.watcher.monitoring_servicer import MonitoringServicer
+from services.watcher.monitoring.ports import MonitoringConfig
+from services.watcher.monitoring.servicer import MonitoringServicer
+from services.watcher.monitoring.use_cases import Monitoring
 from services.watcher.nats_events import NatsEvents
-from services.watcher.owners import MongoProjectOwners
 from services.watcher.reads import Reads
 from services.watcher.s3_results import S3Results
 from services.watcher.servicer import ArtifactServicer, StatusServicer
@@ -90,19 +92,15 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
     async with AsyncExitStack() as stack:
         observed = ServiceMetrics("watcher")
         metrics = WatcherMetrics(observed.registry)
-        s3_client = s3.make_client(settings)
-        stack.callback(s3_client.close)
-        observed.instrument_s3(s3_client)
-        bucket = s3.Bucket(s3_client, settings.s3_bucket)
+        bucket = s3.open_bucket(settings, stack, instrument=observed.instrument_s3)
+        store = s3.AsyncBucket(bucket)
         presign_bucket = None
         if settings.s3_presign_endpoint_url:
             presign_settings = S3Settings(
                 **{**settings.model_dump(), "s3_endpoint_url": settings.s3_presign_endpoint_url}
             )
-            presign_client = s3.make_client(presign_settings)
-            stack.callback(presign_client.close)
-            presign_bucket = s3.Bucket(presign_client, settings.s3_bucket)
-        results = S3Results(bucket, presign_bucket=presign_bucket)
+            presign_bucket = s3.AsyncBucket(s3.open_bucket(presign_settings, stack))
+        results = S3Results(store, presign_bucket=presign_bucket)
 
         mongo_client, db = mongo.connect(settings, event_listeners=observed.mongo_listeners())
         stack.callback(mongo_client.close)
@@ -153,7 +151,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             results,
             presign_expiry_seconds=settings.presign_expiry_seconds,
             max_log_bytes=settings.max_log_bytes,
-            owners=MongoProjectOwners(db),
+            owners=Ownership(MongoOwnerRecords(db), BucketOwners(store)),
         )
         status_pb2_grpc.add_StatusServiceServicer_to_server(
             StatusServicer(reads, statuses), server.server
@@ -161,7 +159,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(
             ArtifactServicer(reads), server.server
         )
-        monitoring = await _monitoring(settings, stack, bucket, db, events)
+        monitoring = await _monitoring(settings, stack, store, db, events)
         monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(
             MonitoringServicer(monitoring), server.server
         )
@@ -205,14 +203,8 @@ MONITORING_PREFIX = "/cadpipe.v1.MonitoringService/"
 def _caller_interceptor(settings: Settings) -> CallerInterceptor:
     """Project reads answer their owner only (Reads); monitoring is for admins, but its health
     is a public route of the gateway, which forwards no caller for it (docs/security.md)."""
-    callers = CallerPolicy.from_settings(settings)
-    if not callers.peers_authenticated:
-        logger.warning(
-            "no SERVICE_TOKEN and no mutual TLS: whoever reaches the gRPC port may act for any "
-            "identity (docs/security.md)"
-        )
     return CallerInterceptor(
-        callers,
+        CallerPolicy.from_settings(settings),
         public_methods={MONITORING_PREFIX + "GetHealth"},
         admin_methods=[MONITORING_PREFIX],
     )
@@ -221,7 +213,7 @@ def _caller_interceptor(settings: Settings) -> CallerInterceptor:
 async def _monitoring(
     settings: Settings,
     stack: AsyncExitStack,
-    bucket: s3.Bucket,
+    bucket: s3.AsyncBucket,
     db: Any,
     events: NatsEvents,
 ) -> Monitoring:

@@ -16,14 +16,13 @@ the project, from the uploaded event.)
 * owner/lease_until say which replica polls a processing job, so that the S3 cost does not grow
   with the number of replicas; the compare-and-set, not the lease, keeps decisions single.
 
-Only operations both pymongo and mongomock implement. Blocking calls run in a thread.
+Only operations both pymongo and mongomock implement. Blocking calls run through
+cadpipe.adapters.mongo.in_thread (MongoDB failures become cadpipe.errors.Unavailable).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pymongo
@@ -31,6 +30,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from cadpipe.adapters.mongo import in_thread
 from cadpipe.marker import MarkerOutput
 from services.watcher.domain import PROCESSING, TERMINAL_STATES, Job, check_transition
 
@@ -70,7 +70,7 @@ def _job_from_doc(doc: Doc) -> Job:
 
 
 job_from_doc = _job_from_doc
-"""For other read-only views of the collection (monitoring_adapters)."""
+"""For other read-only views of the collection (monitoring/adapters.py)."""
 
 
 def _outputs_doc(job: Job) -> list[Doc]:
@@ -91,9 +91,7 @@ class MongoJobs:
     def __init__(self, db: Database[Doc]) -> None:
         self._jobs: Collection[Doc] = db[COLLECTION]
 
-    @staticmethod
-    async def _call(blocking: Callable[[], T]) -> T:
-        return await asyncio.to_thread(blocking)
+    _call = staticmethod(in_thread)
 
     async def ensure_indexes(self) -> None:
         def blocking() -> None:

@@ -15,6 +15,7 @@ Subjects, streams and encoding come from cadpipe.messaging.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,7 +30,7 @@ from cadpipe import layout, messaging
 from cadpipe.logs import log_context
 from cadpipe.settings import NatsSettings
 from cadpipe.v1 import events_pb2, status_pb2
-from services.watcher import domain
+from services.watcher import messages
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class NatsEvents:
                 event = messaging.decode(msg.data, events_pb2.ScriptUploaded)
             except Exception:  # the consumer logs malformed events
                 return
-            on_status(domain.status_from_uploaded(event))
+            on_status(messages.status_from_uploaded(event))
 
         async def finished(msg: Msg) -> None:
             try:
@@ -100,7 +101,7 @@ class NatsEvents:
             except Exception as error:  # a malformed event is only logged
                 logger.warning("ignored a malformed completion event: %s", error)
                 return
-            on_status(domain.status_from_finished(event))
+            on_status(messages.status_from_finished(event))
 
         async def generation(msg: Msg) -> None:
             try:
@@ -109,7 +110,7 @@ class NatsEvents:
             except Exception as error:  # a malformed update is only logged
                 logger.warning("ignored a malformed generation update: %s", error)
                 return
-            on_status(domain.status_from_generation(update))
+            on_status(messages.status_from_generation(update))
 
         await self._nc.subscribe(messaging.WORKER_FINISHED_SUBJECTS, cb=nudged)
         await self._nc.subscribe(messaging.GENERATION_SUBJECTS, cb=generation)
@@ -214,21 +215,15 @@ class NatsEvents:
 
     async def close(self) -> None:
         self._closing = True
-        if self._nc is not None and not self._nc.is_closed:
-            try:
-                if self._pull is not None:
-                    # A pull subscription whose fetch was cancelled would hold the drain until
-                    # its timeout; nothing is in flight on it once consuming stopped.
-                    await self._pull.unsubscribe()
-                    self._pull = None
-                await self._nc.drain()
-            except Exception as error:  # closing anyway
-                logger.warning("NATS drain failed: %s", error)
-                try:
-                    await self._nc.close()
-                except (nats.errors.Error, OSError) as close_error:
-                    # NATS went away too (a node drain takes both): nothing left to flush
-                    logger.warning("NATS close failed: %s", close_error)
+        if self._nc is None or self._nc.is_closed:
+            return
+        if self._pull is not None:
+            # A pull subscription whose fetch was cancelled would hold the drain until its
+            # timeout; nothing is in flight on it once consuming stopped.
+            with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+                await self._pull.unsubscribe()
+            self._pull = None
+        await messaging.close(self._nc)
 
     async def _disconnected(self) -> None:
         if not self._closing:

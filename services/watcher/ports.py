@@ -67,12 +67,6 @@ class ResultReader(Protocol):
     async def presign(self, key: str, *, expires_in: int, filename: str) -> str: ...
 
 
-class ProjectOwners(Protocol):
-    async def owner_of(self, project: str) -> str | None:
-        """The project's owner; "" for a project without one; None for an unknown project."""
-        ...
-
-
 class EventPublisher(Protocol):
     async def publish_finished(self, event: events_pb2.JobFinished) -> None:
         """Publishes on JetStream with the version's Nats-Msg-Id; raises when not acknowledged."""

@@ -1,6 +1,6 @@
 """The read side the servicers call: status from the jobs collection, outputs, download URLs and
-logs from S3 (the truth). Raises domain.InvalidArgument / domain.NotFound with messages meant for
-the user; the servicers turn them into gRPC codes."""
+logs from S3 (the truth). Raises cadpipe.errors (InvalidArgument, NotFound) with messages meant
+for the user; the server interceptor turns them into gRPC codes."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cadpipe import layout, ownership
+from cadpipe import errors, layout
 from cadpipe.callers import ANONYMOUS, Caller
 from cadpipe.marker import MarkerOutput
+from cadpipe.ownership import Ownership
 from cadpipe.v1 import artifacts_pb2, status_pb2
-from services.watcher import domain, reports
+from services.watcher import domain, messages, reports
 from services.watcher.domain import LogObject
-from services.watcher.ports import JobRepository, ProjectOwners, ResultReader
+from services.watcher.ports import JobRepository, ResultReader
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,11 @@ class Reads:
         *,
         presign_expiry_seconds: int,
         max_log_bytes: int,
-        owners: ProjectOwners | None = None,
+        owners: Ownership | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         """owners None: no ownership is known; only unrestricted callers see any project."""
-        self._owners = owners
+        self._owners = owners or Ownership()
         self._jobs = jobs
         self._results = results
         self._presign_expiry = presign_expiry_seconds
@@ -54,11 +55,7 @@ class Reads:
     async def check_access(self, project: str, caller: Caller) -> None:
         """NotFound, worded as for a project that does not exist, unless the caller may see
         the project (docs/security.md)."""
-        if caller.unrestricted:
-            return
-        owner = await self._owners.owner_of(project) if self._owners is not None else None
-        if not caller.may_access(owner):
-            raise domain.NotFound(ownership.not_found_message(project))
+        await self._owners.check_access(project, caller)
 
     async def status(
         self, project: str, version: int = 0, caller: Caller = ANONYMOUS
@@ -67,11 +64,11 @@ class Reads:
         domain.check_version(version)
         await self.check_access(project, caller)
         if version == 0:
-            return domain.project_status(project, await self._jobs.latest(project))
+            return messages.project_status(project, await self._jobs.latest(project))
         job = await self._jobs.get(project, version)
         if job is None:
-            raise domain.NotFound(f"{project} has no version {version}")
-        return domain.project_status(project, job)
+            raise errors.NotFound(f"{project} has no version {version}")
+        return messages.project_status(project, job)
 
     async def outputs(self, project: str, version: int = 0, caller: Caller = ANONYMOUS) -> Outputs:
         """The outputs of that version, or of the latest completed one, as the marker lists them
@@ -82,17 +79,17 @@ class Reads:
         if version == 0:
             latest = await self._jobs.latest(project, state="completed")
             if latest is None:
-                raise domain.NotFound(f"{project} has no completed version")
+                raise errors.NotFound(f"{project} has no completed version")
             version = latest.version
         marker = await self._results.marker(project, version)
         if marker is None:
             job = await self._jobs.get(project, version)
             if job is None:
-                raise domain.NotFound(f"{project} has no version {version}")
-            raise domain.NotFound(f"version {version} of {project} has no outputs ({job.state})")
+                raise errors.NotFound(f"{project} has no version {version}")
+            raise errors.NotFound(f"version {version} of {project} has no outputs ({job.state})")
         if marker.status == "error":
             reason = marker.error.splitlines()[-1] if marker.error.strip() else "error"
-            raise domain.NotFound(f"version {version} of {project} failed: {reason}")
+            raise errors.NotFound(f"version {version} of {project} failed: {reason}")
         listed = (
             marker.outputs
             if not marker.legacy
@@ -112,11 +109,11 @@ class Reads:
         )
         body = await self._results.read_text(key)
         if body is None:
-            raise domain.NotFound(f"version {outputs.version} of {project} has no geometry report")
+            raise errors.NotFound(f"version {outputs.version} of {project} has no geometry report")
         try:
             return reports.geometry_report(project, outputs.version, body)
         except ValueError:
-            raise domain.NotFound(
+            raise errors.NotFound(
                 f"the geometry report of version {outputs.version} of {project} is unreadable"
             ) from None
 
@@ -149,6 +146,6 @@ class Reads:
         await self.check_access(project, caller)
         found = await self._results.read_log(project, key)
         if found is None:
-            raise domain.NotFound(f"{project} has no log {name}")
+            raise errors.NotFound(f"{project} has no log {name}")
         log, body = found
         return log, domain.tail_text(body, self._max_log_bytes)

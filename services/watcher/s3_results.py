@@ -3,33 +3,25 @@
 One check of a pending version costs a GET of its marker key and, while there is no marker (or
 one that names no log), a LIST of its own log prefix, logs/{p}/{p}_v{N}_: two requests, however
 many projects or objects the bucket holds. An older-contract (empty) marker adds a LIST of
-output/{p}/v{N}/, once, when it is found. Blocking boto3 calls run in a thread.
+output/{p}/v{N}/, once, when it is found. Each read is one blocking function run through
+AsyncBucket.run (a thread; S3 failures become cadpipe.errors.Unavailable).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from typing import TypeVar
-
 from cadpipe import layout
 from cadpipe import marker as markers
-from cadpipe.adapters.s3 import Bucket
+from cadpipe.adapters.s3 import AsyncBucket
 from cadpipe.marker import Marker, MarkerOutput
 from services.watcher.domain import Found, LogObject, log_object, output_from_listing
 
-T = TypeVar("T")
-
 
 class S3Results:
-    def __init__(self, bucket: Bucket, *, presign_bucket: Bucket | None = None) -> None:
-        self._bucket = bucket
+    def __init__(self, bucket: AsyncBucket, *, presign_bucket: AsyncBucket | None = None) -> None:
+        self._bucket = bucket.blocking
+        self._call = bucket.run
         # Download URLs may need another endpoint than ours (what clients can reach).
         self._presign_bucket = presign_bucket or bucket
-
-    @staticmethod
-    async def _call(blocking: Callable[[], T]) -> T:
-        return await asyncio.to_thread(blocking)
 
     async def ping(self) -> None:
         await self._call(self._bucket.ping)
@@ -96,6 +88,4 @@ class S3Results:
         return await self._call(blocking)
 
     async def presign(self, key: str, *, expires_in: int, filename: str) -> str:
-        return await self._call(
-            lambda: self._presign_bucket.presign_get(key, expires_in, filename=filename)
-        )
+        return self._presign_bucket.presign_get(key, expires_in, filename=filename)

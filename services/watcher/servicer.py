@@ -1,50 +1,20 @@
-"""Thin gRPC entrypoints: request message -> reads / broadcast -> response message. User errors
-become INVALID_ARGUMENT or NOT_FOUND with the message the domain wrote."""
+"""Thin gRPC entrypoints: request message -> reads / broadcast -> response message. Errors are
+cadpipe.errors, turned into gRPC statuses by the server interceptor (cadpipe.grpc_observe)."""
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
 from cadpipe.callers import current_caller
 from cadpipe.timestamps import to_timestamp
 from cadpipe.v1 import artifacts_pb2, artifacts_pb2_grpc, status_pb2, status_pb2_grpc
-from services.watcher import domain
+from services.watcher import domain, messages
 from services.watcher.broadcast import StatusBroadcast
 from services.watcher.domain import LogObject
 from services.watcher.reads import Reads
-
-logger = logging.getLogger(__name__)
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-
-
-async def _abort_for(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    if isinstance(error, domain.InvalidArgument):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-    if isinstance(error, domain.NotFound):
-        await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-    logger.exception("request failed", exc_info=error)
-    await context.abort(grpc.StatusCode.UNAVAILABLE, f"a dependency failed: {error}")
-
-
-def _user_errors(
-    method: Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
-) -> Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]:
-    @functools.wraps(method)
-    async def call(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
-        try:
-            return await method(self, request, context)
-        except Exception as error:  # user errors mapped; others UNAVAILABLE, logged
-            await _abort_for(error, context)
-        raise AssertionError("unreachable: context.abort raises")
-
-    return call
 
 
 def _log_message(log: LogObject) -> artifacts_pb2.LogFile:
@@ -63,7 +33,6 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         self._reads = reads
         self._statuses = statuses
 
-    @_user_errors
     async def GetStatus(
         self, request: status_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> status_pb2.ProjectStatus:
@@ -74,25 +43,19 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
     ) -> AsyncIterator[status_pb2.ProjectStatus]:
         # Subscribed before the current status is read, so no change falls in between; what
         # was queued meanwhile and is not newer is skipped.
-        try:
-            domain.check_project(request.project)
-        except domain.InvalidArgument as error:
-            await _abort_for(error, context)
+        domain.check_project(request.project)
         with self._statuses.subscribe(request.project) as changes:
-            try:
-                # the caller's access is checked here too: NOT_FOUND ends the stream at once
-                last = await self._reads.status(request.project, caller=current_caller())
-            except Exception as error:  # UNAVAILABLE, logged
-                await _abort_for(error, context)
+            # the caller's access is checked here too: NOT_FOUND ends the stream at once
+            last = await self._reads.status(request.project, caller=current_caller())
             yield last
             generations: dict[str, int] = {}
             async for status in changes:
                 # a generation's progress has its own order; the versions' de-dup is untouched
                 if status.HasField("generation"):
-                    if domain.generation_news(status, generations):
+                    if messages.generation_news(status, generations):
                         yield status
                     continue
-                if domain.supersedes(status, last):
+                if messages.supersedes(status, last):
                     yield status
                     last = status
 
@@ -101,7 +64,6 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
     def __init__(self, reads: Reads) -> None:
         self._reads = reads
 
-    @_user_errors
     async def ListOutputs(
         self, request: artifacts_pb2.ListOutputsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> artifacts_pb2.ListOutputsResponse:
@@ -109,10 +71,9 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         return artifacts_pb2.ListOutputsResponse(
             project=outputs.project,
             version=outputs.version,
-            outputs=[domain.output_message(o) for o in outputs.files],
+            outputs=[messages.output_message(o) for o in outputs.files],
         )
 
-    @_user_errors
     async def GetDownloadUrl(
         self,
         request: artifacts_pb2.GetDownloadUrlRequest,
@@ -124,24 +85,21 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         return artifacts_pb2.DownloadUrl(
             url=download.url,
             expires_at=to_timestamp(download.expires_at),
-            file=domain.output_message(download.file),
+            file=messages.output_message(download.file),
             version=download.version,
         )
 
-    @_user_errors
     async def GetReport(
         self, request: artifacts_pb2.GetReportRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> artifacts_pb2.GeometryReport:
         return await self._reads.report(request.project, request.version, current_caller())
 
-    @_user_errors
     async def ListLogs(
         self, request: artifacts_pb2.ListLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> artifacts_pb2.ListLogsResponse:
         logs = await self._reads.logs(request.project, request.version, current_caller())
         return artifacts_pb2.ListLogsResponse(logs=[_log_message(g) for g in logs])
 
-    @_user_errors
     async def GetLog(
         self, request: artifacts_pb2.GetLogRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> artifacts_pb2.GetLogResponse:

@@ -17,6 +17,7 @@ import uuid
 from pydantic import Field, model_validator
 
 from cadpipe.settings import (
+    MIB,
     MODEL_CONFIG,
     GrpcSecuritySettings,
     GrpcServerSettings,
@@ -24,8 +25,6 @@ from cadpipe.settings import (
     NatsSettings,
     S3Settings,
 )
-
-MIB = 1024 * 1024
 
 
 def _default_watcher_id() -> str:
@@ -92,7 +91,6 @@ class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings, Grpc
     max_log_bytes: int = Field(
         default=MIB, ge=1024, le=3 * MIB, description="GetLog returns at most this much (the end)"
     )
-    readiness_interval_seconds: float = Field(default=5.0, gt=0)
 
     # --- monitoring (cadpipe.v1.MonitoringService, GET /api/monitoring/...) ---
     scripts_addr: str = Field(

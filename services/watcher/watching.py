@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cadpipe.logs import log_context
-from services.watcher import domain
+from services.watcher import domain, messages
 from services.watcher.broadcast import StatusBroadcast
 from services.watcher.domain import Job, Outcome, Policy, PollPolicy
 from services.watcher.ports import EventPublisher, JobRepository, ResultReader
@@ -134,7 +134,7 @@ class Watcher:
             return  # a redelivery: decided already, or another replica holds it
         if (project, version) not in self._pending:
             logger.info("version %d of %s is pending", version, project)
-            self._statuses.publish(domain.project_status(project, stored))
+            self._statuses.publish(messages.project_status(project, stored))
         self._track(stored)
 
     def _track(self, job: Job) -> None:
@@ -210,13 +210,13 @@ class Watcher:
             finished.state,
             finished.duration_seconds,
         )
-        self._statuses.publish(domain.project_status(job.project, finished))
+        self._statuses.publish(messages.project_status(job.project, finished))
         await self._publish(finished)
         return finished
 
     async def _publish(self, job: Job, *, again: bool = False) -> bool:
         try:
-            await self._events.publish_finished(domain.job_finished(job))
+            await self._events.publish_finished(messages.job_finished(job))
         except Exception as error:  # logged; the sweep publishes it later
             self.counters.publish_failures += 1
             logger.warning(

@@ -20,14 +20,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from nats.aio.client import Client as NatsClient
-
 from cadpipe import messaging
 from cadpipe.adapters import s3
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import GrpcServer
 from cadpipe.metrics import ServiceMetrics
-from services.worker import domain
+from services.worker.domain.job import Isolation, Limits
 from services.worker.intake import Intake, IntakeConfig, NatsNotifier
 from services.worker.jobs import JobConfig, JobService
 from services.worker.metrics import WorkerMetrics
@@ -53,11 +51,11 @@ class Running:
     worker_name: str
     freecad_version: str
     sandbox_mode: str
-    isolation: domain.Isolation
+    isolation: Isolation
 
 
-def limits_from(settings: Settings) -> domain.Limits:
-    return domain.Limits(
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
         timeout_seconds=settings.job_timeout_seconds,
         address_space=settings.memory_limit_bytes,
         cpu_seconds=settings.cpu_limit_seconds,
@@ -114,13 +112,13 @@ async def _isolation(
     command_for: Callable[[str], RunnerCommand],
     cgroup: str,
     memory_group: str = "",
-) -> tuple[domain.Isolation, str]:
+) -> tuple[Isolation, str]:
     home = tempfile.mkdtemp(prefix="cadpipe-probe-")
     try:
         found = await probe(command_for(home))
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    isolation = domain.Isolation(
+    isolation = Isolation(
         pid_namespace=found.pid_namespace,
         mount_namespace=found.mount_namespace,
         network_namespace=found.network_namespace,
@@ -142,7 +140,7 @@ async def _isolation(
     return isolation, found.freecad_version
 
 
-def _uid_picker(settings: Settings, isolation: domain.Isolation) -> Callable[[], int]:
+def _uid_picker(settings: Settings, isolation: Isolation) -> Callable[[], int]:
     """A uid per job that no other job has, so that jobs cannot read each other's files or
     count against each other's process limit. Without a mount namespace the job cannot be
     shown an /etc/passwd naming a random uid (FreeCAD insists on one): nobody it is."""
@@ -155,7 +153,7 @@ async def _open_sandbox(
     settings: Settings,
     stack: AsyncExitStack,
     scratch: ScratchRoot,
-    isolation: domain.Isolation,
+    isolation: Isolation,
     freecad_version: str,
     cgroup: str,
     memory_group: str = "",
@@ -177,10 +175,8 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
     async with AsyncExitStack() as stack:
         observed = ServiceMetrics("worker")
         metrics = WorkerMetrics(observed.registry)
-        s3_client = s3.make_client(settings)
-        stack.callback(s3_client.close)
-        observed.instrument_s3(s3_client)
-        storage = S3JobStorage(s3.Bucket(s3_client, settings.s3_bucket))
+        bucket = s3.open_bucket(settings, stack, instrument=observed.instrument_s3)
+        storage = S3JobStorage(s3.AsyncBucket(bucket))
 
         lib_dir = settings.resolved_freecad_lib_dir()
         cgroup = await asyncio.to_thread(pids_cgroup, settings.pids_cgroup_root)
@@ -205,7 +201,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         nc = await messaging.connect(
             settings, name="cadpipe-worker", error_cb=observed.nats_error_cb
         )
-        stack.push_async_callback(_drain, nc)
+        stack.push_async_callback(messaging.close, nc)
         js = nc.jetstream()
         await messaging.ensure_streams(js, replicas=settings.nats_stream_replicas)
 
@@ -277,8 +273,3 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             await server.shutdown(settings.shutdown_grace_seconds)
             await intake.stop(settings.drain_timeout_seconds)
             logger.info("worker stopped")
-
-
-async def _drain(nc: NatsClient) -> None:
-    with contextlib.suppress(Exception):
-        await nc.drain()

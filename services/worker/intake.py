@@ -21,7 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from cadpipe import messaging
 from cadpipe.logs import log_context
 from cadpipe.v1 import events_pb2
-from services.worker import domain
+from services.worker.domain.job import InvalidJob, Job, job_from_event
 from services.worker.jobs import JobService, ScriptMissing
 
 logger = logging.getLogger(__name__)
@@ -162,8 +162,8 @@ class Intake:
         attempt = message.metadata.num_delivered
         try:
             event = messaging.decode(message.data, events_pb2.ScriptUploaded)
-            job = domain.job_from_event(event.project, event.version, event.key, event.sha256)
-        except (ParseError, domain.InvalidJob) as error:
+            job = job_from_event(event.project, event.version, event.key, event.sha256)
+        except (ParseError, InvalidJob) as error:
             logger.error("dropping an uploaded event that names no script: %s", error)
             self._on_job("dropped", "", None, attempt)
             await message.term()
@@ -177,7 +177,7 @@ class Intake:
         ):
             await self._run(message, job, attempt)
 
-    async def _run(self, message: Msg, job: domain.Job, attempt: int) -> None:
+    async def _run(self, message: Msg, job: Job, attempt: int) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(message))
         try:
             marker = await self._service.handle(job, attempt)

@@ -18,7 +18,17 @@ from typing import Protocol
 
 from cadpipe import layout
 from cadpipe.marker import Marker, MarkerOutput, MarkerStatus
-from services.worker import domain
+from services.worker.domain.job import Job, Limits
+from services.worker.domain.joblog import LogRecord, render_log
+from services.worker.domain.outputs import OutputPlan, plan_outputs
+from services.worker.domain.report import finish_report
+from services.worker.domain.verdict import (
+    SandboxOutcome,
+    Verdict,
+    judge,
+    no_outputs_verdict,
+    outputs_over_total,
+)
 from services.worker.sandbox import Sandbox, SandboxJob
 from services.worker.scratch import JobDir
 
@@ -44,7 +54,7 @@ class Storage(Protocol):
 
 
 class Scratch(Protocol):
-    def new_job(self, job: domain.Job, script: bytes) -> JobDir: ...
+    def new_job(self, job: Job, script: bytes) -> JobDir: ...
 
 
 class Notifier(Protocol):
@@ -57,7 +67,7 @@ class ScriptMissing(LookupError):
 
 @dataclass(frozen=True)
 class JobConfig:
-    limits: domain.Limits
+    limits: Limits
     max_deliver: int
     max_outputs: int
     max_log_stream_bytes: int
@@ -91,7 +101,7 @@ class JobService:
         self._config = config
         self._clock = clock
 
-    async def handle(self, job: domain.Job, attempt: int) -> Marker | None:
+    async def handle(self, job: Job, attempt: int) -> Marker | None:
         """Finishes the version, exactly once as far as the bucket shows: a version with a
         marker is left alone (a redelivery after the marker was written); the last delivery
         the stream allows finishes it as an error without running it again, since the runs
@@ -124,7 +134,7 @@ class JobService:
 
     async def _run(
         self,
-        job: domain.Job,
+        job: Job,
         attempt: int,
         script: bytes,
         started_at: dt.datetime,
@@ -132,7 +142,7 @@ class JobService:
     ) -> Marker:
         if job.sha256 and hashlib.sha256(script).hexdigest() != job.sha256:
             # Scripts are immutable once written: a different body is not the one uploaded.
-            verdict = domain.Verdict(
+            verdict = Verdict(
                 "worker_error", f"{job.script_key} does not match the sha256 of its upload"
             )
             return await self._finish(job, attempt, started_at, started, verdict)
@@ -160,10 +170,10 @@ class JobService:
 
     async def _collect(
         self,
-        job: domain.Job,
+        job: Job,
         attempt: int,
         jobdir: JobDir,
-        outcome: domain.SandboxOutcome,
+        outcome: SandboxOutcome,
         started_at: dt.datetime,
         started: float,
     ) -> Marker:
@@ -172,19 +182,19 @@ class JobService:
             asyncio.to_thread(jobdir.read_stream, jobdir.stdout_path, keep),
             asyncio.to_thread(jobdir.read_stream, jobdir.stderr_path, keep),
         )
-        verdict = domain.judge(outcome, self._config.limits, stderr)
-        plan = domain.OutputPlan(())
+        verdict = judge(outcome, self._config.limits, stderr)
+        plan = OutputPlan(())
         rejected: list[str] = []
         if verdict.ok:
             produced, rejected = await asyncio.to_thread(jobdir.produced_files)
-            plan = domain.plan_outputs(job.project, job.version, produced, self._config.max_outputs)
+            plan = plan_outputs(job.project, job.version, produced, self._config.max_outputs)
             if not plan.outputs:
-                verdict = domain.no_outputs_verdict()
+                verdict = no_outputs_verdict()
             # By the files' sizes, before a byte is hashed or uploaded (a sparse file is cheap
             # on disk and costly to read and store).
-            too_much = domain.outputs_over_total(plan, self._config.max_output_bytes)
+            too_much = outputs_over_total(plan, self._config.max_output_bytes)
             if too_much is not None:
-                verdict, plan = too_much, domain.OutputPlan((), plan.ignored)
+                verdict, plan = too_much, OutputPlan((), plan.ignored)
 
         stored: list[MarkerOutput] = []
         report_key = ""
@@ -193,7 +203,7 @@ class JobService:
             files = await asyncio.to_thread(
                 lambda: [jobdir.output_file(o.path, o.size) for o in plan.outputs]
             )
-            report = domain.finish_report(
+            report = finish_report(
                 await asyncio.to_thread(jobdir.read_report),
                 plan,
                 project=job.project,
@@ -235,17 +245,17 @@ class JobService:
             uploads=uploads,
         )
 
-    async def _remove_stale_outputs(self, job: domain.Job, keep: set[str]) -> None:
+    async def _remove_stale_outputs(self, job: Job, keep: set[str]) -> None:
         """An earlier attempt may have stored outputs before its worker died; what this attempt
         did not produce must not be mistaken for its result."""
         prefix = layout.output_prefix(job.project, job.version)
         stale = [k for k in await self._storage.list_keys(prefix) if k not in keep]
         await asyncio.gather(*(self._storage.delete(k) for k in stale))
 
-    async def _give_up(self, job: domain.Job, attempt: int) -> Marker:
+    async def _give_up(self, job: Job, attempt: int) -> Marker:
         logger.error("%s was delivered %d times without finishing; giving up", job.name, attempt)
         await self._remove_stale_outputs(job, keep=set())
-        verdict = domain.Verdict(
+        verdict = Verdict(
             "redelivery_limit",
             f"delivered {attempt} times without finishing (the runs before were stopped "
             "mid-job or could not store their results; see the worker's logs); not run again",
@@ -254,14 +264,14 @@ class JobService:
 
     async def _finish(
         self,
-        job: domain.Job,
+        job: Job,
         attempt: int,
         started_at: dt.datetime,
         started: float,
-        verdict: domain.Verdict,
+        verdict: Verdict,
         *,
-        outcome: domain.SandboxOutcome | None = None,
-        plan: domain.OutputPlan | None = None,
+        outcome: SandboxOutcome | None = None,
+        plan: OutputPlan | None = None,
         outputs: list[MarkerOutput] | None = None,
         report_key: str = "",
         ignored: list[str] | None = None,
@@ -278,7 +288,7 @@ class JobService:
         log_key = layout.log_key(
             job.project, job.version, "info" if verdict.ok else "error", finished_at
         )
-        record = domain.LogRecord(
+        record = LogRecord(
             job=job,
             status=status,
             verdict=verdict,
@@ -301,9 +311,7 @@ class JobService:
         )
         await asyncio.gather(
             *(upload() for upload in uploads),
-            self._storage.put_bytes(
-                log_key, domain.render_log(record).encode(), layout.LOG_CONTENT_TYPE
-            ),
+            self._storage.put_bytes(log_key, render_log(record).encode(), layout.LOG_CONTENT_TYPE),
         )
         marker = Marker(
             status=status,

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from services.worker import domain
+from services.worker.domain.job import Isolation, Limits
+from services.worker.domain.verdict import SandboxOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class SandboxJob:
     identity_files: dict[str, str]
     uid: int
     gid: int
-    limits: domain.Limits
+    limits: Limits
     hidden_paths: tuple[str, ...] = ()
     job_file: str = ""
     """job.json beside the sandbox directory, naming the script: the request then carries no
@@ -53,11 +54,11 @@ class SandboxJob:
 
 
 class Sandbox(Protocol):
-    isolation: domain.Isolation
+    isolation: Isolation
     freecad_version: str
     mode: str
 
-    async def run(self, job: SandboxJob) -> domain.SandboxOutcome: ...
+    async def run(self, job: SandboxJob) -> SandboxOutcome: ...
 
     def alive(self) -> bool: ...
 
@@ -130,7 +131,7 @@ async def probe(command: RunnerCommand) -> Probe:
 
 def request_for(
     job: SandboxJob,
-    isolation: domain.Isolation,
+    isolation: Isolation,
     lib_dir: str,
     pids_cgroup: str,
     memory_cgroup: str = "",
@@ -163,10 +164,10 @@ def request_for(
     return request
 
 
-def outcome_from(reply: dict[str, Any]) -> domain.SandboxOutcome:
+def outcome_from(reply: dict[str, Any]) -> SandboxOutcome:
     if reply.get("event") == "failed":
-        return domain.SandboxOutcome(failure=str(reply.get("error", "unknown failure")))
-    return domain.SandboxOutcome(
+        return SandboxOutcome(failure=str(reply.get("error", "unknown failure")))
+    return SandboxOutcome(
         timed_out=bool(reply.get("timed_out")),
         exit_code=reply.get("exit_code"),
         signal=reply.get("signal"),
@@ -198,7 +199,7 @@ class ZygoteSandbox:
     def __init__(
         self,
         command: RunnerCommand,
-        isolation: domain.Isolation,
+        isolation: Isolation,
         freecad_version: str,
         pids_cgroup: str,
         memory_cgroup: str = "",
@@ -269,7 +270,7 @@ class ZygoteSandbox:
                 future.set_exception(SandboxUnavailable("the FreeCAD zygote exited mid-job"))
         self._pending.clear()
 
-    async def run(self, job: SandboxJob) -> domain.SandboxOutcome:
+    async def run(self, job: SandboxJob) -> SandboxOutcome:
         await self.ensure_running()
         process = self._process
         assert process is not None and process.stdin is not None
@@ -286,7 +287,7 @@ class ZygoteSandbox:
             )
         except TimeoutError:
             _kill(self._supervisors.get(job.id))
-            return domain.SandboxOutcome(failure="the job's supervisor did not report; killed")
+            return SandboxOutcome(failure="the job's supervisor did not report; killed")
         except (BrokenPipeError, ConnectionResetError) as error:
             raise SandboxUnavailable(f"the FreeCAD zygote is gone: {error}") from error
         except asyncio.CancelledError:
@@ -325,7 +326,7 @@ class FreshSandbox:
     def __init__(
         self,
         command: RunnerCommand,
-        isolation: domain.Isolation,
+        isolation: Isolation,
         freecad_version: str,
         pids_cgroup: str,
         memory_cgroup: str = "",
@@ -342,7 +343,7 @@ class FreshSandbox:
     async def ensure_running(self) -> None:
         return None
 
-    async def run(self, job: SandboxJob) -> domain.SandboxOutcome:
+    async def run(self, job: SandboxJob) -> SandboxOutcome:
         process = await self._command.spawn("once")
         assert process.stdin is not None and process.stdout is not None
         stderr = asyncio.create_task(_log_stderr(process, "sandbox"))
@@ -363,7 +364,7 @@ class FreshSandbox:
             await process.wait()
         except TimeoutError:
             process.kill()
-            return domain.SandboxOutcome(failure="the job's supervisor did not report; killed")
+            return SandboxOutcome(failure="the job's supervisor did not report; killed")
         except BaseException:
             if process.returncode is None:
                 process.kill()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib.util
 import json
 import os
 import resource
@@ -37,7 +38,7 @@ import time
 import traceback
 from typing import Any
 
-# Exit codes of the job process; the worker maps them to exit reasons (domain.classify).
+# Exit codes of the job process; the worker maps them to exit reasons (verdict.judge).
 EXIT_OK = 0
 EXIT_EXCEPTION = 1
 EXIT_MEMORY = 3
@@ -79,8 +80,6 @@ _MOUNT_OPTION_FLAGS = {
     "relatime": MS_RELATIME,
     "strictatime": MS_STRICTATIME,
 }
-MESH_FORMATS = ("stl", "obj")
-BREP_FORMATS = ("step", "stp", "iges", "igs", "brep", "brp")
 
 _libc: Any = None
 
@@ -381,7 +380,7 @@ def run_script(script_path: str, home: str) -> int:
         os._exit(code)  # a process the script forked: only the job itself writes the report
     if code == EXIT_OK:
         try:
-            report = geometry_report(os.path.join(home, OUTPUT_DIR_NAME))
+            report = _report_module.geometry_report(os.path.join(home, OUTPUT_DIR_NAME))
             report_dir = os.path.join(home, REPORT_DIR_NAME)
             os.makedirs(report_dir, exist_ok=True)
             with open(os.path.join(report_dir, REPORT_FILE_NAME), "w", encoding="utf-8") as f:
@@ -398,114 +397,6 @@ _LIMIT_NAMES = {
     EXIT_PROCESSES: "processes",
     EXIT_OPEN_FILES: "open files",
 }
-
-
-# --- the geometry report (runs in the job, after the script) ---------------------------------
-
-
-def _bound_box(box: Any) -> dict[str, float]:
-    return {
-        "x_min": box.XMin,
-        "y_min": box.YMin,
-        "z_min": box.ZMin,
-        "x_max": box.XMax,
-        "y_max": box.YMax,
-        "z_max": box.ZMax,
-    }
-
-
-def _solids(shape: Any, source: str = "") -> list[dict[str, Any]]:
-    found = []
-    for solid in shape.Solids:
-        entry: dict[str, Any] = {
-            "valid": bool(solid.isValid()),
-            "volume": float(solid.Volume),
-            "area": float(solid.Area),
-            "bounding_box": _bound_box(solid.BoundBox),
-            "faces": len(solid.Faces),
-        }
-        if source:
-            entry["object"] = source
-        found.append(entry)
-    return found
-
-
-def _brep_entry(path: str) -> dict[str, Any]:
-    import Part  # type: ignore[import-not-found]
-
-    shape = Part.read(path)
-    return {
-        "kind": "brep",
-        "solids": _solids(shape),
-        "shells": len(shape.Shells),
-        "faces": len(shape.Faces),
-        "valid": bool(shape.isValid()) if not shape.isNull() else False,
-    }
-
-
-def _fcstd_entry(path: str) -> dict[str, Any]:
-    import FreeCAD  # type: ignore[import-not-found]
-
-    doc = FreeCAD.openDocument(path)
-    try:
-        solids: list[dict[str, Any]] = []
-        # The results of a document are the objects nothing else is built from; the boxes and
-        # cylinders a Cut consumed are inputs, not parts of the model.
-        for obj in doc.Objects:
-            shape = getattr(obj, "Shape", None)
-            if shape is None or obj.InList or shape.isNull():
-                continue
-            solids.extend(_solids(shape, obj.Label))
-        return {"kind": "document", "solids": solids, "objects": len(doc.Objects)}
-    finally:
-        FreeCAD.closeDocument(doc.Name)
-
-
-def _mesh_entry(path: str) -> dict[str, Any]:
-    import Mesh  # type: ignore[import-not-found]
-
-    mesh = Mesh.Mesh(path)
-    closed = bool(mesh.isSolid())
-    entry: dict[str, Any] = {
-        "kind": "mesh",
-        "triangles": int(mesh.CountFacets),
-        "points": int(mesh.CountPoints),
-        "closed": closed,
-        "area": float(mesh.Area),
-    }
-    if closed:
-        entry["volume"] = float(mesh.Volume)
-    return entry
-
-
-def geometry_report(output_dir: str) -> dict[str, Any]:
-    """Per output file: its solids (validity, volume, area, bounding box) for B-rep formats and
-    FreeCAD documents, its triangle count and closedness for meshes."""
-    import FreeCAD
-
-    files = []
-    for root, dirs, names in os.walk(output_dir):
-        dirs.sort()
-        for name in sorted(names):
-            path = os.path.join(root, name)
-            if os.path.islink(path) or not os.path.isfile(path):
-                continue
-            ext = name.rpartition(".")[2].lower()
-            entry: dict[str, Any] = {"path": os.path.relpath(path, output_dir)}
-            try:
-                if ext in BREP_FORMATS:
-                    entry.update(_brep_entry(path))
-                elif ext == "fcstd":
-                    entry.update(_fcstd_entry(path))
-                elif ext in MESH_FORMATS:
-                    entry.update(_mesh_entry(path))
-                else:
-                    continue
-            except Exception as error:  # an unreadable file is reported as such
-                entry["error"] = f"{type(error).__name__}: {error}"[:500]
-            files.append(entry)
-    version = FreeCAD.Version()
-    return {"freecad_version": ".".join(version[:3]), "files": files}
 
 
 def _rehome_freecad(home: str) -> None:
@@ -890,7 +781,25 @@ def probe(lib_dir: str) -> None:
     )
 
 
+_report_module: Any = None
+REPORT_MODULE = "sandbox_report.py"
+"""The geometry report's code, beside this file."""
+
+
+def _load_report_module() -> Any:
+    """sandbox_report.py, loaded by path: this runner is started with -I, so its directory is
+    not on sys.path; loaded at start, before any job hides the filesystem."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), REPORT_MODULE)
+    spec = importlib.util.spec_from_file_location("cadpipe_sandbox_report", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv: list[str]) -> None:
+    global _report_module
+    _report_module = _load_report_module()
     command = argv[1] if len(argv) > 1 else ""
     lib_dir = argv[2] if len(argv) > 2 else "/usr/lib/freecad/lib"
     if command == "zygote":

@@ -38,8 +38,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.worker import domain
 from services.worker import sandbox_runner as runner
+from services.worker.domain.job import Job
+from services.worker.domain.joblog import cut
+from services.worker.domain.outputs import ProducedFile
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +94,9 @@ class JobDir:
             return False
         return not self._owned or st.st_uid == self.uid
 
-    def produced_files(self) -> tuple[list[domain.ProducedFile], list[str]]:
+    def produced_files(self) -> tuple[list[ProducedFile], list[str]]:
         """Regular files under the output directory, and notes on what was passed over."""
-        found: list[domain.ProducedFile] = []
+        found: list[ProducedFile] = []
         rejected: list[str] = []
         seen = 0
 
@@ -116,7 +118,7 @@ class JobDir:
                     if depth < MAX_WALK_DEPTH:
                         walk(entry.path, rel + "/", depth + 1)
                 elif self._is_own_file(st):
-                    found.append(domain.ProducedFile(rel, st.st_size))
+                    found.append(ProducedFile(rel, st.st_size))
                 else:
                     rejected.append(f"{rel} (not a regular file of the job's own)")
 
@@ -175,7 +177,7 @@ class JobDir:
                 tail = f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
-        return domain.cut(head, tail, size, keep)
+        return cut(head, tail, size, keep)
 
     def remove(self) -> None:
         remove_tree(self.path)
@@ -238,7 +240,7 @@ class ScratchRoot:
             finally:
                 os.close(fd)
 
-    def new_job(self, job: domain.Job, script: bytes) -> JobDir:
+    def new_job(self, job: Job, script: bytes) -> JobDir:
         uid = self._uid_for_job() if self._drop_privileges else os.getuid()
         gid = uid if self._drop_privileges else os.getgid()
         # An opaque name: the paths the zygote is told name no project (its memory is every

@@ -10,9 +10,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from cadpipe import messaging
-from cadpipe.settings import MODEL_CONFIG, GrpcServerSettings, NatsSettings, S3Settings
+from cadpipe.settings import MIB, MODEL_CONFIG, GrpcServerSettings, NatsSettings, S3Settings
 
-MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 
@@ -113,7 +112,6 @@ class Settings(S3Settings, NatsSettings, GrpcServerSettings):
         ge=0,
         description="On SIGTERM, how long running jobs may finish; 0: job timeout + 10 s",
     )
-    readiness_interval_seconds: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _best_effort_is_development_only(self) -> Settings:

@@ -149,15 +149,9 @@ class SettingsInfo:
         return self.cls.model_fields[name].default
 
 
-def settings_of(service: str) -> SettingsInfo | None:
-    """services.<service>.settings.Settings, or None while that module does not exist yet."""
-    module_name = f"services.{service}.settings"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name in (f"services.{service}", module_name):
-            return None
-        raise
+def settings_of(service: str) -> SettingsInfo:
+    """services.<service>.settings.Settings: a service the manifests deploy has one."""
+    module = importlib.import_module(f"services.{service}.settings")
     return SettingsInfo(service, module.Settings)
 
 

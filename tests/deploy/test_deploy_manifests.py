@@ -54,15 +54,8 @@ KUBERNETES_VERSIONS = ["1.29", "1.37"]
 WORKER_CAPABILITIES = {"SYS_ADMIN", "SETUID", "SETGID", "KILL", "CHOWN"}
 
 
-def _settings_or_skip(service: str) -> SettingsInfo:
-    info = settings_of(service)
-    if info is None:
-        pytest.skip(f"services/{service}/settings.py does not exist yet")
-    return info
-
-
 def _all_settings() -> list[SettingsInfo]:
-    return [info for info in map(settings_of, SERVICES) if info is not None]
+    return [settings_of(service) for service in SERVICES]
 
 
 # --- schema -----------------------------------------------------------------------------------
@@ -123,7 +116,7 @@ def test_grpc_probes_ask_the_port_the_service_listens_on(service: str) -> None:
 
 @pytest.mark.parametrize("service", list(GRPC_SERVICES))
 def test_grpc_ports_are_the_services_own_defaults(service: str) -> None:
-    info = _settings_or_skip(service)
+    info = settings_of(service)
     assert info.default("grpc_port") == GRPC_SERVICES[service]
 
 
@@ -140,7 +133,7 @@ def test_gateway_probes_ask_its_health_routes_on_its_port() -> None:
 
 
 def test_gateway_port_is_its_own_default() -> None:
-    info = _settings_or_skip("gateway")
+    info = settings_of("gateway")
     assert info.default("http_port") == HTTP_SERVICES["gateway"]
 
 
@@ -186,7 +179,7 @@ def test_metrics_are_served_and_announced_on_one_port() -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_every_variable_a_service_is_given_is_one_it_reads(service: str) -> None:
     """A typo (S3_BUKET) would be ignored silently by the service; here it fails."""
-    info = _settings_or_skip(service)
+    info = settings_of(service)
     deployment = named(BASE, "Deployment", service)
     own = {entry["name"] for entry in container(deployment).get("env", [])}
     unknown = own - info.env_names() - environment_read_directly()
@@ -199,16 +192,13 @@ def test_every_shared_setting_is_read_by_some_service() -> None:
     )
     keys = set(named(BASE, "ConfigMap", CONFIG_MAP)["data"])
     unknown = keys - known
-    missing = [s for s in SERVICES if settings_of(s) is None]
-    if unknown and missing:
-        pytest.skip(f"{sorted(unknown)} may belong to {missing}, whose settings do not exist yet")
     assert not unknown, f"no service reads {sorted(unknown)}"
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_every_required_setting_is_provided(service: str) -> None:
     """A required setting left out makes the pod crash at start."""
-    info = _settings_or_skip(service)
+    info = settings_of(service)
     for overlay in KUSTOMIZATIONS.values():
         given = env_names(overlay, named(overlay, "Deployment", service))
         assert info.required() <= given, f"{service} misses {sorted(info.required() - given)}"
@@ -395,7 +385,7 @@ def _settings_from_manifest(
     environment: the manifest's plain values and downward-API fields, and its secret
     references resolved against the overlay's own Secret (dev) or, where the overlay has
     none (base), against a minimal Secret holding only the keys it must have."""
-    info = _settings_or_skip(service)
+    info = settings_of(service)
     deployment = named(directory, "Deployment", service)
     secrets = [o for o in objects(directory, "Secret") if o["metadata"]["name"] == SECRET]
     secret_values = {
@@ -440,7 +430,7 @@ def test_each_service_accepts_the_settings_its_pod_gets(
 def test_services_serve_metrics_where_the_pods_announce_them(
     service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    info = _settings_or_skip(service)
+    info = settings_of(service)
     if "metrics_port" not in info.cls.model_fields:
         pytest.skip(f"services/{service} has no METRICS_PORT setting yet (serves no metrics)")
     settings = _settings_from_manifest(service, BASE, monkeypatch)

@@ -7,12 +7,12 @@ import asyncio
 import io
 import json
 import pathlib
-import struct
 import zipfile
 from typing import Any
 
 import httpx
 import pytest
+from support.stl import stl_triangles
 
 from cadpipe import messaging
 from cadpipe.v1 import events_pb2
@@ -20,14 +20,6 @@ from services.allinone.stack import Stack
 
 SAMPLES = pathlib.Path(__file__).parent.parent / "samples"
 pytestmark = [pytest.mark.freecad, pytest.mark.timeout(90)]
-
-
-def stl_triangles(data: bytes) -> int:
-    if data.lstrip().startswith(b"solid") and b"facet" in data[:2000]:
-        return data.count(b"endfacet")
-    (count,) = struct.unpack_from("<I", data, 80)
-    assert len(data) == 84 + 50 * count, "binary STL length does not match its triangle count"
-    return int(count)
 
 
 def assert_valid(fmt: str, data: bytes) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 import httpx
 from gateway_stack import Stack, start_stack
+from support.sse import parse_frames
 
 from cadpipe.v1 import status_pb2
-from services.gateway import sse
 
 WAIT = 5.0  # seconds any single expected event may take on a loaded machine
 
@@ -31,7 +31,7 @@ class Frames:
                 self._buffer += await anext(self._chunks)
                 complete, _, self._buffer = self._buffer.rpartition("\n\n")
                 if complete:
-                    self._frames.extend(sse.parse_frames(complete + "\n\n"))
+                    self._frames.extend(parse_frames(complete + "\n\n"))
         return self._frames.pop(0)
 
     async def data(self) -> dict[str, Any]:
@@ -49,7 +49,7 @@ class Frames:
         async with asyncio.timeout(WAIT):
             async for chunk in self._chunks:
                 self._buffer += chunk
-        out.extend(sse.parse_frames(self._buffer))
+        out.extend(parse_frames(self._buffer))
         return out
 
 

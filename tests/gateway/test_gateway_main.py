@@ -11,8 +11,9 @@ import subprocess
 import sys
 
 import httpx
+from support.processes import child_env
 
-from cadpipe.devstack import child_env, free_port
+from cadpipe.devstack import free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

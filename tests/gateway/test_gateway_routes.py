@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from gateway_protos import Rpc, make_api
@@ -11,10 +13,12 @@ from services.gateway.errors import GatewayError
 from services.gateway.routes import (
     PathTemplate,
     RouteError,
+    RouteTable,
     Segment,
     default_modules,
     derive_routes,
     derive_routes_from_modules,
+    route_of,
     split_raw_path,
 )
 
@@ -179,6 +183,28 @@ def test_lookup_answers_404_for_unknown_paths_and_405_with_allow_for_wrong_metho
     assert wrong_method.value.http_status == 405
     assert wrong_method.value.headers == {"Allow": "POST"}
     assert "DELETE" in wrong_method.value.message
+
+
+def test_a_request_is_routed_once_whoever_asks_guard_metrics_or_transcoder() -> None:
+    lookups: list[str] = []
+
+    class Counting(RouteTable):
+        def lookup(self, http_method: str, raw_path: str) -> Any:
+            lookups.append(raw_path)
+            return super().lookup(http_method, raw_path)
+
+    table = Counting(list(derive_routes_from_modules(default_modules())))
+    scope: dict[str, Any] = {
+        "method": "GET",
+        "path": "/api/projects/a b/status",
+        "raw_path": b"/api/projects/a%20b/status?x=1",
+    }
+    first, again = route_of(table, scope), route_of(table, scope)
+    assert first is again and lookups == ["/api/projects/a%20b/status"]
+    assert first.match is not None and first.match.path_params == {"project": b"a b"}
+    missing = route_of(table, {"method": "GET", "path": "/api/x y"})  # no raw_path: quoted
+    assert missing.raw_path == "/api/x%20y" and missing.match is None
+    assert missing.error is not None and missing.error.http_status == 404
 
 
 def test_literal_segments_win_over_variables_whatever_the_declaration_order() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from support.sse import parse_frames
+
 from services.gateway import sse
 
 
@@ -18,7 +20,7 @@ def test_a_message_is_one_data_line_whatever_it_contains() -> None:
 
 def test_errors_are_named_events() -> None:
     frame = sse.error_frame({"code": 14, "message": "gone", "details": []})
-    assert sse.parse_frames(frame.decode()) == [
+    assert parse_frames(frame.decode()) == [
         {"event": "error", "data": '{"code":14,"message":"gone","details":[]}'}
     ]
 
@@ -27,7 +29,7 @@ def test_parse_frames_reads_back_data_comments_and_multiline_data() -> None:
     stream = (
         sse.data_frame({"a": 1}) + sse.KEEPALIVE + b"event: x\ndata: one\ndata: two\n\n"
     ).decode()
-    assert sse.parse_frames(stream) == [
+    assert parse_frames(stream) == [
         {"data": '{"a":1}'},
         {"comment": "keepalive"},
         {"event": "x", "data": "one\ntwo"},

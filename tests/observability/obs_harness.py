@@ -3,10 +3,7 @@ conditions with deadlines, collecting log records with their context fields."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,16 +44,6 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
     wanted = set(labels.items())
     return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], *, within: float = 15.0, what: str = ""
-) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {within} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 class Records(logging.Handler):

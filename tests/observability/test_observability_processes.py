@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import pathlib
 import signal
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from support.processes import child_env
 
 from cadpipe import layout, messaging
 from cadpipe.adapters import s3
@@ -27,27 +27,6 @@ from cadpipe.settings import EX_CONFIG
 from cadpipe.v1 import events_pb2, scripts_pb2, scripts_pb2_grpc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-
-# every variable these tests set or leave out, so that nothing of this machine's environment
-# reaches the child
-_OURS = (
-    "S3_BUCKET",
-    "S3_ENDPOINT_URL",
-    "MONGODB_URI",
-    "NATS_URL",
-    "GRPC_HOST",
-    "GRPC_PORT",
-    "HTTP_PORT",
-    "METRICS_PORT",
-    "SERVICE_TOKEN",
-    "AUTH_MODE",
-    "LOG_FORMAT",
-)
-
-
-def child_env(extra: dict[str, str]) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if k.upper() not in _OURS}
-    return {**base, "LOG_FORMAT": "json", **extra}
 
 
 async def run_to_exit(service: str, env: dict[str, str]) -> tuple[int, str]:

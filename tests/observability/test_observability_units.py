@@ -19,13 +19,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
+from support.metrics import sample_value
 
-from cadpipe import logs, messaging
+from cadpipe import errors, logs, messaging
 from cadpipe.adapters import s3
 from cadpipe.devstack import free_port
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
 from cadpipe.grpc_server import NOT_SERVING, SERVING, GrpcServer
-from cadpipe.metrics import ServiceMetrics, sample_value
+from cadpipe.metrics import ServiceMetrics
 from cadpipe.settings import (
     EX_CONFIG,
     MODEL_CONFIG,
@@ -39,20 +40,17 @@ from services.gateway.metrics import UNMATCHED, HttpMetrics, HttpMetricsMiddlewa
 from services.gateway.routes import default_modules, derive_routes_from_modules
 from services.watcher import domain
 from services.watcher.domain import Job
-from services.watcher.monitoring import (
+from services.watcher.monitoring.ports import ConsumerState, MonitoringConfig, StreamState
+from services.watcher.monitoring.reports import (
     DEGRADED,
     FAILED,
     OK,
-    SCRATCH_PREFIX,
     UNTRACKED,
     WARNING,
-    ConsumerState,
-    Monitoring,
-    MonitoringConfig,
-    StreamState,
     percentile,
     redact_url,
 )
+from services.watcher.monitoring.use_cases import SCRATCH_PREFIX, Monitoring
 
 # --- logs ----------------------------------------------------------------------------------
 
@@ -405,7 +403,7 @@ async def test_a_store_that_returns_other_bytes_fails_at_the_comparison() -> Non
 
 
 async def test_a_round_trip_size_out_of_bounds_is_invalid() -> None:
-    with pytest.raises(domain.InvalidArgument):
+    with pytest.raises(errors.InvalidArgument):
         await monitoring().s3_round_trip(2 * 1024 * 1024)
 
 
@@ -421,9 +419,9 @@ async def test_processing_status_lists_jobs_and_scripts_no_watcher_heard_of() ->
     assert status.versions[0].detection_latency_seconds == pytest.approx(0.1)
     assert status.versions[1].duration_seconds == pytest.approx(58)  # so far
     assert status.counts == {"completed": 1, "processing": 1, UNTRACKED: 1}
-    with pytest.raises(domain.NotFound):
+    with pytest.raises(errors.NotFound):
         await monitoring(bucket, jobs).processing_status("other")
-    with pytest.raises(domain.InvalidArgument):
+    with pytest.raises(errors.InvalidArgument):
         await monitoring(bucket, jobs).processing_status("../p")
 
 
@@ -644,7 +642,7 @@ def test_http_metrics_label_the_route_template_never_the_raw_path() -> None:
     )
 
     def route(method: str, path: str) -> str:
-        return middleware.route_of(method, {"path": path, "raw_path": path.encode()})
+        return middleware.route_of({"method": method, "path": path, "raw_path": path.encode()})
 
     assert route("GET", "/api/projects/alpha/status") == "/api/projects/{project}/status"
     assert route("GET", "/api/monitoring/projects/x/processing-status") == (

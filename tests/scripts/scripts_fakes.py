@@ -7,7 +7,8 @@ import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 
-from services.scripts.domain import Claim, OutboxEntry, Unavailable, VersionRecord
+from cadpipe import errors
+from services.scripts.domain import Claim, OutboxEntry, VersionRecord
 
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -42,7 +43,7 @@ class FakeStore:
         self.objects[(record.project, record.version)] = (record, body)
         if self.fail_puts_after_writing:
             self.fail_puts_after_writing -= 1
-            raise Unavailable("S3: connection reset after the write")
+            raise errors.Unavailable("S3: connection reset after the write")
         return True
 
     async def exists(self, project: str, version: int) -> bool:
@@ -69,11 +70,16 @@ class FakeIndex:
     def __init__(self) -> None:
         self.latest: dict[str, int] = {}
         self.docs: dict[tuple[str, int], VersionRecord] = {}
+        self.failing_writes = 0
+        """That many record_version calls fail, as MongoDB down would make them."""
 
     async def latest_version(self, project: str) -> int:
         return self.latest.get(project, 0)
 
     async def record_version(self, record: VersionRecord) -> None:
+        if self.failing_writes:
+            self.failing_writes -= 1
+            raise errors.Unavailable("MongoDB: connection refused")
         self.docs[(record.project, record.version)] = record
         self.latest[record.project] = max(self.latest.get(record.project, 0), record.version)
 

@@ -19,10 +19,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from scripts_harness import fetch_uploaded
+from support.processes import child_env
 
 from cadpipe import layout, messaging
 from cadpipe.adapters import s3
-from cadpipe.devstack import MotoS3, NatsServer, child_env, free_port
+from cadpipe.devstack import MotoS3, NatsServer, free_port
 from cadpipe.settings import MongoSettings
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 

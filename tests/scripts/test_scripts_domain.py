@@ -7,10 +7,10 @@ import hashlib
 
 import pytest
 
-from cadpipe import messaging
+from cadpipe import errors, messaging
 from cadpipe.v1 import events_pb2
 from services.scripts import domain
-from services.scripts.domain import InvalidInput, Limits, validate_upload
+from services.scripts.domain import Limits, validate_upload
 
 LIMITS = Limits()
 GOOD = "import math\nx = math.pi\n"
@@ -25,7 +25,7 @@ def rejected(field: str, **kwargs: object) -> str:
         "limits": LIMITS,
     }
     args.update(kwargs)
-    with pytest.raises(InvalidInput) as caught:
+    with pytest.raises(errors.InvalidArgument) as caught:
         validate_upload(**args)  # type: ignore[arg-type]
     assert caught.value.field == field
     return caught.value.message
@@ -161,19 +161,19 @@ def test_the_uploaded_event_carries_the_version_and_its_message_id() -> None:
 def test_page_sizes_and_tokens() -> None:
     assert domain.page_size(0) == 100
     assert domain.page_size(5000) == 1000
-    with pytest.raises(InvalidInput):
+    with pytest.raises(errors.InvalidArgument):
         domain.page_size(-1)
     token = domain.encode_page_token("demo", 200)
     assert domain.decode_page_token(token, "demo") == 200
     assert domain.decode_page_token("", "demo") == 0
     for bad in ("garbage!", "e30", domain.encode_page_token("other", 5)):
-        with pytest.raises(InvalidInput) as caught:
+        with pytest.raises(errors.InvalidArgument) as caught:
             domain.decode_page_token(bad, "demo")
         assert caught.value.field == "page_token"
 
 
 def test_versions_below_one_are_refused() -> None:
     for bad in (0, -1):
-        with pytest.raises(InvalidInput) as caught:
+        with pytest.raises(errors.InvalidArgument) as caught:
             domain.check_version(bad)
         assert caught.value.field == "version"

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from scripts_harness import fetch_uploaded, scripts_settings
+from support.polling import wait_until
 
 from cadpipe import messaging
 from cadpipe.adapters import s3
@@ -19,13 +19,6 @@ from cadpipe.devstack import NatsServer, free_port
 from cadpipe.settings import MongoSettings, NatsSettings, S3Settings
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 from services.scripts.bootstrap import EVENTS_HEALTH, start
-
-
-async def eventually(check: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_an_upload_while_nats_is_down_is_announced_once_it_is_back(
@@ -60,7 +53,9 @@ async def test_an_upload_while_nats_is_down_is_announced_once_it_is_back(
             await stub.UploadScript(
                 scripts_pb2.UploadScriptRequest(project=project, script="a = 1\n"), timeout=10
             )
-            await eventually(lambda: entry(1).get("sent_at") is not None, 10, "version 1's event")
+            await wait_until(
+                lambda: entry(1).get("sent_at") is not None, within=10, what="version 1's event"
+            )
 
             await asyncio.to_thread(nats.stop)
             started = time.monotonic()
@@ -69,11 +64,15 @@ async def test_an_upload_while_nats_is_down_is_announced_once_it_is_back(
             )
             assert reply.script.version == 2
             assert time.monotonic() - started < 2  # the upload does not wait for NATS
-            await eventually(lambda: entry(2).get("attempts", 0) >= 1, 10, "a failed publish")
+            await wait_until(
+                lambda: entry(2).get("attempts", 0) >= 1, within=10, what="a failed publish"
+            )
             assert entry(2)["sent_at"] is None
 
             await asyncio.to_thread(nats.start)  # same port, same store: the stream is back
-            await eventually(lambda: entry(2).get("sent_at") is not None, 20, "version 2's event")
+            await wait_until(
+                lambda: entry(2).get("sent_at") is not None, within=20, what="version 2's event"
+            )
 
         nc = await messaging.connect(NatsSettings(nats_url=nats.url), name="test")
         try:

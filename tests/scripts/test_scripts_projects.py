@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from cadpipe import errors
+from cadpipe.adapters.owners import MongoOwnerRecords
 from services.scripts import mongo_index
 from services.scripts.domain import (
-    InvalidInput,
     ProjectCursor,
     VersionRecord,
     decode_projects_token,
@@ -34,7 +35,7 @@ def record(project: str, version: int, owner: str) -> VersionRecord:
 async def test_an_owners_projects_newest_activity_first_a_page_at_a_time(mongo_db: Any) -> None:
     mongo_index.ensure_indexes(mongo_db)
     index = mongo_index.MongoProjectIndex(mongo_db)
-    owners = mongo_index.MongoProjectOwners(mongo_db)
+    owners = MongoOwnerRecords(mongo_db)
     for project, owner in [("a", "alice"), ("b", "bob"), ("c", "alice"), ("d", "alice")]:
         await owners.claim(project, owner)
         await index.record_version(record(project, 1, owner))
@@ -61,5 +62,5 @@ async def test_an_owners_projects_newest_activity_first_a_page_at_a_time(mongo_d
 
 def test_a_page_token_not_made_by_the_listing_is_refused() -> None:
     assert decode_projects_token("") is None
-    with pytest.raises(InvalidInput):
+    with pytest.raises(errors.InvalidArgument):
         decode_projects_token("bm9wZQ")

@@ -13,9 +13,10 @@ import sys
 from typing import Any
 
 from scripts_harness import Service
+from support.processes import child_env
 
 from cadpipe import layout, messaging
-from cadpipe.devstack import MotoS3, child_env
+from cadpipe.devstack import MotoS3
 from cadpipe.v1 import scripts_pb2
 from services.scripts.bootstrap import run_reindex
 from services.scripts.domain import VersionRecord, s3_metadata

@@ -13,15 +13,13 @@ from collections.abc import Callable
 import pytest
 from scripts_fakes import FakeClaims, FakeIndex, FakeOutbox, FakeStore, no_sleep
 
+from cadpipe import errors
 from services.scripts import domain
 from services.scripts.domain import (
     Claim,
     IdempotencyInProgress,
     IdempotencyMismatch,
-    InvalidInput,
-    NotFound,
     OutboxEntry,
-    Unavailable,
     VersionConflict,
     VersionRecord,
 )
@@ -181,10 +179,10 @@ async def test_a_failed_put_that_did_not_land_is_unavailable() -> None:
     world = World()
 
     async def down(record: VersionRecord) -> None:
-        raise Unavailable("S3: connection refused")
+        raise errors.Unavailable("S3: connection refused")
 
     world.store.before_put = down
-    with pytest.raises(Unavailable):
+    with pytest.raises(errors.Unavailable):
         await world.upload()
     assert world.store.objects == {} and world.outbox.entries == {}
 
@@ -247,9 +245,9 @@ async def test_a_caller_that_goes_away_before_its_put_stores_nothing() -> None:
 
 async def test_bad_input_stores_nothing() -> None:
     world = World()
-    with pytest.raises(InvalidInput):
+    with pytest.raises(errors.InvalidArgument):
         await world.upload("def f(:\n")
-    with pytest.raises(InvalidInput):
+    with pytest.raises(errors.InvalidArgument):
         await world.upload(project="../x")
     assert world.store.calls == [] and world.outbox.entries == {}
 
@@ -259,9 +257,9 @@ async def test_reading_a_version() -> None:
     await world.upload("a = 1\n")
     record, body = await world.scripts.get_version("demo", 1)
     assert (record.version, body) == (1, b"a = 1\n")
-    with pytest.raises(NotFound, match="no version 2"):
+    with pytest.raises(errors.NotFound, match="no version 2"):
         await world.scripts.get_version("demo", 2)
-    with pytest.raises(InvalidInput):
+    with pytest.raises(errors.InvalidArgument):
         await world.scripts.get_version("demo", -1)
 
 

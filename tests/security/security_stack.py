@@ -24,6 +24,7 @@ import httpx
 import jwt
 import pytest
 import pytest_asyncio
+from support.polling import wait_until
 
 from cadpipe import layout
 from cadpipe.adapters import mongo, s3
@@ -243,14 +244,3 @@ def finish_version(bucket: s3.Bucket, project: str, version: int = 1) -> str:
     bucket.put(log, b"done\n", content_type="text/plain")
     bucket.put(layout.marker_key(project, version), b"", content_type="text/plain")
     return key
-
-
-async def wait_until(check: Any, within: float = 10.0, every: float = 0.05) -> Any:
-    """Polls an async check until it returns something truthy; fails after `within` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, f"not true within {within}s"
-        await asyncio.sleep(every)

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from routes import ROUTES, Example, example, is_admin, is_public, route_id
-from security_stack import Secured, assert_unchanged, finish_version, upload, wait_until
+from security_stack import Secured, assert_unchanged, finish_version, upload
+from support.polling import wait_until
 
 from services.gateway.routes import Route
 from services.gateway.tokens import new_token

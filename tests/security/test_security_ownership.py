@@ -14,7 +14,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from routes import example, owned_routes, route_id
-from security_stack import SCRIPT, Secured, assert_unchanged, finish_version, upload, wait_until
+from security_stack import SCRIPT, Secured, assert_unchanged, finish_version, upload
+from support.polling import wait_until
 
 from cadpipe import layout, messaging
 from cadpipe.callers import ADMIN_KEY, IDENTITY_KEY, SERVICE_TOKEN_KEY
@@ -252,3 +253,24 @@ async def test_services_believe_identity_metadata_only_with_the_service_token(
         with pytest.raises(grpc.aio.AioRpcError) as watched:
             await stream.read()
         assert watched.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_after_an_index_loss_the_owner_keeps_every_read(
+    secured: Secured, project: str
+) -> None:
+    """The projects and versions documents are gone (MongoDB restored from an old backup): S3
+    still names the owner, for the watcher as for the script service, and the first listing
+    re-indexes the project with its owner."""
+    await _completed(secured, project)
+    secured.db["projects"].delete_one({"_id": project})
+    secured.db["versions"].delete_many({"project": project})
+    async with secured.client("alice") as alice, secured.client("bob") as bob:
+        status = await alice.get(f"/api/projects/{project}/status")
+        assert status.status_code == 200, status.text
+        listed = await alice.get(f"/api/projects/{project}/scripts")
+        assert [s["version"] for s in listed.json()["scripts"]] == [1]
+        assert secured.db["projects"].find_one({"_id": project})["owner"] == "alice"
+        for path in ("status", "scripts", "script/1", "outputs"):
+            mine = await alice.get(f"/api/projects/{project}/{path}")
+            assert mine.status_code == 200, (path, mine.text)
+            assert (await bob.get(f"/api/projects/{project}/{path}")).status_code == 404, path

@@ -11,7 +11,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import httpx
 import pytest
-from security_stack import Secured, finish_version, upload, wait_until
+from security_stack import Secured, finish_version, upload
+from support.polling import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

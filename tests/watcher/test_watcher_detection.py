@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from support.polling import wait_until
 from watcher_harness import (
     JobEvents,
     Service,
@@ -17,12 +18,12 @@ from watcher_harness import (
     publish_upload,
     put_log,
     stored_job_events,
-    wait_until,
 )
 
 from cadpipe import layout, messaging
 from cadpipe.adapters.s3 import Bucket
 from cadpipe.v1 import events_pb2, status_pb2
+from services.watcher import messages
 from services.watcher.mongo_jobs import MongoJobs
 
 STEP = b"ISO-10303-21;\nHEADER;\nENDSEC;\nEND-ISO-10303-21;\n"
@@ -55,8 +56,11 @@ async def test_our_json_marker_completes_the_version_with_its_outputs(
         for o in sorted(marker.outputs, key=lambda o: o.name)
     ]
     assert event.log_key == marker.log_key
-    assert event.detected_at.ToDatetime() >= event.uploaded_at.ToDatetime()
-    assert event.duration_seconds >= 0
+    uploaded, finished = event.uploaded_at.ToDatetime(), event.finished_at.ToDatetime()
+    assert uploaded <= finished <= event.detected_at.ToDatetime()
+    # what the user waited: from the upload to the worker's finish, as the marker says
+    assert event.duration_seconds == pytest.approx((finished - uploaded).total_seconds())
+    assert 0 < event.duration_seconds < 30
 
     status = await status_of(service, project)
     assert (status.state, status.version, list(status.formats)) == ("completed", 1, ["step", "stl"])
@@ -240,7 +244,7 @@ async def test_an_event_left_unpublished_by_a_crash_is_published_once_by_the_swe
         await jobs.add(job, owner="dead", lease_until=long_ago)
         outcome = domain.Outcome(state="completed", finished_at=long_ago)
         assert await jobs.finish(domain.finish(job, outcome, detected_at=long_ago))
-    published_before_crash = domain.job_finished(await jobs.get(project, 2))  # type: ignore[arg-type]
+    published_before_crash = messages.job_finished(await jobs.get(project, 2))  # type: ignore[arg-type]
     await js.publish(
         messaging.job_subject("completed", project),
         messaging.encode(published_before_crash),

@@ -7,9 +7,10 @@ import datetime as dt
 
 import pytest
 
-from cadpipe import layout
+from cadpipe import errors, layout
 from cadpipe.marker import Marker, MarkerOutput
-from services.watcher import domain
+from cadpipe.v1 import status_pb2
+from services.watcher import domain, messages
 from services.watcher.domain import Found, Job, LogObject, Outcome, Policy, PollPolicy
 
 T0 = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.UTC)
@@ -68,9 +69,9 @@ def test_finishing_a_decided_job_again_is_refused() -> None:
 
 
 def test_new_job_checks_its_project_and_version() -> None:
-    with pytest.raises(domain.InvalidArgument):
+    with pytest.raises(errors.InvalidArgument):
         domain.new_job("../x", 1, uploaded_at=T0)
-    with pytest.raises(domain.InvalidArgument):
+    with pytest.raises(errors.InvalidArgument):
         domain.new_job("part", 0, uploaded_at=T0)
     assert job().script_key == "input/part/part_v3.py"
 
@@ -217,7 +218,7 @@ def test_formats_aliases_and_unknown_formats() -> None:
         "fcstd",
     ]
     for bad in ("dwg", "", "stl.exe", "json"):
-        with pytest.raises(domain.InvalidArgument):
+        with pytest.raises(errors.InvalidArgument):
             domain.normalise_format(bad)
 
 
@@ -225,11 +226,11 @@ def test_pick_output_names_the_formats_the_version_has_when_it_lacks_one() -> No
     outputs = (output("m.step"), output("m.stl"), output("report.json"))
     assert domain.pick_output("part", 3, outputs, "stl").name == "m.stl"
     with pytest.raises(
-        domain.NotFound, match=r"version 3 .* no iges output; it produced: step, stl"
+        errors.NotFound, match=r"version 3 .* no iges output; it produced: step, stl"
     ):
         domain.pick_output("part", 3, outputs, "iges")
     other_version = (output("m.iges", version=2),)
-    with pytest.raises(domain.NotFound, match="no CAD file"):
+    with pytest.raises(errors.NotFound, match="no CAD file"):
         domain.pick_output("part", 3, other_version, "iges")
 
 
@@ -262,7 +263,7 @@ def test_log_names_must_be_logs_of_the_project() -> None:
         "part_v3.log",
         "",
     ):
-        with pytest.raises(domain.InvalidArgument):
+        with pytest.raises(errors.InvalidArgument):
             domain.log_key_for_name("part", bad)
     assert domain.log_object("part", "logs/part/" + name, 1) is not None
     assert domain.log_object("other", "logs/part/" + name, 1) is None
@@ -283,7 +284,7 @@ def test_job_finished_carries_what_listeners_need() -> None:
         Outcome(state="completed", finished_at=at(1), outputs=(output("m.stl"),), log_key="lk"),
         detected_at=at(1.1),
     )
-    event = domain.job_finished(done)
+    event = messages.job_finished(done)
     assert (event.project, event.version, event.status, event.log_key) == (
         "part",
         3,
@@ -296,24 +297,24 @@ def test_job_finished_carries_what_listeners_need() -> None:
     assert event.detected_at.ToDatetime(tzinfo=dt.UTC) == at(1.1)
     assert event.duration_seconds == pytest.approx(1.0)
     with pytest.raises(domain.InvalidTransition):
-        domain.job_finished(job())
+        messages.job_finished(job())
 
-    status = domain.status_from_finished(event)
-    assert status == domain.project_status("part", done)
+    status = messages.status_from_finished(event)
+    assert status == messages.project_status("part", done)
 
 
 def test_project_status_without_jobs_is_no_scripts() -> None:
-    status = domain.project_status("part", None)
+    status = messages.project_status("part", None)
     assert (status.state, status.version) == ("no_scripts", 0)
 
 
 def test_a_watcher_hears_later_versions_and_the_end_of_processing_only() -> None:
-    def status(version: int, state: str) -> domain.status_pb2.ProjectStatus:
-        return domain.status_pb2.ProjectStatus(project="part", version=version, state=state)
+    def status(version: int, state: str) -> status_pb2.ProjectStatus:
+        return status_pb2.ProjectStatus(project="part", version=version, state=state)
 
-    assert domain.supersedes(status(1, "processing"), status(0, "no_scripts"))
-    assert domain.supersedes(status(1, "completed"), status(1, "processing"))
-    assert domain.supersedes(status(2, "processing"), status(1, "completed"))
-    assert not domain.supersedes(status(1, "completed"), status(1, "completed"))  # an echo
-    assert not domain.supersedes(status(1, "processing"), status(1, "completed"))
-    assert not domain.supersedes(status(1, "completed"), status(2, "processing"))  # older news
+    assert messages.supersedes(status(1, "processing"), status(0, "no_scripts"))
+    assert messages.supersedes(status(1, "completed"), status(1, "processing"))
+    assert messages.supersedes(status(2, "processing"), status(1, "completed"))
+    assert not messages.supersedes(status(1, "completed"), status(1, "completed"))  # an echo
+    assert not messages.supersedes(status(1, "processing"), status(1, "completed"))
+    assert not messages.supersedes(status(1, "completed"), status(2, "processing"))  # older news

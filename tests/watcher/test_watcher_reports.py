@@ -14,7 +14,7 @@ from watcher_harness import JobEvents, Service, finish_like_our_worker, publish_
 from cadpipe import layout, messaging
 from cadpipe.adapters.s3 import Bucket
 from cadpipe.v1 import artifacts_pb2, events_pb2, generation_pb2, status_pb2
-from services.watcher import domain, reports
+from services.watcher import messages, reports
 
 
 def solid(x0: float, x1: float, *, valid: bool = True, volume: float = 100.0) -> dict[str, Any]:
@@ -145,15 +145,15 @@ def update(project: str, state: str, sequence: int, *, version: int = 0) -> byte
 
 def test_generation_news_drops_repeats_and_late_duplicates() -> None:
     seen: dict[str, int] = {}
-    first = domain.status_from_generation(
+    first = messages.status_from_generation(
         messaging.decode(update("p", "generating", 2, version=4), events_pb2.GenerationUpdated)
     )
     assert first.state == "generating" and first.version == 4
     assert first.generation.message == "fine" and first.generation.sequence == 2
-    assert domain.generation_news(first, seen)
-    assert not domain.generation_news(first, seen)
+    assert messages.generation_news(first, seen)
+    assert not messages.generation_news(first, seen)
     older = status_pb2.ProjectStatus(generation=status_pb2.GenerationProgress(id="g1", sequence=1))
-    assert not domain.generation_news(older, seen)
+    assert not messages.generation_news(older, seen)
 
 
 async def test_watch_status_merges_generation_updates_without_breaking_version_dedup(

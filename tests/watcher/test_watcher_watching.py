@@ -7,8 +7,8 @@ import asyncio
 import datetime as dt
 
 import pytest
+from support.polling import wait_until
 from watcher_fakes import START, FakeClock, FakeEvents, FakeJobs, FakeResults
-from watcher_harness import wait_until
 
 from cadpipe import layout
 from cadpipe.marker import Marker

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import grpc
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from support.polling import wait_until
 
 from cadpipe import layout, messaging
 from cadpipe.adapters.s3 import Bucket
@@ -56,21 +56,6 @@ def watcher_settings(
     }
     values.update(overrides)
     return Settings(**values)
-
-
-async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], *, within: float = 10.0, what: str = ""
-) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {within} s: {what or condition}")
-        await asyncio.sleep(0.02)
 
 
 async def publish_upload(

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support.polling import wait_until_blocking
 from worker_harness import (
     STL_SCRIPT,
     WorkerProcess,
@@ -22,7 +23,6 @@ from worker_harness import (
     read_text,
     submit,
     wait_marker,
-    wait_until,
     worker_env,
 )
 
@@ -97,7 +97,9 @@ async def start_slow_job(
     """Submits version 1 of a script that sleeps, and returns once a worker has started it."""
     await submit(js, bucket, project, 1, SLOW_SCRIPT.format(seconds=seconds).encode())
     await asyncio.to_thread(
-        wait_until, lambda: job_dirs(root, project), 10, "the job did not start"
+        lambda: wait_until_blocking(
+            lambda: job_dirs(root, project), within=10, what="the job did not start"
+        )
     )
 
 
@@ -164,7 +166,11 @@ async def test_a_worker_killed_mid_job_hands_the_job_to_another(
             os.path.exists(f"/proc/{p}") for p in zygotes
         )
 
-    await asyncio.to_thread(wait_until, all_gone, 10, "processes of the killed worker survived it")
+    await asyncio.to_thread(
+        lambda: wait_until_blocking(
+            all_gone, within=10, what="processes of the killed worker survived it"
+        )
+    )
     assert not await asyncio.to_thread(bucket.exists, layout.marker_key(project, 1))
 
     async with start(settings_for(s3_settings, nats_settings, scratch_root, ack_wait_seconds=1.5)):

@@ -6,10 +6,20 @@ import signal
 
 import pytest
 
-from services.worker import domain
 from services.worker import sandbox_runner as runner
+from services.worker.domain.job import InvalidJob, Limits, job_from_event, printable
+from services.worker.domain.joblog import LogRecord, clean_output, cut, render_log
+from services.worker.domain.outputs import ProducedFile, plan_outputs
+from services.worker.domain.report import REPORT_SCHEMA, finish_report
+from services.worker.domain.verdict import (
+    SandboxOutcome,
+    Verdict,
+    judge,
+    last_exception_line,
+    outputs_over_total,
+)
 
-LIMITS = domain.Limits(
+LIMITS = Limits(
     timeout_seconds=120,
     address_space=2 * 1024**3,
     cpu_seconds=120,
@@ -29,10 +39,10 @@ ValueError: the requested wall thickness 0.0 mm is below the 0.8 mm minimum
 
 
 def test_the_script_key_comes_from_project_and_version_never_from_the_event() -> None:
-    job = domain.job_from_event("box", 3, "input/box/box_v3.py", "")
+    job = job_from_event("box", 3, "input/box/box_v3.py", "")
     assert job.script_key == "input/box/box_v3.py"
-    with pytest.raises(domain.InvalidJob, match="is not the script of"):
-        domain.job_from_event("box", 3, "input/other/other_v1.py", "")
+    with pytest.raises(InvalidJob, match="is not the script of"):
+        job_from_event("box", 3, "input/other/other_v1.py", "")
 
 
 @pytest.mark.parametrize(
@@ -40,8 +50,8 @@ def test_the_script_key_comes_from_project_and_version_never_from_the_event() ->
     [("../etc", 1, ""), ("", 1, ""), ("box", 0, ""), ("box", 1, "not-a-digest")],
 )
 def test_an_event_that_names_no_script_is_invalid(project: str, version: int, sha256: str) -> None:
-    with pytest.raises(domain.InvalidJob):
-        domain.job_from_event(project, version, "", sha256)
+    with pytest.raises(InvalidJob):
+        job_from_event(project, version, "", sha256)
 
 
 # --- judging a run -------------------------------------------------------------------------
@@ -50,64 +60,64 @@ def test_an_event_that_names_no_script_is_invalid(project: str, version: int, sh
 @pytest.mark.parametrize(
     ("outcome", "reason", "error_start"),
     [
-        (domain.SandboxOutcome(exit_code=0), "ok", ""),
-        (domain.SandboxOutcome(exit_code=1), "exception", "ValueError: the requested wall"),
-        (domain.SandboxOutcome(timed_out=True, signal=9), "timeout", "the script ran longer"),
-        (domain.SandboxOutcome(exit_code=runner.EXIT_MEMORY), "limit_exceeded", "memory limit"),
-        (domain.SandboxOutcome(exit_code=runner.EXIT_FILE_SIZE), "limit_exceeded", "file size"),
-        (domain.SandboxOutcome(exit_code=runner.EXIT_PROCESSES), "limit_exceeded", "process"),
-        (domain.SandboxOutcome(exit_code=runner.EXIT_OPEN_FILES), "limit_exceeded", "open files"),
+        (SandboxOutcome(exit_code=0), "ok", ""),
+        (SandboxOutcome(exit_code=1), "exception", "ValueError: the requested wall"),
+        (SandboxOutcome(timed_out=True, signal=9), "timeout", "the script ran longer"),
+        (SandboxOutcome(exit_code=runner.EXIT_MEMORY), "limit_exceeded", "memory limit"),
+        (SandboxOutcome(exit_code=runner.EXIT_FILE_SIZE), "limit_exceeded", "file size"),
+        (SandboxOutcome(exit_code=runner.EXIT_PROCESSES), "limit_exceeded", "process"),
+        (SandboxOutcome(exit_code=runner.EXIT_OPEN_FILES), "limit_exceeded", "open files"),
         (
-            domain.SandboxOutcome(signal=signal.SIGXCPU, cpu_seconds=120),
+            SandboxOutcome(signal=signal.SIGXCPU, cpu_seconds=120),
             "limit_exceeded",
             "CPU time",
         ),
         # A script that sends itself SIGXCPU has not hit the CPU limit.
-        (domain.SandboxOutcome(signal=signal.SIGXCPU, cpu_seconds=1), "killed", "FreeCAD"),
+        (SandboxOutcome(signal=signal.SIGXCPU, cpu_seconds=1), "killed", "FreeCAD"),
         (
-            domain.SandboxOutcome(signal=signal.SIGKILL, memory_cgroup_oom=True),
+            SandboxOutcome(signal=signal.SIGKILL, memory_cgroup_oom=True),
             "limit_exceeded",
             "memory limit exceeded",
         ),
         (
-            domain.SandboxOutcome(signal=signal.SIGKILL, cpu_seconds=121),
+            SandboxOutcome(signal=signal.SIGKILL, cpu_seconds=121),
             "limit_exceeded",
             "CPU time",
         ),
-        (domain.SandboxOutcome(signal=signal.SIGKILL, cpu_seconds=3), "killed", "the job was"),
-        (domain.SandboxOutcome(signal=signal.SIGSEGV), "killed", "FreeCAD crashed (SIGSEGV)"),
+        (SandboxOutcome(signal=signal.SIGKILL, cpu_seconds=3), "killed", "the job was"),
+        (SandboxOutcome(signal=signal.SIGSEGV), "killed", "FreeCAD crashed (SIGSEGV)"),
         # The supervisor's word decides a set-up failure, never the exit status alone.
         (
-            domain.SandboxOutcome(exit_code=runner.EXIT_SETUP_FAILED, script_started=False),
+            SandboxOutcome(exit_code=runner.EXIT_SETUP_FAILED, script_started=False),
             "worker_error",
             "the sandbox could not be set up",
         ),
         (
-            domain.SandboxOutcome(exit_code=runner.EXIT_OK, script_started=False),
+            SandboxOutcome(exit_code=runner.EXIT_OK, script_started=False),
             "worker_error",
             "the sandbox could not be set up",
         ),
         (
-            domain.SandboxOutcome(exit_code=runner.EXIT_SETUP_FAILED),
+            SandboxOutcome(exit_code=runner.EXIT_SETUP_FAILED),
             "exception",
             f"the script exited with status {runner.EXIT_SETUP_FAILED}",
         ),
-        (domain.SandboxOutcome(failure="no fork"), "worker_error", "the sandbox failed: no fork"),
-        (domain.SandboxOutcome(exit_code=7), "exception", "the script exited with status 7"),
+        (SandboxOutcome(failure="no fork"), "worker_error", "the sandbox failed: no fork"),
+        (SandboxOutcome(exit_code=7), "exception", "the script exited with status 7"),
     ],
 )
 def test_how_a_run_ended_decides_its_exit_reason(
-    outcome: domain.SandboxOutcome, reason: str, error_start: str
+    outcome: SandboxOutcome, reason: str, error_start: str
 ) -> None:
-    verdict = domain.judge(outcome, LIMITS, TRACEBACK)
+    verdict = judge(outcome, LIMITS, TRACEBACK)
     assert verdict.exit_reason == reason
     assert verdict.error.startswith(error_start)
     assert verdict.ok == (reason == "ok")
 
 
 def test_a_limit_names_its_value_and_the_exception() -> None:
-    verdict = domain.judge(
-        domain.SandboxOutcome(exit_code=runner.EXIT_MEMORY), LIMITS, "Traceback (x)\nMemoryError\n"
+    verdict = judge(
+        SandboxOutcome(exit_code=runner.EXIT_MEMORY), LIMITS, "Traceback (x)\nMemoryError\n"
     )
     assert verdict.error == "memory limit exceeded (2 GiB address space): MemoryError"
 
@@ -118,21 +128,21 @@ def test_the_error_is_the_line_the_last_traceback_ends_with() -> None:
         'Traceback (most recent call last):\n  File "/tmp/p_v1.py", line 9\n'
         "RuntimeError: wrapped\ncadpipe: limit exceeded: memory\n"
     )
-    assert domain.last_exception_line(chained) == "RuntimeError: wrapped"
+    assert last_exception_line(chained) == "RuntimeError: wrapped"
     syntax = '  File "/tmp/p_v1.py", line 1\n    def (\n        ^\nSyntaxError: invalid syntax\n'
-    assert domain.last_exception_line(syntax) == "SyntaxError: invalid syntax"
-    assert domain.last_exception_line("") == ""
+    assert last_exception_line(syntax) == "SyntaxError: invalid syntax"
+    assert last_exception_line("") == ""
 
 
 # --- outputs -------------------------------------------------------------------------------
 
 
-def files(*paths: str) -> list[domain.ProducedFile]:
-    return [domain.ProducedFile(p, 10) for p in paths]
+def files(*paths: str) -> list[ProducedFile]:
+    return [ProducedFile(p, 10) for p in paths]
 
 
 def test_recognised_formats_keep_their_names_in_any_case() -> None:
-    plan = domain.plan_outputs(
+    plan = plan_outputs(
         "bracket",
         2,
         files("bracket.FCStd", "bracket.STEP", "bracket.STL", "part.stp", "part.IGS", "notes.txt"),
@@ -150,7 +160,7 @@ def test_recognised_formats_keep_their_names_in_any_case() -> None:
 
 
 def test_files_that_meet_under_one_name_do_not_overwrite_each_other() -> None:
-    plan = domain.plan_outputs(
+    plan = plan_outputs(
         "p", 1, files("part.step", "a/part.step", "b/part.step", "b/part-2.step"), 64
     )
     assert sorted(o.name for o in plan.outputs) == [
@@ -164,7 +174,7 @@ def test_files_that_meet_under_one_name_do_not_overwrite_each_other() -> None:
 
 
 def test_names_are_made_safe_and_report_json_stays_ours() -> None:
-    plan = domain.plan_outputs(
+    plan = plan_outputs(
         "p", 1, files('we"ird na\nme.stl', "..hidden.obj", "report.json.stl", "\u00fcber.step"), 64
     )
     assert sorted(o.name for o in plan.outputs) == [
@@ -176,7 +186,7 @@ def test_names_are_made_safe_and_report_json_stays_ours() -> None:
 
 
 def test_outputs_beyond_the_limit_are_left_out_and_said_so() -> None:
-    plan = domain.plan_outputs("p", 1, files("a.stl", "b.stl", "c.stl"), max_outputs=2)
+    plan = plan_outputs("p", 1, files("a.stl", "b.stl", "c.stl"), max_outputs=2)
     assert [o.name for o in plan.outputs] == ["a.stl", "b.stl"]
     assert plan.ignored == ("c.stl (more than 2 outputs)",)
 
@@ -185,7 +195,7 @@ def test_outputs_beyond_the_limit_are_left_out_and_said_so() -> None:
 
 
 def test_the_report_keeps_known_fields_of_stored_files_only() -> None:
-    plan = domain.plan_outputs("p", 4, files("m.step", "m.stl"), 64)
+    plan = plan_outputs("p", 4, files("m.step", "m.stl"), 64)
     raw = {
         "freecad_version": "0.20.2",
         "files": [
@@ -218,9 +228,9 @@ def test_the_report_keeps_known_fields_of_stored_files_only() -> None:
         ],
         "extra": "ignored",
     }
-    report = domain.finish_report(raw, plan, project="p", version=4)
+    report = finish_report(raw, plan, project="p", version=4)
 
-    assert report["schema"] == domain.REPORT_SCHEMA
+    assert report["schema"] == REPORT_SCHEMA
     assert [f["name"] for f in report["files"]] == ["m.step", "m.stl"]
     step, stl = report["files"]
     assert step["key"] == "output/p/v4/m.step"
@@ -246,8 +256,8 @@ def test_the_report_keeps_known_fields_of_stored_files_only() -> None:
 
 
 def test_a_missing_report_still_names_the_outputs_it_does_not_measure() -> None:
-    plan = domain.plan_outputs("p", 1, files("m.step"), 64)
-    report = domain.finish_report(None, plan, project="p", version=1)
+    plan = plan_outputs("p", 1, files("m.step"), 64)
+    report = finish_report(None, plan, project="p", version=1)
     assert report["files"] == []
     assert report["not_measured"] == ["m.step"]
     assert report["all_solids_valid"] is False
@@ -270,22 +280,20 @@ FREECADCMD_NOISE = (
 
 
 def test_freecads_banner_and_progress_are_trimmed_from_the_log() -> None:
-    assert domain.clean_output(FREECADCMD_NOISE) == (
+    assert clean_output(FREECADCMD_NOISE) == (
         "hello from the script\n Step File Name : /tmp/x.step(434 ents)  Write  Done\n"
     )
-    assert domain.clean_output("# a comment the script printed\n") == (
-        "# a comment the script printed\n"
-    )
+    assert clean_output("# a comment the script printed\n") == ("# a comment the script printed\n")
 
 
 def test_the_log_says_what_happened_first_then_the_streams() -> None:
-    job = domain.job_from_event("box", 2, "", "")
-    plan = domain.plan_outputs("box", 2, files("m.step"), 64)
-    text = domain.render_log(
-        domain.LogRecord(
+    job = job_from_event("box", 2, "", "")
+    plan = plan_outputs("box", 2, files("m.step"), 64)
+    text = render_log(
+        LogRecord(
             job=job,
             status="error",
-            verdict=domain.Verdict("timeout", "the script ran longer than 120 s and was stopped"),
+            verdict=Verdict("timeout", "the script ran longer than 120 s and was stopped"),
             attempt=1,
             started_at="2026-01-01T00:00:00.000Z",
             finished_at="2026-01-01T00:02:00.100Z",
@@ -293,7 +301,7 @@ def test_the_log_says_what_happened_first_then_the_streams() -> None:
             freecad_version="0.20.2",
             worker="host/1",
             sandbox="zygote",
-            outcome=domain.SandboxOutcome(timed_out=True, wall_seconds=120.0, max_rss_kb=2048),
+            outcome=SandboxOutcome(timed_out=True, wall_seconds=120.0, max_rss_kb=2048),
             outputs=plan.outputs,
             stdout="working\n",
             stderr=FREECADCMD_NOISE,
@@ -308,8 +316,8 @@ def test_the_log_says_what_happened_first_then_the_streams() -> None:
 
 
 def test_a_long_stream_keeps_its_head_and_tail() -> None:
-    assert domain.cut("ab", "yz", 10, 4) == "ab\n[... 6 bytes cut by the worker ...]\nyz"
-    assert domain.cut("ab", "", 2, 4) == "ab"
+    assert cut("ab", "yz", 10, 4) == "ab\n[... 6 bytes cut by the worker ...]\nyz"
+    assert cut("ab", "", 2, 4) == "ab"
 
 
 # --- what a hostile job cannot do to the worker's records ---------------------------------
@@ -317,21 +325,21 @@ def test_a_long_stream_keeps_its_head_and_tail() -> None:
 
 def test_names_are_one_escaped_line_in_the_log_header() -> None:
     assert (
-        domain.printable("x\nexit reason:  ok\r\u2028.txt") == "x\\nexit reason:  ok\\r\\u2028.txt"
+        printable("x\nexit reason:  ok\r\u2028.txt") == "x\\nexit reason:  ok\\r\\u2028.txt"
     )
     # os.scandir keeps bytes that are not UTF-8 as lone surrogates; the log must still encode.
     name = b"bad\xff.txt".decode("utf-8", "surrogateescape")
-    assert domain.printable(name) == "bad\\xff.txt"
-    domain.printable(name).encode("utf-8")
+    assert printable(name) == "bad\\xff.txt"
+    printable(name).encode("utf-8")
 
 
 def test_outputs_past_the_total_name_the_file() -> None:
-    produced = [domain.ProducedFile(f"f{i}.stl", 60 * 1024 * 1024) for i in range(3)]
-    plan = domain.plan_outputs("p", 1, produced, 64)
-    verdict = domain.outputs_over_total(plan, 100 * 1024 * 1024)
+    produced = [ProducedFile(f"f{i}.stl", 60 * 1024 * 1024) for i in range(3)]
+    plan = plan_outputs("p", 1, produced, 64)
+    verdict = outputs_over_total(plan, 100 * 1024 * 1024)
     assert verdict is not None and verdict.exit_reason == "limit_exceeded"
     assert "f1.stl (60 MiB)" in verdict.error and "100 MiB" in verdict.error
-    assert domain.outputs_over_total(plan, 180 * 1024 * 1024) is None
+    assert outputs_over_total(plan, 180 * 1024 * 1024) is None
 
 
 @pytest.mark.parametrize(
@@ -344,6 +352,6 @@ def test_outputs_past_the_total_name_the_file() -> None:
     ],
 )
 def test_a_report_of_the_wrong_shape_is_data_not_a_crash(raw: object) -> None:
-    plan = domain.plan_outputs("p", 1, [domain.ProducedFile("a.stl", 10)], 64)
-    report = domain.finish_report(raw, plan, project="p", version=1)
+    plan = plan_outputs("p", 1, [ProducedFile("a.stl", 10)], 64)
+    report = finish_report(raw, plan, project="p", version=1)
     assert report["files"] == [] and report["not_measured"] == ["a.stl"]

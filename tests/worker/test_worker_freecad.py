@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.polling import wait_until_blocking
+from support.stl import stl_triangles
 from worker_harness import (
     REPO,
     installed_freecad_version,
@@ -25,10 +27,8 @@ from worker_harness import (
     read_text,
     sample,
     step_volume,
-    stl_triangles,
     submit,
     wait_marker,
-    wait_until,
 )
 from worker_shared import CANARY_MONGODB_URI, SharedWorker
 
@@ -200,7 +200,11 @@ async def test_a_fork_bomb_is_contained(shared_worker: SharedWorker, shared_js: 
     assert marker["exit_reason"] in ("limit_exceeded", "timeout"), log
     # Every process the bomb made is gone with its job.
     uid = log_uid(log)
-    await asyncio.to_thread(wait_until, lambda: not processes_of(uid), 5, "fork bomb survivors")
+    await asyncio.to_thread(
+        lambda: wait_until_blocking(
+            lambda: not processes_of(uid), within=5, what="fork bomb survivors"
+        )
+    )
     await assert_next_job_completes(w, shared_js, project)
 
 
@@ -339,7 +343,9 @@ async def test_no_reading_another_projects_files(
                         return found
         return ""
 
-    await asyncio.to_thread(wait_until, victim_dir, 5, "the victim job did not start")
+    await asyncio.to_thread(
+        lambda: wait_until_blocking(victim_dir, within=5, what="the victim job did not start")
+    )
     job_dir = victim_dir()
     worker_dir = os.path.dirname(job_dir)
     targets = {

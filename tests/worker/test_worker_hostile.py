@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.polling import wait_until_blocking
 from worker_harness import (
     FREECAD_LIB,
     FREECAD_PYTHON,
@@ -30,7 +31,6 @@ from worker_harness import (
     sample,
     submit,
     wait_marker,
-    wait_until,
     worker_env,
 )
 from worker_shared import SharedWorker
@@ -313,7 +313,9 @@ async def test_a_deep_tree_is_removed_with_its_job(
     assert marker["exit_reason"] == "no_outputs", log
     assert marker["attempts"] == 1
     try:
-        await asyncio.to_thread(wait_until, lambda: not job_dirs_of(w.scratch_root), 10, "")
+        await asyncio.to_thread(
+            wait_until_blocking, lambda: not job_dirs_of(w.scratch_root), within=10
+        )
     except TimeoutError:
         left = {d: sorted(os.listdir(d)) for d in job_dirs_of(w.scratch_root)}
         raise AssertionError(f"job directories stayed: {left}") from None

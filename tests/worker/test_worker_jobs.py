@@ -13,15 +13,16 @@ import pytest
 
 from cadpipe import layout
 from cadpipe.marker import parse
-from services.worker import domain
 from services.worker import sandbox_runner as runner
+from services.worker.domain.job import Isolation, Job, Limits, job_from_event
+from services.worker.domain.verdict import SandboxOutcome
 from services.worker.jobs import JobConfig, JobService, ScriptMissing
 from services.worker.sandbox import SandboxJob
 from services.worker.scratch import ScratchRoot
 
 SCRIPT = b"print('hello')\n"
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-FULL = domain.Isolation(True, True, True, True, False)
+FULL = Isolation(True, True, True, True, False)
 
 
 class FakeStorage:
@@ -75,7 +76,7 @@ class FakeSandbox:
 
     def __init__(
         self,
-        outcome: domain.SandboxOutcome,
+        outcome: SandboxOutcome,
         files: dict[str, bytes] | None = None,
         stderr: str = "",
         report: object = None,
@@ -93,7 +94,7 @@ class FakeSandbox:
     async def ensure_running(self) -> None:
         return None
 
-    async def run(self, job: SandboxJob) -> domain.SandboxOutcome:
+    async def run(self, job: SandboxJob) -> SandboxOutcome:
         self.jobs.append(job)
         self.leave_files(job)
         return self.outcome
@@ -123,7 +124,7 @@ class FakeNotifier:
         self.nudged.append((project, version))
 
 
-LIMITS = domain.Limits(120, 2 * 1024**3, 120, 64, 1024**3, 256)
+LIMITS = Limits(120, 2 * 1024**3, 120, 64, 1024**3, 256)
 
 
 @pytest.fixture
@@ -142,9 +143,9 @@ def service(
     return JobService(storage, sandbox, scratch, notifier, config, clock=lambda: NOW)
 
 
-def job(version: int = 1, sha256: str | None = None) -> domain.Job:
+def job(version: int = 1, sha256: str | None = None) -> Job:
     digest = hashlib.sha256(SCRIPT).hexdigest() if sha256 is None else sha256
-    return domain.job_from_event("box", version, "", digest)
+    return job_from_event("box", version, "", digest)
 
 
 def stored_script(storage: FakeStorage, version: int = 1) -> None:
@@ -161,7 +162,7 @@ async def test_a_good_run_stores_outputs_report_log_and_the_marker_last(
     storage, notifier = FakeStorage(), FakeNotifier()
     stored_script(storage)
     sandbox = FakeSandbox(
-        domain.SandboxOutcome(exit_code=0, wall_seconds=0.05),
+        SandboxOutcome(exit_code=0, wall_seconds=0.05),
         files={"m.step": b"STEP", "m.STL": b"STL", "notes.txt": b"-"},
         report={
             "freecad_version": "0.20.2",
@@ -196,7 +197,7 @@ async def test_a_failed_run_presents_no_outputs(scratch: ScratchRoot) -> None:
     storage = FakeStorage()
     stored_script(storage)
     sandbox = FakeSandbox(
-        domain.SandboxOutcome(exit_code=1),
+        SandboxOutcome(exit_code=1),
         files={"half.step": b"written before the error"},
         stderr="Traceback (most recent call last):\n  File x\nValueError: too thin\n",
     )
@@ -213,7 +214,7 @@ async def test_a_failed_run_presents_no_outputs(scratch: ScratchRoot) -> None:
 async def test_a_run_that_saves_nothing_is_an_error(scratch: ScratchRoot) -> None:
     storage = FakeStorage()
     stored_script(storage)
-    sandbox = FakeSandbox(domain.SandboxOutcome(exit_code=0))
+    sandbox = FakeSandbox(SandboxOutcome(exit_code=0))
     marker = await service(storage, sandbox, scratch, FakeNotifier()).handle(job(), attempt=1)
     assert marker is not None and marker.exit_reason == "no_outputs"
 
@@ -231,7 +232,7 @@ async def test_links_the_job_left_are_not_followed(scratch: ScratchRoot, tmp_pat
 
     storage = FakeStorage()
     stored_script(storage)
-    sandbox = Linking(domain.SandboxOutcome(exit_code=0), files={"ok.obj": b"o"})
+    sandbox = Linking(SandboxOutcome(exit_code=0), files={"ok.obj": b"o"})
     marker = await service(storage, sandbox, scratch, FakeNotifier()).handle(job(), attempt=1)
 
     assert marker is not None and [o.name for o in marker.outputs] == ["ok.obj"]
@@ -245,7 +246,7 @@ async def test_a_finished_version_is_not_run_again(scratch: ScratchRoot) -> None
     storage = FakeStorage()
     stored_script(storage)
     storage.add(layout.marker_key("box", 1), b"")
-    sandbox = FakeSandbox(domain.SandboxOutcome(exit_code=0))
+    sandbox = FakeSandbox(SandboxOutcome(exit_code=0))
     result = await service(storage, sandbox, scratch, FakeNotifier()).handle(job(), attempt=2)
     assert result is None
     assert sandbox.jobs == [] and storage.writes == []
@@ -257,7 +258,7 @@ async def test_the_last_delivery_finishes_the_version_without_running_it(
     storage = FakeStorage()
     stored_script(storage)
     storage.add("output/box/v1/left-by-attempt-1.step", b"partial")
-    sandbox = FakeSandbox(domain.SandboxOutcome(exit_code=0))
+    sandbox = FakeSandbox(SandboxOutcome(exit_code=0))
     notifier = FakeNotifier()
     marker = await service(storage, sandbox, scratch, notifier).handle(job(), attempt=3)
 
@@ -274,7 +275,7 @@ async def test_a_retry_replaces_what_an_earlier_attempt_stored(scratch: ScratchR
     storage = FakeStorage()
     stored_script(storage)
     storage.add("output/box/v1/old-name.stl", b"from attempt 1")
-    sandbox = FakeSandbox(domain.SandboxOutcome(exit_code=0), files={"new.stl": b"n"})
+    sandbox = FakeSandbox(SandboxOutcome(exit_code=0), files={"new.stl": b"n"})
     marker = await service(storage, sandbox, scratch, FakeNotifier()).handle(job(), attempt=2)
     assert marker is not None and marker.status == "completed"
     assert sorted(k for k in storage.objects if k.startswith("output/")) == [
@@ -286,7 +287,7 @@ async def test_a_retry_replaces_what_an_earlier_attempt_stored(scratch: ScratchR
 async def test_a_script_that_is_not_the_uploaded_one_is_not_run(scratch: ScratchRoot) -> None:
     storage = FakeStorage()
     stored_script(storage)
-    sandbox = FakeSandbox(domain.SandboxOutcome(exit_code=0))
+    sandbox = FakeSandbox(SandboxOutcome(exit_code=0))
     marker = await service(storage, sandbox, scratch, FakeNotifier()).handle(
         job(sha256="0" * 64), attempt=1
     )
@@ -298,16 +299,16 @@ async def test_a_script_that_is_not_the_uploaded_one_is_not_run(scratch: Scratch
 async def test_a_missing_script_is_reported_to_the_caller(scratch: ScratchRoot) -> None:
     storage = FakeStorage()
     with pytest.raises(ScriptMissing):
-        await service(
-            storage, FakeSandbox(domain.SandboxOutcome()), scratch, FakeNotifier()
-        ).handle(job(), attempt=1)
+        await service(storage, FakeSandbox(SandboxOutcome()), scratch, FakeNotifier()).handle(
+            job(), attempt=1
+        )
     assert storage.writes == []
 
 
 async def test_a_lost_nudge_does_not_fail_the_job(scratch: ScratchRoot) -> None:
     storage = FakeStorage()
     stored_script(storage)
-    sandbox = FakeSandbox(domain.SandboxOutcome(exit_code=0), files={"a.stl": b"a"})
+    sandbox = FakeSandbox(SandboxOutcome(exit_code=0), files={"a.stl": b"a"})
     marker = await service(storage, sandbox, scratch, FakeNotifier(fail=True)).handle(job(), 1)
     assert marker is not None and marker.status == "completed"
 
@@ -318,7 +319,7 @@ async def test_an_s3_failure_is_raised_and_the_scratch_still_removed(
     storage = FakeStorage()
     stored_script(storage)
     storage.fail_puts = True
-    sandbox = FakeSandbox(domain.SandboxOutcome(exit_code=0), files={"a.stl": b"a"})
+    sandbox = FakeSandbox(SandboxOutcome(exit_code=0), files={"a.stl": b"a"})
     with pytest.raises(ConnectionError):
         await service(storage, sandbox, scratch, FakeNotifier()).handle(job(), attempt=1)
     assert layout.marker_key("box", 1) not in storage.objects
@@ -330,11 +331,11 @@ async def test_when_two_runs_overlap_the_first_marker_stands(scratch: ScratchRoo
     stored_script(storage)
 
     class Overlapped(FakeSandbox):
-        async def run(self, job: SandboxJob) -> domain.SandboxOutcome:
+        async def run(self, job: SandboxJob) -> SandboxOutcome:
             # Another worker finishes the same version while this run is in the sandbox.
             storage.add(layout.marker_key("box", 1), b'{"schema": "cadpipe.marker/1"}')
             return await super().run(job)
 
-    sandbox = Overlapped(domain.SandboxOutcome(exit_code=0), files={"a.stl": b"a"})
+    sandbox = Overlapped(SandboxOutcome(exit_code=0), files={"a.stl": b"a"})
     await service(storage, sandbox, scratch, FakeNotifier()).handle(job(), attempt=2)
     assert storage.objects[layout.marker_key("box", 1)][0] == b'{"schema": "cadpipe.marker/1"}'

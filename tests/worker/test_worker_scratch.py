@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.worker import domain
+from services.worker.domain.job import Isolation, Limits, job_from_event
 from services.worker.scratch import ScratchRoot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the worker's scratch needs root")
@@ -28,7 +28,7 @@ def open_root(path: Path, uid: int = JOB_UID) -> ScratchRoot:
 
 def test_a_job_owns_its_sandbox_and_nothing_else(tmp_path: Path) -> None:
     root = open_root(tmp_path / "scratch")
-    jd = root.new_job(domain.job_from_event("box", 7, "", ""), b"print(1)\n")
+    jd = root.new_job(job_from_event("box", 7, "", ""), b"print(1)\n")
 
     def mode_owner(path: str) -> tuple[int, int, int]:
         st = os.stat(path)
@@ -48,7 +48,7 @@ def test_a_job_owns_its_sandbox_and_nothing_else(tmp_path: Path) -> None:
 
 def test_only_the_jobs_own_regular_files_are_outputs(tmp_path: Path) -> None:
     root = open_root(tmp_path / "scratch")
-    jd = root.new_job(domain.job_from_event("box", 1, "", ""), b"")
+    jd = root.new_job(job_from_event("box", 1, "", ""), b"")
     out = Path(jd.output_dir)
     (out / "mine.step").write_bytes(b"step")
     os.chown(out / "mine.step", JOB_UID, JOB_UID)
@@ -67,7 +67,7 @@ def test_only_the_jobs_own_regular_files_are_outputs(tmp_path: Path) -> None:
 
 def test_what_a_job_locked_away_is_still_removed(scratch_root: str) -> None:
     root = open_root(Path(scratch_root))
-    jd = root.new_job(domain.job_from_event("box", 1, "", ""), b"")
+    jd = root.new_job(job_from_event("box", 1, "", ""), b"")
     # As the job: a directory it makes unwritable, with a file in it.
     subprocess.run(
         ["/bin/sh", "-c", "mkdir locked && touch locked/f && chmod 500 locked"],
@@ -110,7 +110,7 @@ def test_the_scratch_of_a_dead_worker_is_removed_and_a_live_ones_kept(tmp_path: 
 
 def test_job_directories_name_no_project(tmp_path: Path) -> None:
     root = open_root(tmp_path / "scratch")
-    jd = root.new_job(domain.job_from_event("acme-secret-part", 3, "", ""), b"print(1)\n")
+    jd = root.new_job(job_from_event("acme-secret-part", 3, "", ""), b"print(1)\n")
     assert "acme" not in jd.path and os.path.basename(jd.path).startswith("j-")
     assert Path(jd.job_file).read_text() == '{"script_name": "acme-secret-part_v3.py"}'
     assert stat.S_IMODE(os.stat(jd.job_file).st_mode) == 0o600
@@ -146,8 +146,8 @@ def test_the_zygotes_request_names_no_project(tmp_path: Path) -> None:
 
     root = open_root(tmp_path / "scratch")
     project = "acme-secret-part"
-    jd = root.new_job(domain.job_from_event(project, 3, "", ""), b"print(1)\n")
-    limits = domain.Limits(10, 1 << 30, 10, 64, 1 << 20, 64)
+    jd = root.new_job(job_from_event(project, 3, "", ""), b"print(1)\n")
+    limits = Limits(10, 1 << 30, 10, 64, 1 << 20, 64)
     job = SandboxJob(
         id="0123456789abcdef",
         sandbox_dir=jd.sandbox_dir,
@@ -160,7 +160,7 @@ def test_the_zygotes_request_names_no_project(tmp_path: Path) -> None:
         limits=limits,
         job_file=jd.job_file,
     )
-    isolation = domain.Isolation(True, True, True, True, True)
+    isolation = Isolation(True, True, True, True, True)
     request = request_for(job, isolation, "/usr/lib/freecad/lib", "/sys/fs/cgroup/pids/x")
     assert "acme" not in json.dumps(request)
     root.close()

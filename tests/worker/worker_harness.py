@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -107,25 +106,6 @@ def processes_of(uid: int) -> list[int]:
             except FileNotFoundError:
                 continue
     return found
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.02)
-
-
-def stl_triangles(body: bytes) -> int:
-    """Triangles in an STL file, binary or ASCII."""
-    if len(body) >= 84:
-        (count,) = struct.unpack_from("<I", body, 80)
-        if len(body) == 84 + 50 * count:
-            return int(count)
-    text = body.decode("ascii")
-    assert text.lstrip().startswith("solid"), "neither binary nor ASCII STL"
-    return len(re.findall(r"^\s*facet normal", text, flags=re.MULTILINE))
 
 
 def installed_freecad_version() -> str:

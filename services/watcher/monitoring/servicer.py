@@ -3,42 +3,31 @@ response message.
 
 A failed real check is UNAVAILABLE with the whole report as the one detail of a google.rpc.Status
 (grpc-status-details-bin): the gateway answers 503 with the report under `details`, as
-grpc-gateway does, and a gRPC client reads it the usual way for rich errors.
+grpc-gateway does, and a gRPC client reads it the usual way for rich errors. Other errors are
+cadpipe.errors, turned into statuses by the server interceptor (cadpipe.grpc_observe).
 
 Everything but GetHealth shows the system's insides (configuration, bucket, every project):
-only an unrestricted caller (an admin, or the anonymous caller of a trusted network) is served,
-the gateway's admin-path check repeated here.
+the watcher's CallerInterceptor serves those methods to unrestricted callers only.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from cadpipe.callers import current_caller
 from cadpipe.timestamps import to_timestamp
 from cadpipe.v1 import monitoring_pb2, monitoring_pb2_grpc
-from services.watcher import domain
-from services.watcher.monitoring import (
-    Check,
-    LatencySummary,
-    Monitoring,
-    VersionRow,
-)
+from services.watcher.monitoring.reports import Check, LatencySummary, VersionRow
+from services.watcher.monitoring.use_cases import Monitoring
 
 logger = logging.getLogger(__name__)
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-Method = Callable[[Any, Req, Context], Awaitable[Resp]]
 
 
 def check_message(check: Check) -> monitoring_pb2.Check:
@@ -90,37 +79,10 @@ async def fail_with_report(context: Context, message: str, report: Message) -> N
     )
 
 
-def _errors(*, admin: bool = True) -> Callable[[Method[Req, Resp]], Method[Req, Resp]]:
-    def decorate(method: Method[Req, Resp]) -> Method[Req, Resp]:
-        @functools.wraps(method)
-        async def call(self: Any, request: Req, context: Context) -> Resp:
-            if admin and not current_caller().unrestricted:
-                await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED, "monitoring needs an admin identity"
-                )
-            try:
-                return await method(self, request, context)
-            except grpc.aio.AbortError:
-                raise  # a report already on its way (fail_with_report)
-            except domain.InvalidArgument as error:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            except domain.NotFound as error:
-                await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-            except Exception as error:  # a dependency the use case needed did not answer
-                logger.warning("%s failed: %s", method.__name__, error)
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"a dependency failed: {error}")
-            raise AssertionError("unreachable: context.abort raises")
-
-        return call
-
-    return decorate
-
-
 class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
     def __init__(self, monitoring: Monitoring) -> None:
         self._monitoring = monitoring
 
-    @_errors(admin=False)
     async def GetHealth(
         self, request: monitoring_pb2.GetHealthRequest, context: Context
     ) -> monitoring_pb2.HealthReport:
@@ -137,7 +99,6 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
             await fail_with_report(context, f"degraded: {failed}", reply)
         return reply
 
-    @_errors()
     async def GetS3Status(
         self, request: monitoring_pb2.GetS3StatusRequest, context: Context
     ) -> monitoring_pb2.S3Status:
@@ -160,7 +121,6 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
             await fail_with_report(context, f"bucket {status.bucket}: {status.detail}", reply)
         return reply
 
-    @_errors()
     async def ValidateConfig(
         self, request: monitoring_pb2.ValidateConfigRequest, context: Context
     ) -> monitoring_pb2.ConfigValidation:
@@ -169,7 +129,6 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
             valid=validation.valid, checks=[check_message(c) for c in validation.checks]
         )
 
-    @_errors()
     async def GetConfigSummary(
         self, request: monitoring_pb2.GetConfigSummaryRequest, context: Context
     ) -> monitoring_pb2.ConfigSummary:
@@ -188,7 +147,6 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
             ],
         )
 
-    @_errors()
     async def GetProcessingStatus(
         self, request: monitoring_pb2.GetProcessingStatusRequest, context: Context
     ) -> monitoring_pb2.ProcessingStatus:
@@ -200,7 +158,6 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
             truncated=status.truncated,
         )
 
-    @_errors()
     async def TestS3Upload(
         self, request: monitoring_pb2.TestS3UploadRequest, context: Context
     ) -> monitoring_pb2.S3UploadTest:
@@ -221,7 +178,6 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
             await fail_with_report(context, f"S3 round trip failed at {reason}", reply)
         return reply
 
-    @_errors()
     async def GetMetricsSummary(
         self, request: monitoring_pb2.GetMetricsSummaryRequest, context: Context
     ) -> monitoring_pb2.MetricsSummary:

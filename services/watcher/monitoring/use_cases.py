@@ -1,38 +1,52 @@
-"""The monitoring use cases (cadpipe.v1.MonitoringService), served by the watcher because it holds
-S3, MongoDB and NATS. Every answer comes from checks run for the request, each bounded by a
-timeout, so a hung dependency makes a slow "failed" check, never a hung request.
-
-The pure parts (overall status, percentiles, one row per version) are plain functions; the
-outside is reached through the small ports below, which monitoring_adapters.py implements over
-the watcher's own clients and the unit tests implement with fakes.
-"""
+"""The monitoring use cases. Every answer comes from checks run for the request, each bounded
+by a timeout, so a hung dependency makes a slow "failed" check, never a hung request."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import hashlib
-import math
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
-from urllib.parse import urlsplit
 
-from cadpipe import layout, messaging
+from cadpipe import errors, layout, messaging
 from cadpipe.settings import SettingSummary
 from services.watcher import domain
-from services.watcher.domain import Job
-
-OK = "ok"
-FAILED = "failed"
-WARNING = "warning"
-DEGRADED = "degraded"
-STATES = (domain.PROCESSING, *domain.TERMINAL_STATES)
-UNTRACKED = "untracked"
-"""A version whose script is in S3 but that has no job: no watcher got its uploaded event."""
+from services.watcher.monitoring.ports import (
+    CheckWarning,
+    ConsumerState,
+    JobsView,
+    MonitoringConfig,
+    S3Probe,
+    ServiceHealth,
+    StreamsView,
+)
+from services.watcher.monitoring.reports import (
+    FAILED,
+    OK,
+    STATES,
+    WARNING,
+    Check,
+    ConfigValidation,
+    HealthReport,
+    MetricsSummary,
+    PrefixStats,
+    ProcessingStatus,
+    RoundTrip,
+    S3Status,
+    count_states,
+    describe_error,
+    detection_latency,
+    endpoint_check,
+    overall_status,
+    processing_rows,
+    redact_url,
+    redelivery_check,
+    summarize_latencies,
+)
 
 SCRATCH_PREFIX = "_cadpipe-monitoring/s3-upload-test/"
 """Where the S3 round trip writes: outside every prefix of the layout, so that nothing that
@@ -44,351 +58,6 @@ MAX_VERSIONS = 1000
 """Versions one processing-status answer holds (the newest)."""
 LATENCY_SAMPLE = 1000
 """Decided versions the percentiles are computed over (the most recently decided)."""
-
-
-class CheckWarning(Exception):
-    """Raised by a probe for something worth a look that does not make the whole degraded."""
-
-
-# --- ports ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    size: int
-    sha256: str
-
-
-class S3Probe(Protocol):
-    async def ping(self) -> None: ...
-
-    async def count(self, prefix: str, limit: int) -> tuple[int, int, bool]:
-        """(objects, bytes, truncated) under prefix, listing at most limit objects."""
-        ...
-
-    async def script_versions(self, project: str, limit: int) -> tuple[set[int], bool]: ...
-
-    async def put_if_absent(self, key: str, body: bytes) -> bool: ...
-
-    async def head(self, key: str) -> int | None:
-        """The object's size, None when absent."""
-        ...
-
-    async def get(self, key: str) -> bytes | None: ...
-
-    async def delete(self, key: str) -> None: ...
-
-
-class JobsView(Protocol):
-    async def ping(self) -> None: ...
-
-    async def for_project(self, project: str, limit: int) -> tuple[list[Job], bool]:
-        """The project's newest jobs (at most limit), and whether there are more."""
-        ...
-
-    async def counts(self, since: dt.datetime | None) -> dict[str, int]:
-        """Jobs per state, of versions uploaded since (None: all)."""
-        ...
-
-    async def unpublished(self, since: dt.datetime | None) -> int: ...
-
-    async def recent_decided(self, since: dt.datetime | None, limit: int) -> list[Job]: ...
-
-    async def index_names(self) -> list[str]: ...
-
-
-@dataclass(frozen=True)
-class StreamState:
-    subjects: tuple[str, ...]
-    messages: int
-    duplicate_window_seconds: float
-
-
-@dataclass(frozen=True)
-class ConsumerState:
-    pending: int
-    """Messages no subscriber has taken yet."""
-    ack_pending: int
-    """Taken, not yet acknowledged (running jobs)."""
-    waiting: int
-    """Open pull requests (subscribers asking for work)."""
-    ack_wait_seconds: float
-    max_deliver: int
-
-
-class StreamsView(Protocol):
-    async def ping(self) -> None: ...
-
-    async def stream(self, name: str) -> StreamState | None: ...
-
-    async def consumer(self, stream: str, durable: str) -> ConsumerState | None: ...
-
-
-ServiceHealth = Callable[[], Awaitable[str]]
-"""A grpc.health.v1 Check of another service: its status name (SERVING, ...)."""
-
-
-@dataclass(frozen=True)
-class MonitoringConfig:
-    bucket: str
-    s3_endpoint: str | None
-    s3_presign_endpoint: str | None
-    watcher_consumer: str
-    worker_consumer: str
-    job_timeout_seconds: float
-    check_timeout_seconds: float = 2.0
-    max_list_objects: int = 10_000
-    scripts_addr: str = ""
-    served_by: str = ""
-    settings: tuple[SettingSummary, ...] = ()
-
-
-# --- results -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str
-    latency_ms: float = 0.0
-    detail: str = ""
-    required: bool = True
-
-    @property
-    def failed(self) -> bool:
-        return self.required and self.status == FAILED
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    status: str
-    checks: list[Check]
-    checked_at: dt.datetime
-    served_by: str
-
-    @property
-    def healthy(self) -> bool:
-        return self.status == OK
-
-
-@dataclass(frozen=True)
-class PrefixStats:
-    prefix: str
-    objects: int
-    bytes: int
-    truncated: bool
-
-
-@dataclass(frozen=True)
-class S3Status:
-    bucket: str
-    endpoint: str
-    reachable: bool
-    latency_ms: float
-    detail: str
-    prefixes: list[PrefixStats]
-    max_objects_per_prefix: int
-
-
-@dataclass(frozen=True)
-class ConfigValidation:
-    valid: bool
-    checks: list[Check]
-
-
-@dataclass(frozen=True)
-class VersionRow:
-    version: int
-    state: str
-    uploaded_at: dt.datetime | None = None
-    finished_at: dt.datetime | None = None
-    detected_at: dt.datetime | None = None
-    duration_seconds: float = 0.0
-    detection_latency_seconds: float = 0.0
-    event_published: bool = False
-    error: str = ""
-    exit_reason: str = ""
-    formats: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ProcessingStatus:
-    project: str
-    versions: list[VersionRow]
-    counts: dict[str, int]
-    truncated: bool
-
-
-@dataclass(frozen=True)
-class RoundTrip:
-    ok: bool
-    bucket: str
-    key: str
-    size_bytes: int
-    steps: list[Check]
-    total_ms: float
-    cleaned_up: bool
-
-
-@dataclass(frozen=True)
-class LatencySummary:
-    samples: int = 0
-    p50_seconds: float = 0.0
-    p95_seconds: float = 0.0
-    max_seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class MetricsSummary:
-    since: dt.datetime | None
-    uploads: int
-    jobs_by_state: dict[str, int]
-    pending: int
-    unpublished_events: int
-    detection_latency: LatencySummary
-    job_duration: LatencySummary
-    worker_queue: int
-    worker_in_flight: int
-    completion_events: int
-    computed_at: dt.datetime
-
-
-# --- pure rules ----------------------------------------------------------------------------
-
-
-def overall_status(checks: Iterable[Check]) -> str:
-    return DEGRADED if any(c.failed for c in checks) else OK
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (0 < fraction <= 1) of values; 0.0 for none."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
-
-
-def summarize_latencies(values: Sequence[float]) -> LatencySummary:
-    if not values:
-        return LatencySummary()
-    return LatencySummary(
-        samples=len(values),
-        p50_seconds=percentile(values, 0.50),
-        p95_seconds=percentile(values, 0.95),
-        max_seconds=max(values),
-    )
-
-
-def detection_latency(job: Job) -> float | None:
-    """From the worker's finish to the decision; None where the worker's finish is not known
-    (a timeout) or not recorded."""
-    if job.state not in ("completed", "error") or job.finished_at is None:
-        return None
-    if job.detected_at is None:
-        return None
-    return max(0.0, (job.detected_at - job.finished_at).total_seconds())
-
-
-def version_row(job: Job, now: dt.datetime) -> VersionRow:
-    duration = job.duration_seconds
-    if job.state == domain.PROCESSING:
-        duration = max(0.0, (now - job.uploaded_at).total_seconds())
-    return VersionRow(
-        version=job.version,
-        state=job.state,
-        uploaded_at=job.uploaded_at,
-        finished_at=job.finished_at,
-        detected_at=job.detected_at,
-        duration_seconds=duration,
-        detection_latency_seconds=detection_latency(job) or 0.0,
-        event_published=job.event_published,
-        error=job.error,
-        exit_reason=job.exit_reason,
-        formats=tuple(job.formats),
-    )
-
-
-def processing_rows(
-    jobs: Iterable[Job], script_versions: Iterable[int], now: dt.datetime
-) -> list[VersionRow]:
-    """One row per version, oldest first: the jobs, and an `untracked` row for every script in
-    S3 without a job."""
-    rows = {job.version: version_row(job, now) for job in jobs}
-    for version in script_versions:
-        rows.setdefault(version, VersionRow(version=version, state=UNTRACKED))
-    return [rows[v] for v in sorted(rows)]
-
-
-def count_states(rows: Iterable[VersionRow]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row.state] = counts.get(row.state, 0) + 1
-    return counts
-
-
-def endpoint_check(name: str, url: str | None, *, unset: str) -> Check:
-    """An S3 endpoint URL: http or https with a host; plain HTTP beyond this machine is worth
-    a warning (credentials and scripts would travel unencrypted)."""
-    if not url:
-        return Check(name, OK, detail=unset)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return Check(name, FAILED, detail=f"{redact_url(url)} is not an http(s) URL with a host")
-    local = parts.hostname in ("localhost", "127.0.0.1", "::1") or "." not in parts.hostname
-    if parts.scheme == "http" and not local:
-        return Check(
-            name,
-            WARNING,
-            detail=f"{redact_url(url)}: plain HTTP, credentials and scripts travel unencrypted",
-            required=False,
-        )
-    return Check(name, OK, detail=redact_url(url))
-
-
-def redact_url(url: str) -> str:
-    """The URL without user information (a password in an endpoint URL is a secret)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return parts._replace(netloc=host).geturl()
-
-
-def redelivery_check(consumer: ConsumerState | None, job_timeout: float, durable: str) -> Check:
-    """The watcher times a version out after job_timeout; the workers' consumer may still be
-    redelivering it to other workers after that (up to max_deliver deliveries, each after at
-    least ack_wait when a worker dies), and their result would come too late."""
-    name = f"worker consumer {durable}"
-    if consumer is None:
-        return Check(
-            name, WARNING, detail="not created yet: no worker has connected", required=False
-        )
-    worst = consumer.max_deliver * consumer.ack_wait_seconds
-    if consumer.max_deliver > 0 and worst > job_timeout:
-        return Check(
-            name,
-            WARNING,
-            detail=f"{consumer.max_deliver} deliveries x {consumer.ack_wait_seconds:g} s ack wait "
-            f"= {worst:g} s can outlast the watcher's {job_timeout:g} s job timeout",
-            required=False,
-        )
-    return Check(
-        name,
-        OK,
-        detail=f"max_deliver {consumer.max_deliver}, ack_wait {consumer.ack_wait_seconds:g} s",
-        required=False,
-    )
-
-
-def describe_error(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-# --- the use cases -------------------------------------------------------------------------
 
 
 Probe = Callable[[], Awaitable[str]]
@@ -610,7 +279,7 @@ class Monitoring:
             self.s3.script_versions(project, MAX_VERSIONS),
         )
         if not jobs and not versions:
-            raise domain.NotFound(f"project {project!r} has no versions")
+            raise errors.NotFound(f"project {project!r} has no versions")
         if more and jobs:
             # the newest MAX_VERSIONS jobs: older scripts are beyond this answer, not untracked
             oldest = min(j.version for j in jobs)
@@ -624,7 +293,7 @@ class Monitoring:
 
     async def s3_round_trip(self, size_bytes: int) -> RoundTrip:
         if size_bytes < 0 or size_bytes > MAX_TEST_BYTES:
-            raise domain.InvalidArgument(
+            raise errors.InvalidArgument(
                 f"size_bytes must be between 0 and {MAX_TEST_BYTES} (0: {DEFAULT_TEST_BYTES})"
             )
         size = size_bytes or DEFAULT_TEST_BYTES
@@ -703,7 +372,7 @@ class Monitoring:
 
     async def metrics_summary(self, window_seconds: int) -> MetricsSummary:
         if window_seconds < 0:
-            raise domain.InvalidArgument("window_seconds must be 0 (all time) or more")
+            raise errors.InvalidArgument("window_seconds must be 0 (all time) or more")
         now = self.clock()
         since = now - dt.timedelta(seconds=window_seconds) if window_seconds else None
         counts, unpublished, recent = await asyncio.gather(

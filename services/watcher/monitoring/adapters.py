@@ -1,12 +1,11 @@
 """The monitoring ports over the watcher's own clients: its S3 Bucket, its MongoDB database (the
 jobs collection), its NATS connection (JetStream stream and consumer info), and a gRPC health
-client of the script service. Blocking boto3 and pymongo calls run in a thread."""
+client of the script service. S3 through AsyncBucket, MongoDB through
+cadpipe.adapters.mongo.in_thread (both raise cadpipe.errors.Unavailable when the store fails)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -16,67 +15,56 @@ from nats.js.errors import NotFoundError
 from pymongo.database import Database
 
 from cadpipe import layout
-from cadpipe.adapters.s3 import Bucket
+from cadpipe.adapters.mongo import in_thread
+from cadpipe.adapters.s3 import AsyncBucket
 from services.watcher.domain import TERMINAL_STATES, Job
 from services.watcher.mongo_jobs import COLLECTION, job_from_doc
-from services.watcher.monitoring import STATES, ConsumerState, StreamState
+from services.watcher.monitoring.ports import ConsumerState, StreamState
+from services.watcher.monitoring.reports import STATES
 from services.watcher.nats_events import NatsEvents
 
 T = TypeVar("T")
 Doc = dict[str, Any]
 
 
-async def _thread(blocking: Callable[[], T]) -> T:
-    return await asyncio.to_thread(blocking)
+_thread = in_thread
+"""MongoDB calls; the bucket's go through AsyncBucket."""
 
 
 class BucketProbe:
-    def __init__(self, bucket: Bucket) -> None:
+    def __init__(self, bucket: AsyncBucket) -> None:
         self._bucket = bucket
 
     async def ping(self) -> None:
-        await _thread(self._bucket.ping)
+        await self._bucket.ping()
 
     async def count(self, prefix: str, limit: int) -> tuple[int, int, bool]:
-        def blocking() -> tuple[int, int, bool]:
-            objects = size = 0
-            # one more than the bound tells whether there are more
-            for info in self._bucket.list(prefix, limit=limit + 1):
-                if objects == limit:
-                    return objects, size, True
-                objects += 1
-                size += info.size
-            return objects, size, False
-
-        return await _thread(blocking)
+        # one more than the bound tells whether there are more
+        listed = await self._bucket.list(prefix, limit=limit + 1)
+        return min(len(listed), limit), sum(i.size for i in listed[:limit]), len(listed) > limit
 
     async def script_versions(self, project: str, limit: int) -> tuple[set[int], bool]:
-        def blocking() -> tuple[set[int], bool]:
-            listed = list(self._bucket.list(layout.project_input_prefix(project), limit=limit + 1))
-            versions = set()
-            for info in listed[:limit]:
-                parsed = layout.parse_script_key(info.key)
-                if parsed is not None and parsed[0] == project:
-                    versions.add(parsed[1])
-            return versions, len(listed) > limit
-
-        return await _thread(blocking)
+        listed = await self._bucket.list(layout.project_input_prefix(project), limit=limit + 1)
+        versions = set()
+        for info in listed[:limit]:
+            parsed = layout.parse_script_key(info.key)
+            if parsed is not None and parsed[0] == project:
+                versions.add(parsed[1])
+        return versions, len(listed) > limit
 
     async def put_if_absent(self, key: str, body: bytes) -> bool:
-        return await _thread(
-            lambda: self._bucket.put_if_absent(key, body, content_type="application/octet-stream")
-        )
+        return await self._bucket.put_if_absent(key, body, content_type="application/octet-stream")
 
     async def head(self, key: str) -> int | None:
-        found = await _thread(lambda: self._bucket.head(key))
+        found = await self._bucket.head(key)
         return None if found is None else found.size
 
     async def get(self, key: str) -> bytes | None:
-        found = await _thread(lambda: self._bucket.get(key))
+        found = await self._bucket.get(key)
         return None if found is None else found.body
 
     async def delete(self, key: str) -> None:
-        await _thread(lambda: self._bucket.delete(key))
+        await self._bucket.delete(key)
 
 
 def _since(since: dt.datetime | None) -> Doc:
