@@ -49,12 +49,17 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+FREECAD_EITHER = "0.20 or 1.0 (write code that runs on both)"
+
+
 @dataclass(frozen=True)
 class Options:
     limits: domain.Limits = field(default_factory=domain.Limits)
     deadline_seconds: float = 900.0
     lease_seconds: float = 30.0
-    freecad_version: str = "0.20.2"
+    freecad_version: str = ""
+    """Told to the model until a report names the version the workers run; "" for "0.20 or
+    1.0" (Debian 12 or 13)."""
     runner: str = "generator"
     """This instance's name, holding the leases of the generations it runs."""
     upload_attempts: int = 3
@@ -99,6 +104,7 @@ class Generator:
         self._events = events
         self._owners = owners
         self._options = options
+        self.freecad_version = options.freecad_version or FREECAD_EITHER
         self._clock = clock
         self._observe = observer or Observer()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -425,7 +431,7 @@ class _Run:
         generation = self.generation
         request = ScriptRequest(
             prompt=generation.prompt,
-            freecad_version=self.g._options.freecad_version,
+            freecad_version=self.g.freecad_version,
             expected=generation.expected or Expected(),
             parent_script=self._parent_script,
             attempts=generation.attempts(),
@@ -529,6 +535,8 @@ class _Run:
 
     async def _verify(self, current: Round) -> None:
         report = await self.g._reports.report(self.caller, self.generation.project, current.version)
+        if report.freecad_version:
+            self.g.freecad_version = report.freecad_version  # what the workers really run
         verdict = domain.verify(report.measured, current.expected)
         await self.save(
             self.generation.with_round(

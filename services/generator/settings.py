@@ -55,9 +55,9 @@ class Settings(MongoSettings, NatsSettings, GrpcServerSettings, GrpcSecuritySett
     openai_timeout_seconds: float = Field(default=120.0, gt=0)
     openai_max_retries: int = Field(default=2, ge=0, le=10)
     freecad_version: str = Field(
-        default="0.20.2",
-        description="The FreeCAD version the workers run, told to the model (Debian 12's "
-        "freecad, what `make run` and the worker image install)",
+        default="",
+        description="The FreeCAD version told to the model until a worker's report names the "
+        "one it runs; empty: '0.20 or 1.0' (Debian 12's and 13's freecad)",
     )
 
     # --- limits ------------------------------------------------------------------------------

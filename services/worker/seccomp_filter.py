@@ -6,7 +6,8 @@ Installed last in the job's set-up (after its namespaces, mounts, uid change and
 it refuses what a script has no use for and what is kernel attack surface even for an
 unprivileged process: new namespaces (a user namespace makes every namespaced privileged call
 reachable), setns, the mount family, bpf, perf_event_open, the key ring, ptrace and the
-process_vm calls, kernel modules, kexec, reboot, swap, accounting, io_uring, userfaultfd,
+calls that reach into another process as ptrace does (process_vm_readv/writev, pidfd_getfd,
+process_madvise, kcmp), kernel modules, kexec, reboot, swap, accounting, io_uring, userfaultfd,
 open_by_handle_at, syslog, quotactl, chroot, and iopl/ioperm on x86_64. Refused calls fail with
 EPERM, so a script sees an ordinary PermissionError.
 
@@ -81,6 +82,9 @@ DENIED = (
     "ptrace",
     "process_vm_readv",
     "process_vm_writev",
+    "pidfd_getfd",
+    "process_madvise",
+    "kcmp",
     "init_module",
     "finit_module",
     "delete_module",
@@ -130,6 +134,9 @@ SYSCALLS: dict[str, dict[str, int]] = {
         "ptrace": 101,
         "process_vm_readv": 310,
         "process_vm_writev": 311,
+        "pidfd_getfd": 438,
+        "process_madvise": 440,
+        "kcmp": 312,
         "init_module": 175,
         "finit_module": 313,
         "delete_module": 176,
@@ -174,6 +181,9 @@ SYSCALLS: dict[str, dict[str, int]] = {
         "ptrace": 117,
         "process_vm_readv": 270,
         "process_vm_writev": 271,
+        "pidfd_getfd": 438,
+        "process_madvise": 440,
+        "kcmp": 272,
         "init_module": 105,
         "finit_module": 273,
         "delete_module": 106,

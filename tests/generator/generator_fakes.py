@@ -236,6 +236,8 @@ class FakeRuns:
         self.gate: asyncio.Event | None = None
         self.report_outages = 0
         """That many report reads fail as a watcher that does not answer."""
+        self.freecad_version = ""
+        """What the reports say the workers run."""
 
     async def wait(self, caller: Caller, project: str, version: int) -> RunOutcome:
         self.waits.append(version)
@@ -248,7 +250,10 @@ class FakeRuns:
         if self.report_outages:
             self.report_outages -= 1
             raise errors.Unavailable("the watcher service did not answer: connection refused")
-        return Report(measured=self._outcome(self._scripts.scripts[(project, version)])[1])
+        return Report(
+            measured=self._outcome(self._scripts.scripts[(project, version)])[1],
+            freecad_version=self.freecad_version,
+        )
 
 
 def measured_box(x: float, y: float, z: float, *, valid: bool = True) -> Measured:

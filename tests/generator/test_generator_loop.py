@@ -25,7 +25,7 @@ from cadpipe import errors
 from cadpipe.callers import Caller
 from services.generator import domain
 from services.generator.domain import ExpectedInput, Limits
-from services.generator.generating import Generator, Observer, Options
+from services.generator.generating import FREECAD_EITHER, Generator, Observer, Options
 from services.generator.metrics import GeneratorMetrics
 from services.generator.ports import CannotMake, Expected, ProviderError
 
@@ -137,6 +137,19 @@ async def test_mismatch_feedback_names_measured_and_expected() -> None:
         attempt.feedback
     )
     assert attempt.measured is not None and attempt.measured.bbox_mm == (12, 20, 30)
+
+
+@pytest.mark.timeout(10)
+async def test_the_model_is_told_the_freecad_the_workers_report() -> None:
+    # Debian 12 runs FreeCAD 0.20, Debian 13 1.0: until a report names it, the model is told
+    # both; then the version the workers really run.
+    w = world(ScriptedWriter([box_script(12, 20, 30), box_script(10, 20, 30)]))
+    w.runs.freecad_version = "1.0.0"
+    await generate(w, w.generator(), expected=ExpectedInput(bbox_mm=(10, 20, 30)))
+    assert [r.freecad_version for r in w.writer.requests] == [FREECAD_EITHER, "1.0.0"]
+    w2 = world(ScriptedWriter([box_script()]))
+    await generate(w2, w2.generator(freecad_version="0.20.2"))
+    assert w2.writer.requests[0].freecad_version == "0.20.2"  # a setting names it
 
 
 @pytest.mark.timeout(10)

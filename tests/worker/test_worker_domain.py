@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import sys
+import types
 
 import pytest
 
@@ -324,9 +326,7 @@ def test_a_long_stream_keeps_its_head_and_tail() -> None:
 
 
 def test_names_are_one_escaped_line_in_the_log_header() -> None:
-    assert (
-        printable("x\nexit reason:  ok\r\u2028.txt") == "x\\nexit reason:  ok\\r\\u2028.txt"
-    )
+    assert printable("x\nexit reason:  ok\r\u2028.txt") == "x\\nexit reason:  ok\\r\\u2028.txt"
     # os.scandir keeps bytes that are not UTF-8 as lone surrogates; the log must still encode.
     name = b"bad\xff.txt".decode("utf-8", "surrogateescape")
     assert printable(name) == "bad\\xff.txt"
@@ -355,3 +355,35 @@ def test_a_report_of_the_wrong_shape_is_data_not_a_crash(raw: object) -> None:
     plan = plan_outputs("p", 1, [ProducedFile("a.stl", 10)], 64)
     report = finish_report(raw, plan, project="p", version=1)
     assert report["files"] == [] and report["not_measured"] == ["a.stl"]
+
+
+# --- FreeCAD 0.20 and 1.0 ----------------------------------------------------------------------
+
+
+def test_the_zygote_builds_freecad_1_0s_material_library_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """FreeCAD 1.0 (Debian 13) has a Materials module whose MaterialManager builds the library
+    every job would otherwise build on its first Part object; 0.20 (Debian 12) has none."""
+    built: list[str] = []
+
+    class MaterialManager:
+        def __init__(self) -> None:
+            built.append("library")
+
+    monkeypatch.setitem(
+        sys.modules, "Materials", types.SimpleNamespace(MaterialManager=MaterialManager)
+    )
+    runner._warm_freecad()
+    assert built == ["library"]
+
+    monkeypatch.setitem(sys.modules, "Materials", None)  # FreeCAD 0.20: import fails
+    runner._warm_freecad()
+    assert built == ["library"] and capsys.readouterr().err == ""
+
+    def broken() -> None:
+        raise RuntimeError("no material directories")
+
+    monkeypatch.setitem(sys.modules, "Materials", types.SimpleNamespace(MaterialManager=broken))
+    runner._warm_freecad()  # a cache, not a requirement: the zygote still starts
+    assert "could not warm FreeCAD's materials: no material directories" in capsys.readouterr().err

@@ -39,7 +39,9 @@ from cadpipe import layout
 from cadpipe.adapters import s3
 from cadpipe.devstack import MotoS3
 from cadpipe.settings import NatsSettings
-from services.worker import domain, seccomp_filter
+from services.worker import seccomp_filter
+from services.worker.domain.outputs import ProducedFile, plan_outputs
+from services.worker.domain.report import finish_report
 
 pytestmark = pytest.mark.freecad
 
@@ -189,9 +191,9 @@ def _raw_report_outside_the_sandbox(script: bytes, tmp: Path) -> tuple[Any, list
     code = (
         "import json, runpy, sys\n"
         f"sys.path.append({FREECAD_LIB!r}); sys.path.insert(0, {str(REPO / 'services/worker')!r})\n"
-        "import FreeCAD, Part, Mesh, Import, sandbox_runner\n"
+        "import FreeCAD, Part, Mesh, Import, sandbox_report\n"
         f"runpy.run_path({str(tmp / 'script.py')!r}, run_name='__main__')\n"
-        f"print('REPORT ' + json.dumps(sandbox_runner.geometry_report({str(output)!r})))\n"
+        f"print('REPORT ' + json.dumps(sandbox_report.geometry_report({str(output)!r})))\n"
     )
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "FREECAD_OUTPUT": str(output)}
     out = subprocess.run(
@@ -205,7 +207,7 @@ def _raw_report_outside_the_sandbox(script: bytes, tmp: Path) -> tuple[Any, list
     )
     line = next(x for x in out.stdout.splitlines() if x.startswith("REPORT "))
     produced = [
-        domain.ProducedFile(str(p.relative_to(output)), p.stat().st_size)
+        ProducedFile(str(p.relative_to(output)), p.stat().st_size)
         for p in sorted(output.rglob("*"))
         if p.is_file()
     ]
@@ -222,8 +224,8 @@ async def test_samples_report_the_same_under_the_filter(
     stored = json.loads(read_text(w.bucket, marker["report_key"]))
 
     raw, produced = await asyncio.to_thread(_raw_report_outside_the_sandbox, sample(name), tmp_path)
-    plan = domain.plan_outputs(project, 1, produced, 64)
-    expected = domain.finish_report(raw, plan, project=project, version=1)
+    plan = plan_outputs(project, 1, produced, 64)
+    expected = finish_report(raw, plan, project=project, version=1)
     assert _same_report(stored, expected)
 
 
