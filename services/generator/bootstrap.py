@@ -120,7 +120,7 @@ async def start(
         mongo_client, db = mongo.connect(settings, event_listeners=observed.mongo_listeners())
         stack.callback(mongo_client.close)
         store = MongoGenerations(db)
-        await asyncio.to_thread(store.ensure_indexes)  # fails the start without MongoDB
+        await mongo.in_thread(store.ensure_indexes)  # fails the start without MongoDB
 
         token = settings.service_token.get_secret_value() if settings.service_token else None
         scripts_channel = _channel(settings, settings.scripts_addr)
@@ -172,15 +172,10 @@ async def start(
         stack.enter_context(observed.serving(settings.grpc_host, settings.metrics_port))
 
         async def ready() -> None:
-            await asyncio.to_thread(store.ping)
+            await mongo.in_thread(store.ping)
             await events.check()
 
-        callers = CallerPolicy.from_settings(settings)
-        if not callers.peers_authenticated:
-            logger.warning(
-                "no SERVICE_TOKEN and no mutual TLS: whoever reaches the gRPC port may act for "
-                "any identity (docs/security.md)"
-            )
+        callers = CallerPolicy.from_settings(settings)  # warns when the port is open to anyone
         server = GrpcServer(
             settings.grpc_host,
             settings.grpc_port,

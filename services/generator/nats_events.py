@@ -70,13 +70,8 @@ class NatsGenerationEvents:
         await self._nc.flush(timeout=2)
 
     async def close(self) -> None:
-        if self._nc is not None and not self._nc.is_closed:
-            try:
-                await self._nc.drain()
-            except Exception as error:  # closing anyway
-                logger.warning("NATS drain failed: %s", error)
-                with contextlib.suppress(nats.errors.Error, OSError):
-                    await self._nc.close()
+        if self._nc is not None:
+            await messaging.close(self._nc)
 
     async def publish(self, generation: Generation) -> None:
         """Best effort: the state is stored already, and GetGeneration serves it."""

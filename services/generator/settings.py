@@ -86,7 +86,6 @@ class Settings(MongoSettings, NatsSettings, GrpcServerSettings, GrpcSecuritySett
         default=2.0, gt=0, description="Status check while waiting for a completion event"
     )
     publish_timeout_seconds: float = Field(default=2.0, gt=0)
-    readiness_interval_seconds: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
