@@ -400,6 +400,52 @@ print("CADPIPE_PROBE " + json.dumps({{"hits": hits, "scanned": scanned}}))
 """
 
 
+def zygotes_of(worker_pid: int) -> list[int]:
+    """The FreeCAD zygotes the worker started (sandbox_runner.py zygote, its children)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if ppid == worker_pid and b"zygote" in argv and any(b"sandbox_runner" in a for a in argv):
+            found.append(int(entry))
+    return found
+
+
+def memory_hits(pid: int, needle: bytes) -> list[str]:
+    """The mappings of a process (read as root through /proc/{pid}/mem) that hold needle."""
+    hits = []
+    with open(f"/proc/{pid}/maps") as maps:
+        regions = [line.split() for line in maps]
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for fields in regions:
+            where = fields[5] if len(fields) > 5 else "[anon]"
+            if not fields[1].startswith("r") or where in ("[vvar]", "[vsyscall]"):
+                continue
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            at, tail = low, b""
+            while at < high:
+                try:
+                    mem.seek(at)
+                    chunk = mem.read(min(4 << 20, high - at))
+                except OSError:  # a guard page or a device mapping
+                    break
+                if not chunk:
+                    break
+                if needle in tail + chunk:
+                    hits.append(where)
+                    break
+                tail = chunk[-len(needle) :]
+                at += len(chunk)
+    return hits
+
+
 async def test_a_later_job_finds_nothing_of_an_earlier_project_in_its_memory(
     shared_worker: SharedWorker, shared_js: Any
 ) -> None:
@@ -410,6 +456,13 @@ async def test_a_later_job_finds_nothing_of_an_earlier_project_in_its_memory(
     reader = project_name("r")
     marker, log = await run(w, shared_js, victim, STL_SCRIPT)
     assert marker["status"] == "completed", log
+    # Every job is a fork of a zygote: what is not in the zygotes' memory now, right after the
+    # victim's request (before a later one can overwrite it), no later job can inherit.
+    assert w.process.process is not None
+    zygotes = await asyncio.to_thread(zygotes_of, w.process.process.pid)
+    assert zygotes, "no zygote found under the worker"
+    for pid in zygotes:
+        assert await asyncio.to_thread(memory_hits, pid, victim.encode()) == [], pid
     for version in (1, 2):  # both job slots of the worker
         _, log = await run(w, shared_js, reader, memory_scan_script(victim), version=version)
         found = probe_result(log)
