@@ -143,8 +143,12 @@ def nats_server_binary() -> str:
 class NatsServer:
     """A real nats-server with JetStream, file storage in its own directory."""
 
-    def __init__(self, port: int = 0, store_dir: str | None = None) -> None:
+    def __init__(
+        self, port: int = 0, store_dir: str | None = None, *, monitoring: bool = False
+    ) -> None:
         self.port = port or free_port()
+        self.monitor_port = free_port() if monitoring else 0
+        """NATS's HTTP monitoring (/jsz, /healthz, ...) on 127.0.0.1, when asked for."""
         self._own_store = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="cadpipe-nats-")
         self._process: subprocess.Popen[bytes] | None = None
@@ -171,6 +175,7 @@ class NatsServer:
                 "-js",
                 "-sd",
                 self.store_dir,
+                *(["-m", str(self.monitor_port)] if self.monitor_port else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
