@@ -112,4 +112,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # os._exit, not sys.exit: the thread reading stdin may still be blocked in that read, and
+    # an interpreter shutting down around it aborts (it cannot take the stdin buffer's lock)
+    sys.stderr.flush()
+    os._exit(code)
