@@ -128,6 +128,8 @@ def start_allinone() -> Iterator[object]:
             env=environment,
             stdout=subprocess.PIPE,
             stderr=writer,
+            # a process group of its own, as a shell gives a foreground command
+            start_new_session=True,
         )
         os.close(writer)
         running = AllInOne(process, nats_port)
@@ -200,7 +202,7 @@ def test_ctrl_c_stops_everything_within_seconds_after_a_job(start_allinone: obje
     everything = running.descendants()
 
     began = time.monotonic()
-    running.process.send_signal(signal.SIGINT)
+    os.killpg(running.process.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
     running.process.wait(STOP_WITHIN_SECONDS + 10)
     took = time.monotonic() - began
 
@@ -213,6 +215,8 @@ def test_ctrl_c_stops_everything_within_seconds_after_a_job(start_allinone: obje
     lines = running.stderr.decode(errors="replace").splitlines()
     assert any(" allinone INFO cadpipe.allinone: stopping" in line for line in lines), lines[-5:]
     assert not any(line.lstrip().startswith("{") for line in lines)
+    # every process of the group got the SIGINT; none of them complains about it
+    assert not [line for line in lines if "Traceback" in line or " ERROR " in line]
 
 
 def test_a_killed_allinone_leaves_no_nats_server_port_or_store(start_allinone: object) -> None:
