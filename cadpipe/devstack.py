@@ -12,6 +12,7 @@ tests can take NATS away under a running service.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pathlib
 import shutil
@@ -142,8 +143,12 @@ def nats_server_binary() -> str:
 class NatsServer:
     """A real nats-server with JetStream, file storage in its own directory."""
 
-    def __init__(self, port: int = 0, store_dir: str | None = None) -> None:
+    def __init__(
+        self, port: int = 0, store_dir: str | None = None, *, monitoring: bool = False
+    ) -> None:
         self.port = port or free_port()
+        self.monitor_port = free_port() if monitoring else 0
+        """NATS's HTTP monitoring (/jsz, /healthz, ...) on 127.0.0.1, when asked for."""
         self._own_store = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="cadpipe-nats-")
         self._process: subprocess.Popen[bytes] | None = None
@@ -153,8 +158,15 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
+        tether = [sys.executable, "-I", str(pathlib.Path(__file__).with_name("tether.py"))]
+        if self._own_store:
+            tether += ["--remove-on-orphan", self.store_dir]
+        # nats-server runs under cadpipe/tether.py, which stops it (and removes a store of our
+        # own) when this process dies, a SIGKILL included: no orphan keeps the port or the store.
         self._process = subprocess.Popen(
             [
+                *tether,
+                "--",
                 nats_server_binary(),
                 "-a",
                 "127.0.0.1",
@@ -163,7 +175,9 @@ class NatsServer:
                 "-js",
                 "-sd",
                 self.store_dir,
+                *(["-m", str(self.monitor_port)] if self.monitor_port else []),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             # Ctrl-C reaches the terminal's whole process group: in a session of its own,
@@ -174,14 +188,21 @@ class NatsServer:
         return self
 
     def stop(self) -> None:
-        if self._process and self._process.poll() is None:
-            self._process.terminate()
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            # an orderly stop: the tether stops nats-server and keeps the store
+            with contextlib.suppress(OSError):
+                process.stdin.write(b"stop\n")
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        if process.poll() is None:
             try:
-                self._process.wait(10)
+                process.wait(10)
             except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
+                process.kill()
+                process.wait()
 
     def restart(self) -> None:
         self.stop()

@@ -90,26 +90,43 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(service: str) -> None:
+class TextFormatter(logging.Formatter):
+    """For a person at a terminal: time, service, level, logger, message, then the log
+    context and `extra=` fields as key=value."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = " ".join(
+            f"{key}={value}"
+            for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_") and key != "color_message"
+        )
+        if not fields:
+            return line
+        head, newline, rest = line.partition("\n")  # a traceback stays below the fields
+        return f"{head} [{fields}]{newline}{rest}"
+
+
+def configure_logging(service: str, *, default_format: str = "json") -> None:
     """JSON on stderr at LOG_LEVEL (default INFO); LOG_FORMAT=text for humans. Both are read
     as settings (cadpipe.settings.LoggingSettings): a bad value is logged, in JSON at INFO,
-    like any invalid setting, and the process exits with EX_CONFIG."""
+    like any invalid setting, and the process exits with EX_CONFIG. default_format applies
+    when LOG_FORMAT is not set (`make run` asks for text when stderr is a terminal)."""
     from cadpipe.settings import LoggingSettings, load_settings
 
     _install(service, "INFO", "json")
     how = load_settings(LoggingSettings, service)
-    _install(service, how.log_level, how.log_format)
+    fmt = how.log_format if "log_format" in how.model_fields_set else default_format
+    _install(service, how.log_level, fmt)
 
 
 def _install(service: str, level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
-    if fmt == "text":
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
-        )
-    else:
-        handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(TextFormatter(service) if fmt == "text" else JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -38,6 +38,10 @@ JOB_OUTCOMES = ("completed", "error", "timeout")
 # JetStream remembers message ids for this long and drops repeats within it.
 DUPLICATE_WINDOW_SECONDS = 24 * 3600
 RETENTION_SECONDS = 30 * 24 * 3600
+# How long close() lets a drain wait for subscriptions to finish their messages (nats.py's
+# default is 30 s): a shutdown is bounded, and a subscription stuck by a cancelled fetch costs
+# this much at worst, not the pod's whole grace period.
+DRAIN_TIMEOUT_SECONDS = 5.0
 
 M = TypeVar("M", bound=Message)
 
@@ -90,6 +94,7 @@ async def connect(settings: NatsSettings, *, name: str, **kwargs: Any) -> NatsCl
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "connect_timeout": 2,
+        "drain_timeout": DRAIN_TIMEOUT_SECONDS,
     }
     if settings.nats_user:
         options["user"] = settings.nats_user

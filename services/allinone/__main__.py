@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import tempfile
 
 from pydantic import Field
 
@@ -47,8 +46,8 @@ async def run(settings: AllInOneSettings) -> None:
     stop = stop_event_on_signals()
     with (
         MotoS3(port=settings.s3_port) as moto,
-        tempfile.TemporaryDirectory(prefix="cadpipe-nats-") as nats_store,
-        NatsServer(port=settings.nats_port, store_dir=nats_store) as nats,
+        # its own temporary store, removed at exit, or by its tether if this process is killed
+        NatsServer(port=settings.nats_port) as nats,
     ):
         s3_env = moto.s3_fields(settings.s3_bucket)
         s3.Bucket(
@@ -110,7 +109,8 @@ def sign_in_link(api_url: str, token: str) -> str:
 
 
 def main() -> None:
-    configure_logging("allinone")
+    # a person watching `make run` reads text; a pipe or a file gets JSON (LOG_FORMAT wins)
+    configure_logging("allinone", default_format="text" if sys.stderr.isatty() else "json")
     asyncio.run(run(load_settings(AllInOneSettings, "allinone")))
 
 

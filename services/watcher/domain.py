@@ -29,6 +29,8 @@ NO_SCRIPTS = "no_scripts"
 
 REPORT_FORMAT = "json"
 ERROR_SUMMARY_CHARS = 2000
+LEGACY_NO_OUTPUTS = "finished without outputs"
+"""An older-contract (empty) marker with no CAD file under output/{p}/v{N}/."""
 
 
 class InvalidTransition(ValueError):
@@ -207,6 +209,8 @@ def _from_marker(job: Job, found: Found) -> Outcome:
     log_key = marker.log_key if _is_own_log(job, marker.log_key) else ""
     if not log_key:
         log_key = _latest_log_key(found.logs, prefer_error=marker.status == "error")
+    if marker.legacy and not any(o.format in layout.OUTPUT_FORMATS for o in outputs):
+        return _legacy_without_outputs(job, found, finished_at)
     if marker.status == "error":
         reason = marker.exit_reason or "error"
         return Outcome(
@@ -223,6 +227,20 @@ def _from_marker(job: Job, found: Found) -> Outcome:
         outputs=outputs,
         log_key=log_key,
         exit_reason=marker.exit_reason or ("legacy_marker" if marker.legacy else "ok"),
+    )
+
+
+def _legacy_without_outputs(job: Job, found: Found, finished_at: dt.datetime) -> Outcome:
+    """An empty marker says "finished", not "succeeded": the older contract has no way to report
+    a failure except an _error_ log, which such workers may write beside the marker. A version
+    that left no CAD file has nothing to download, so it is an error, with its log linked (the
+    error log when there is one) for the user to see why."""
+    return Outcome(
+        state="error",
+        finished_at=finished_at,
+        log_key=_latest_log_key(found.logs, prefer_error=True),
+        error=LEGACY_NO_OUTPUTS,
+        exit_reason="no_outputs",
     )
 
 

@@ -157,6 +157,11 @@ class Intake:
                         self._jobs.discard(job)
         finally:
             stop.cancel()
+            # A pull subscription whose fetch was cancelled holds an unfinished message in
+            # its queue, and the connection's drain would wait for it until the drain timeout
+            # (30 s by default); this slot's jobs are finished, so nothing is lost here.
+            with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+                await subscription.unsubscribe()
 
     async def _process(self, message: Msg) -> None:
         attempt = message.metadata.num_delivered

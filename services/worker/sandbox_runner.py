@@ -677,6 +677,9 @@ def zygote(lib_dir: str) -> None:
     clean, already-initialised state: nothing a script does reaches the next one."""
     global _zygote_home
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the worker
+    # A terminal's Ctrl-C reaches the whole process group, the zygote included: stopping it is
+    # the worker's job, in order (jobs set SIGINT back to Python's default before the script).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _zygote_home = os.environ.get("HOME", "")
     freecad = _import_freecad(lib_dir)
     _warm_freecad()

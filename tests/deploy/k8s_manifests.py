@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s" / "base"
 DEV = ROOT / "deploy" / "k8s" / "overlays" / "dev"
+DEV_KEDA = ROOT / "deploy" / "k8s" / "overlays" / "dev-keda"
+KEDA_COMPONENT = ROOT / "deploy" / "k8s" / "components" / "keda-worker"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 
 NAMESPACE = "cadpipe"

@@ -1,10 +1,12 @@
 """Renders a kustomization to a list of Kubernetes objects, in Python, for the subset of
 kustomize that deploy/k8s uses: so the manifest tests need no kustomize or kubectl binary.
 
-Supported: resources (files and directories), namespace, labels (metadata and,
-with includeTemplates, pod templates), configMapGenerator and secretGenerator (literals and
-env files, with generatorOptions.disableNameSuffixHash: true), patches (strategic merge, from
-a path or inline, matched by kind and name), replicas and images. Anything else raises
+Supported: resources (files and directories), components (kind Component: their resources
+and patches applied to the including kustomization's resources), namespace, labels (metadata
+and, with includeTemplates, pod templates), configMapGenerator and secretGenerator (literals
+and env files, with generatorOptions.disableNameSuffixHash: true), patches (strategic merge,
+from a path or inline, matched by kind and name; `$patch: delete` at the top of a patch
+removes its target), replicas and images. Anything else raises
 Unsupported, so a manifest that outgrows this renderer fails the tests loudly instead of
 rendering differently from kustomize. test_deploy_render.py compares the output with
 `kubectl kustomize` wherever kubectl is installed.
@@ -29,6 +31,7 @@ SUPPORTED_FIELDS = {
     "namespace",
     "labels",
     "resources",
+    "components",
     "patches",
     "replicas",
     "images",
@@ -108,13 +111,24 @@ def _kustomization_file(directory: pathlib.Path) -> pathlib.Path:
 
 
 def _build(directory: pathlib.Path) -> list[Obj]:
+    spec = _load_kustomization(directory, "Kustomization")
+    objects = _resources(directory, spec)
+    objects = _apply_components(directory, spec, objects)
+    objects.extend(_generate(directory, spec))
+    return _transform(directory, spec, objects)
+
+
+def _load_kustomization(directory: pathlib.Path, kind: str) -> Obj:
     spec = load_documents(_kustomization_file(directory))[0]
     unknown = set(spec) - SUPPORTED_FIELDS
     if unknown:
         raise Unsupported(f"{directory}: unsupported kustomization fields {sorted(unknown)}")
-    if spec.get("kind", "Kustomization") != "Kustomization":
-        raise Unsupported(f"{directory}: kind {spec.get('kind')}")
+    if spec.get("kind", "Kustomization") != kind:
+        raise Unsupported(f"{directory}: kind {spec.get('kind')}, where a {kind} belongs")
+    return spec
 
+
+def _resources(directory: pathlib.Path, spec: Obj) -> list[Obj]:
     objects: list[Obj] = []
     for entry in spec.get("resources", []):
         path = directory / entry
@@ -122,8 +136,20 @@ def _build(directory: pathlib.Path) -> list[Obj]:
             objects.extend(_build(path))
         else:
             objects.extend(load_documents(path))
-    objects.extend(_generate(directory, spec))
-    return _transform(directory, spec, objects)
+    return objects
+
+
+def _apply_components(directory: pathlib.Path, spec: Obj, objects: list[Obj]) -> list[Obj]:
+    """As kustomize does: after the resources, before the kustomization's own generators and
+    transformers, each component adds its resources and transforms everything so far."""
+    for entry in spec.get("components", []):
+        component_dir = directory / entry
+        component = _load_kustomization(component_dir, "Component")
+        objects = objects + _resources(component_dir, component)
+        objects = _apply_components(component_dir, component, objects)
+        objects.extend(_generate(component_dir, component))
+        objects = _transform(component_dir, component, objects)
+    return objects
 
 
 def _generate(directory: pathlib.Path, spec: Obj) -> Iterator[Obj]:
@@ -199,6 +225,12 @@ def _apply_patch(patch: Obj, objects: list[Obj]) -> None:
     ]
     if len(matches) != 1:
         raise ValueError(f"patch for {patch['kind']}/{name} matches {len(matches)} objects")
+    directive = patch.get("$patch")
+    if directive == "delete":
+        objects.remove(matches[0])
+        return
+    if directive is not None:
+        raise Unsupported(f"patch directive $patch: {directive}")
     merged = strategic_merge(matches[0], patch)
     matches[0].clear()
     matches[0].update(merged)

@@ -11,12 +11,14 @@ import tomllib
 from typing import Any
 from urllib.parse import urlsplit
 
+import k8s_crds
 import kubernetes_validate
 import pytest
 from k8s_manifests import (
     BASE,
     CONFIG_MAP,
     DEV,
+    DEV_KEDA,
     GRPC_SERVICES,
     HTTP_SERVICES,
     METRICS_PORT,
@@ -45,7 +47,7 @@ from k8s_render import object_id, pod_spec
 
 from cadpipe.grpc_server import LIVENESS_SERVICE
 
-KUSTOMIZATIONS = {"base": BASE, "dev": DEV}
+KUSTOMIZATIONS = {"base": BASE, "dev": DEV, "dev-keda": DEV_KEDA}
 # the oldest Kubernetes these manifests are written for (native gRPC probes are GA since 1.27,
 # the oldest release still patched by most providers is about 1.29) and the newest schema
 # the validator ships
@@ -68,6 +70,9 @@ def test_every_object_validates_strictly_against_the_kubernetes_schema(
 ) -> None:
     failures = []
     for obj in rendered(KUSTOMIZATIONS[overlay]):
+        if k8s_crds.is_custom(obj):  # KEDA's ScaledObject: its CRD's schema, strict
+            failures.extend(f"{object_id(obj)} {problem}" for problem in k8s_crds.validate(obj))
+            continue
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -479,8 +484,10 @@ def test_the_watcher_waits_out_every_delivery_the_worker_may_make(
 
 @pytest.mark.parametrize("overlay", KUSTOMIZATIONS)
 def test_autoscalers_target_deployments_they_alone_size(overlay: str) -> None:
+    """Each scaled Deployment has exactly one autoscaler: an HPA, or a KEDA ScaledObject (which
+    makes an HPA of its own); two would fight over its replicas."""
     directory = KUSTOMIZATIONS[overlay]
-    scaled = set()
+    scaled: list[str] = []
     for hpa in objects(directory, "HorizontalPodAutoscaler"):
         target = hpa["spec"]["scaleTargetRef"]
         assert (target["apiVersion"], target["kind"]) == ("apps/v1", "Deployment")
@@ -492,8 +499,16 @@ def test_autoscalers_target_deployments_they_alone_size(overlay: str) -> None:
         for metric in hpa["spec"]["metrics"]:
             resource = metric["resource"]["name"]
             assert resource in container(deployment)["resources"]["requests"]
-        scaled.add(target["name"])
-    assert scaled == {"gateway", "worker"}
+        scaled.append(target["name"])
+    for scaled_object in objects(directory, "ScaledObject"):
+        target = scaled_object["spec"]["scaleTargetRef"]
+        assert (target["apiVersion"], target["kind"]) == ("apps/v1", "Deployment")
+        deployment = named(directory, "Deployment", target["name"])
+        assert "replicas" not in deployment["spec"], target["name"]
+        spec = scaled_object["spec"]
+        assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        scaled.append(target["name"])
+    assert sorted(scaled) == ["gateway", "worker"]
 
 
 @pytest.mark.parametrize("overlay", KUSTOMIZATIONS)

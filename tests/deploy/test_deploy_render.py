@@ -16,7 +16,7 @@ import yaml
 from k8s_render import Unsupported, object_id, render, split_image, strategic_merge
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-KUSTOMIZATIONS = ["deploy/k8s/base", "deploy/k8s/overlays/dev"]
+KUSTOMIZATIONS = ["deploy/k8s/base", "deploy/k8s/overlays/dev", "deploy/k8s/overlays/dev-keda"]
 
 
 def write(directory: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
@@ -124,6 +124,68 @@ def test_an_overlay_patches_relabels_and_retags_its_base(tmp_path: pathlib.Path)
     assert objects["ConfigMap"]["data"] == {"LOG_LEVEL": "DEBUG"}
 
 
+def write_example_component(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A base with two Deployments, a component that adds a ConfigMap, patches one Deployment
+    and deletes the other, and an overlay using it; returns the overlay."""
+    write(
+        tmp_path,
+        {
+            "base/kustomization.yaml": "resources: [deployment.yaml, other.yaml]\n",
+            "base/deployment.yaml": DEPLOYMENT,
+            "base/other.yaml": DEPLOYMENT.replace("name: app\n", "name: other\n", 1),
+            "component/kustomization.yaml": """\
+                apiVersion: kustomize.config.k8s.io/v1alpha1
+                kind: Component
+                resources: [extra.yaml]
+                patches:
+                  - patch: |
+                      apiVersion: apps/v1
+                      kind: Deployment
+                      metadata: {name: other}
+                      $patch: delete
+                  - patch: |
+                      apiVersion: apps/v1
+                      kind: Deployment
+                      metadata: {name: app}
+                      spec: {replicas: 5}
+                """,
+            "component/extra.yaml": """\
+                apiVersion: v1
+                kind: ConfigMap
+                metadata: {name: extra}
+                data: {A: "1"}
+                """,
+            "overlay/kustomization.yaml": """\
+                namespace: overlay-ns
+                resources: [../base]
+                components: [../component]
+                replicas:
+                  - {name: app, count: 2}
+                """,
+        },
+    )
+    return tmp_path / "overlay"
+
+
+def test_a_component_adds_patches_and_deletes_before_the_overlays_own_changes(
+    tmp_path: pathlib.Path,
+) -> None:
+    objects = {object_id(o): o for o in render(write_example_component(tmp_path))}
+    assert sorted(objects) == [
+        ("ConfigMap", "overlay-ns", "extra"),
+        ("Deployment", "overlay-ns", "app"),
+    ]
+    # the overlay's replicas come after the component's patch
+    assert objects[("Deployment", "overlay-ns", "app")]["spec"]["replicas"] == 2
+
+
+def test_a_component_is_not_a_kustomization(tmp_path: pathlib.Path) -> None:
+    overlay = write_example_component(tmp_path)
+    (overlay / "kustomization.yaml").write_text("resources: [../component]\n")
+    with pytest.raises(Unsupported, match="kind Component"):
+        render(overlay)
+
+
 def test_what_the_renderer_does_not_implement_is_refused(tmp_path: pathlib.Path) -> None:
     write(
         tmp_path,
@@ -217,5 +279,7 @@ def test_the_renderer_agrees_with_kubectl_kustomize(kustomization: str) -> None:
 
 @needs_kubectl
 def test_the_renderer_agrees_with_kubectl_on_every_feature(tmp_path: pathlib.Path) -> None:
-    overlay = write_example_overlay(tmp_path)
+    overlay = write_example_overlay(tmp_path / "overlay")
     assert _normalized(render(overlay)) == _kubectl_kustomize(overlay)
+    with_component = write_example_component(tmp_path / "component")
+    assert _normalized(render(with_component)) == _kubectl_kustomize(with_component)

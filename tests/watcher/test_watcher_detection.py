@@ -99,6 +99,30 @@ async def test_an_empty_marker_of_the_older_contract_completes_with_the_listed_o
     assert layout.parse_log_key(event.log_key).level == "info"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("level", ["error", "info"])
+async def test_an_empty_marker_with_no_outputs_is_an_error_linking_the_log(
+    service: Service, js: Any, bucket: Bucket, job_events: JobEvents, unique: str, level: str
+) -> None:
+    """An older worker whose script saved nothing still writes its log and the empty marker:
+    the version has nothing to download, so it is not `completed`."""
+    project = f"legacy-empty-{level}-{unique}"
+    await publish_upload(js, project, 1)
+    # a file that is not a CAD format does not count as an output
+    bucket.put(layout.output_key(project, 1, "notes.txt"), b"no part", content_type="text/plain")
+    log_key = put_log(bucket, project, 1, level, "Traceback ...\nNameError: Part\n")
+    bucket.put(layout.marker_key(project, 1), b"", content_type="text/plain")
+
+    [event] = await job_events.wait_for(project)
+    assert (event.status, event.error, event.log_key) == (
+        "error",
+        "finished without outputs",
+        log_key,
+    )
+    assert list(event.outputs) == []
+    status = await status_of(service, project, 1)
+    assert (status.state, status.error, status.log_key) == ("error", event.error, log_key)
+
+
 async def test_an_error_log_with_no_marker_means_error_with_the_end_of_that_log(
     make_service: ServiceFactory, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
 ) -> None:

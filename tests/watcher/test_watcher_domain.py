@@ -131,8 +131,45 @@ def test_an_empty_marker_decides_completed_with_the_listed_outputs() -> None:
     assert (outcome.log_key, outcome.finished_at) == (log("info").key, at(4))
 
 
+def test_an_empty_marker_with_no_cad_file_is_an_error_linking_the_error_log() -> None:
+    found = Found(
+        marker=Marker(status="completed", legacy=True),
+        marker_written_at=at(4),
+        outputs=(output("report.json"),),  # not a CAD file: nothing to download
+        logs=(log("info", at(1)), log("error", at(2)), log("info", at(3))),
+    )
+    outcome = domain.decide(job(), found, now=at(5), policy=POLICY)
+    assert outcome is not None
+    assert (outcome.state, outcome.error, outcome.exit_reason) == (
+        "error",
+        "finished without outputs",
+        "no_outputs",
+    )
+    assert (outcome.log_key, outcome.finished_at) == (log("error", at(2)).key, at(4))
+
+
+def test_an_empty_marker_with_no_outputs_links_its_info_log() -> None:
+    found = Found(marker=Marker(status="completed", legacy=True), logs=(log("info"),))
+    outcome = domain.decide(job(), found, now=at(5), policy=POLICY)
+    assert outcome is not None
+    assert (outcome.state, outcome.log_key) == ("error", log("info").key)
+
+
+def test_an_empty_marker_counts_only_this_versions_outputs() -> None:
+    found = Found(
+        marker=Marker(status="completed", legacy=True), outputs=(output("m.stl", version=2),)
+    )
+    outcome = domain.decide(job(), found, now=at(5), policy=POLICY)
+    assert outcome is not None and outcome.state == "error"
+    assert (outcome.log_key, outcome.outputs) == ("", ())
+
+
 def test_a_marker_wins_over_an_error_log_and_over_the_timeout() -> None:
-    found = Found(marker=Marker(status="completed", legacy=True), logs=(log("error"),))
+    found = Found(
+        marker=Marker(status="completed", legacy=True),
+        outputs=(output("m.step"),),
+        logs=(log("error"),),
+    )
     outcome = domain.decide(job(), found, now=at(10_000), policy=POLICY)
     assert outcome is not None and outcome.state == "completed"
 

@@ -23,7 +23,7 @@ CONFIG = WatcherConfig(
     lease=dt.timedelta(seconds=10),
     sweep_after=dt.timedelta(seconds=5),
 )
-DONE = Found(marker=Marker(status="completed", legacy=True))
+DONE = Found(marker=Marker(status="completed"))
 
 
 class World:
