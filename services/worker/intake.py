@@ -127,7 +127,9 @@ class Intake:
         self._dependencies = dependencies
         self._on_job = on_job
         self._stopping = asyncio.Event()
-        self._changed = asyncio.Event()
+        # one wake-up per waiting loop, so that neither clears the other's news
+        self._fetch_wake = asyncio.Event()
+        self._dispatch_wake = asyncio.Event()
         self._healthy = asyncio.Event()
         self._healthy.set()
         self._waiting: FairQueue[Delivery] = FairQueue(
@@ -176,7 +178,7 @@ class Intake:
         """Stops fetching at once and hands waiting messages back (nak); running jobs get
         drain_timeout seconds to finish, then are killed and handed back for another worker."""
         self._stopping.set()
-        self._changed.set()
+        self._notify()
         if self._recovering is not None:
             self._recovering.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -198,7 +200,7 @@ class Intake:
             while not self._stopping.is_set():
                 room = self._config.buffer - len(self._waiting) - len(self._jobs)
                 if room <= 0 or not self._healthy.is_set():
-                    await self._wait_for_change()
+                    await self._wait_for(self._fetch_wake)
                     continue
                 fetch = asyncio.create_task(
                     subscription.fetch(room, timeout=self._config.fetch_timeout_seconds)
@@ -220,14 +222,19 @@ class Intake:
                     continue
                 for message in messages:
                     await self._accept(message)
-                self._changed.set()
+                self._notify()
         finally:
             stop.cancel()
 
-    async def _wait_for_change(self) -> None:
-        self._changed.clear()
+    def _notify(self) -> None:
+        """Something changed (work arrived or ended, a dependency came back, stopping)."""
+        self._fetch_wake.set()
+        self._dispatch_wake.set()
+
+    async def _wait_for(self, wake: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), self._config.fetch_timeout_seconds)
+            await asyncio.wait_for(wake.wait(), self._config.fetch_timeout_seconds)
+        wake.clear()
 
     async def _accept(self, message: Msg) -> None:
         attempt = message.metadata.num_delivered
@@ -248,7 +255,9 @@ class Intake:
         after ack_wait, to this or another worker, while they wait their turn here."""
         interval = max(0.2, self._config.ack_wait_seconds / 3)
         while not self._stopping.is_set():
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
+                return
             for waiting in list(self._waiting):
                 try:
                     await waiting.item.message.in_progress()
@@ -271,7 +280,7 @@ class Intake:
                 task = asyncio.create_task(self._process(waiting))
                 self._jobs.add(task)
                 task.add_done_callback(functools.partial(self._job_done, waiting))
-            await self._wait_for_change()
+            await self._wait_for(self._dispatch_wake)
 
     def _job_done(self, waiting: Waiting[Delivery], task: asyncio.Task[None]) -> None:
         self._jobs.discard(task)
@@ -280,7 +289,7 @@ class Intake:
             del self._running[waiting.owner]
         if not task.cancelled() and task.exception() is not None:
             logger.error("a job ended with an unexpected error", exc_info=task.exception())
-        self._changed.set()
+        self._notify()
 
     # --- outages -------------------------------------------------------------------------
 
@@ -308,7 +317,7 @@ class Intake:
                 continue
             logger.info("dependencies answer again after %d probe(s); taking work", probes)
             self._healthy.set()
-            self._changed.set()
+            self._notify()
             return
 
     # --- one job -------------------------------------------------------------------------
