@@ -1,7 +1,7 @@
 """Fair intake: one owner floods the worker with slow scripts, another uploads a trivial script
-now and then. Reported: the other owner's upload -> completed latency (p50, p95, max), with the
-worker's fairness on (owners take turns for free slots) and off (first come first served), and
-the flood's own makespan, to show what fairness costs the flooding owner.
+on a schedule of its own (open loop). Reported: the other owner's upload -> completed latency
+(p50, p95, max), with the worker's fairness on (owners take turns for free slots) and off (first
+come first served), and the flood's own makespan, to show what fairness costs the flooder.
 
     .venv/bin/python -m bench.fairness [--flood N] [--sleep S] [--light N] [--interval S]
 
@@ -121,13 +121,16 @@ async def run_mode(b: Backends, fair: bool, args: argparse.Namespace) -> Result:
             for version in range(1, args.flood + 1):
                 await upload(flood, version, slow, "flooder")
             light = f"light-{uuid.uuid4().hex[:6]}"
-            latencies = []
-            await asyncio.sleep(args.interval / 3)
+            # open loop: the other owner uploads on its own schedule, whatever the worker does
+            uploaded_at = []
             for version in range(1, args.light + 1):
-                uploaded = await upload(light, version, TRIVIAL, "someone-else")
-                finished = await asyncio.wait_for(expect(light, version), 600)
-                latencies.append(finished - uploaded)
-                await asyncio.sleep(max(0.0, args.interval - (finished - uploaded)))
+                due = flood_started + args.interval / 3 + (version - 1) * args.interval
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                uploaded_at.append(await upload(light, version, TRIVIAL, "someone-else"))
+            finished_at = await asyncio.wait_for(
+                asyncio.gather(*(expect(light, v) for v in range(1, args.light + 1))), 600
+            )
+            latencies = [f - u for f, u in zip(finished_at, uploaded_at, strict=True)]
             last = await asyncio.wait_for(
                 asyncio.gather(*(expect(flood, v) for v in range(1, args.flood + 1))), 600
             )

@@ -4,8 +4,10 @@
     cadpipe_worker_jobs_total{outcome, reason}      deliveries handled, by what became of them:
         completed, error (reason: the marker's exit_reason: ok, script_error, timeout, ...),
         already_finished (a redelivery of a version with a marker), handed_back (stopped by a
-        shutdown, back to the stream), retry (S3 or the sandbox failed; redelivered later),
-        dropped (an event naming no script)
+        shutdown, back to the stream), retry (the sandbox failed; redelivered later), held (S3
+        failed: the job waits in the worker, its delivery unspent, until S3 answers), expired
+        (the watcher ended the version for waiting too long; acked, never run), dropped (an
+        event naming no script)
     cadpipe_worker_job_duration_seconds{outcome}   script fetch to marker, completed and error
     cadpipe_worker_redeliveries_total              deliveries of a version after its first
     cadpipe_worker_jobs_running                    jobs running now (at scrape)

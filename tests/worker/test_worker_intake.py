@@ -4,13 +4,16 @@ no delivery. Real nats-server, moto's S3 server over HTTP, the real worker with 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import uuid
 from typing import Any
 
 import pytest
-from worker_harness import STL_SCRIPT, announce, submit, upload, wait_marker
+from support.polling import wait_until
+from worker_harness import STL_SCRIPT, announce, keys, submit, upload, wait_marker
 
+from cadpipe import layout, messaging, started
 from cadpipe.adapters import s3
 from cadpipe.devstack import MotoS3
 from cadpipe.settings import NatsSettings, S3Settings
@@ -109,3 +112,30 @@ async def test_an_s3_outage_spends_no_delivery(
     assert [m["status"] for m in markers] == ["completed"] * 10
     assert [m["attempts"] for m in markers] == [1] * 10  # no delivery spent on the outage
     assert recovered < 15 + 20
+
+
+async def test_a_version_the_watcher_expired_is_acked_and_never_run(
+    bucket: s3.Bucket,
+    s3_settings: S3Settings,
+    nats_settings: NatsSettings,
+    js: Any,
+    scratch_root: str,
+) -> None:
+    project = f"expired-{uuid.uuid4().hex[:6]}"
+    event = upload(bucket, project, 1, STL_SCRIPT.encode(), owner="dave")
+    expiry = started.expired(dt.datetime.now(dt.UTC), waited_seconds=1801, limit_seconds=1800)
+    bucket.put(layout.started_key(project, 1), expiry.to_json(), content_type=started.CONTENT_TYPE)
+    async with start(settings_for(s3_settings, nats_settings, scratch_root)):
+        await announce(js, project, 1, event)
+        # a later version of the project runs as usual: the expired one was taken and let go
+        await submit(js, bucket, project, 2, STL_SCRIPT.encode(), owner="dave")
+        await wait_marker(bucket, project, 2, within=30)
+
+        async def all_acked() -> bool:
+            info = await js.consumer_info(messaging.SCRIPTS_STREAM, "cadpipe-worker")
+            return info.num_ack_pending == 0 and info.num_pending == 0
+
+        await wait_until(all_acked, within=10, what="the expired version's message acked")
+    assert not bucket.exists(layout.marker_key(project, 1))
+    assert keys(bucket, layout.version_logs_prefix(project, 1)) == []
+    assert keys(bucket, layout.output_prefix(project, 1)) == []
