@@ -69,6 +69,8 @@ DependencyCheck = Callable[[], Awaitable[None]]
 def backoff_delays(initial: float, maximum: float) -> list[float]:
     """Pauses between probes of a failed dependency: doubling from initial up to maximum (the
     last one repeats)."""
+    if initial >= maximum:
+        return [maximum]
     delays = [initial]
     while delays[-1] * 2 < maximum:
         delays.append(delays[-1] * 2)

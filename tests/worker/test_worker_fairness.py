@@ -1,10 +1,11 @@
-"""The worker's intake order (services/worker/domain/fairness.py), pure."""
+"""The worker's intake order (services/worker/domain/fairness.py) and its back-off, pure."""
 
 from __future__ import annotations
 
 import pytest
 
 from services.worker.domain.fairness import FairQueue
+from services.worker.intake import backoff_delays
 
 
 def take_all(queue: FairQueue[str], running: dict[str, int] | None = None) -> list[str]:
@@ -80,3 +81,9 @@ def test_drain_hands_back_everything_in_arrival_order() -> None:
 def test_a_negative_cap_is_refused() -> None:
     with pytest.raises(ValueError):
         FairQueue(per_owner_cap=-1)
+
+
+def test_probes_of_a_failed_dependency_back_off_exponentially() -> None:
+    assert backoff_delays(0.5, 8.0) == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert backoff_delays(0.5, 3.0) == [0.5, 1.0, 2.0, 3.0]
+    assert backoff_delays(2.0, 1.0) == [1.0]
