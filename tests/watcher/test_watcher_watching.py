@@ -110,17 +110,10 @@ async def test_a_worker_that_takes_the_version_first_beats_the_queue_expiry() ->
     watcher = world.watcher()
     await watcher.accept_upload("part", 1, uploaded_at=START)
     world.clock.advance(1801)
-
-    class StartsFirst(FakeResults):
-        async def look(self, project: str, version: int, *, started: bool = False) -> Found:
-            found = await super().look(project, version, started=started)
-            worker_starts(world, after=1800.5)  # written just after this read
-            return found
-
-    world.results.__class__ = StartsFirst
+    start = started.started(START + dt.timedelta(seconds=1800.5), worker="w/1", attempt=1)
+    world.results.started_after_next_look[("part", 1)] = start  # lands just after the read
     assert await watcher.check("part", 1) is None  # lost the started record: look again
-    assert not world.results.started[("part", 1)].expired
-    world.results.__class__ = FakeResults
+    assert world.results.started[("part", 1)] == start
     assert await watcher.check("part", 1) is None
     stored = await world.jobs.get("part", 1)
     assert stored is not None and stored.state == "processing"

@@ -126,12 +126,17 @@ class FakeResults:
         """Started records (written once: a worker's start or the watcher's expiry)."""
         self.texts: dict[str, str] = {}
         self.looks: list[tuple[str, int]] = []
+        self.started_after_next_look: dict[tuple[str, int], StartedRecord] = {}
+        """A worker's start that lands just after the watcher's next look (a race)."""
 
     async def look(self, project: str, version: int, *, started: bool = False) -> Found:
         self.looks.append((project, version))
         found = self.found.get((project, version), Found())
         if started and found.marker is None:
             found = replace(found, started=self.started.get((project, version)))
+        racing = self.started_after_next_look.pop((project, version), None)
+        if racing is not None:
+            self.started.setdefault((project, version), racing)
         return found
 
     async def expire(self, project: str, version: int, record: StartedRecord) -> bool:
