@@ -221,7 +221,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
             ),
         )
 
-        async def ready() -> None:
+        async def dependencies() -> None:
             await storage.ping()
             if not nc.is_connected:
                 raise ConnectionError("NATS is not connected")
@@ -245,9 +245,19 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 backoff_max_seconds=settings.dependency_backoff_max_seconds,
             ),
             service,
-            dependencies=ready,
+            dependencies=dependencies,
             on_job=metrics.observe_job,
         )
+
+        async def ready() -> None:
+            """Readiness, every readiness_interval: a failure also stops the intake taking
+            work (it probes the dependencies itself until they answer)."""
+            try:
+                await dependencies()
+            except Exception as error:
+                intake.dependency_failed(f"not ready: {error}")
+                raise
+
         metrics.watch_running(lambda: intake.busy)
         stack.enter_context(observed.serving(settings.grpc_host, settings.metrics_port))
 

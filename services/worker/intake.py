@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -141,6 +142,11 @@ class Intake:
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
         self._recovering: asyncio.Task[None] | None = None
+        self._subscription: JetStreamContext.PullSubscription | None = None
+        self._request_expires = 0.0
+        """time.monotonic() at which JetStream forgets our last pull request."""
+        self._stopped_jobs: list[Msg] = []
+        """Messages of jobs the shutdown stopped, to hand back (stop)."""
 
     async def start(self) -> None:
         # Create the durable, or bring an existing one to this configuration (ack_wait,
@@ -149,6 +155,7 @@ class Intake:
         subscription = await self._js.pull_subscribe_bind(
             durable=self._config.consumer_name, stream=messaging.SCRIPTS_STREAM
         )
+        self._subscription = subscription
         self._tasks = [
             asyncio.create_task(self._fetch_forever(subscription), name="worker-fetch"),
             asyncio.create_task(self._dispatch_forever(), name="worker-dispatch"),
@@ -178,21 +185,40 @@ class Intake:
 
     async def stop(self, drain_timeout: float) -> None:
         """Stops fetching at once and hands waiting messages back (nak); running jobs get
-        drain_timeout seconds to finish, then are killed and handed back for another worker."""
+        drain_timeout seconds to finish, then are killed and handed back for another worker.
+
+        What is handed back while JetStream still holds our last pull request (up to
+        fetch_timeout after it was sent) would be delivered to that request, here, where nobody
+        takes it any more (and NATS's drain would wait for it): so a hand-back waits for the
+        request to expire (jobs run, or are killed at their deadline, meanwhile)."""
         self._stopping.set()
         self._notify()
         if self._recovering is not None:
             self._recovering.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for waiting in self._waiting.drain():
-            with contextlib.suppress(Exception):
-                await waiting.item.message.nak()
+        waiting = [w.item.message for w in self._waiting.drain()]
+        handing_back = asyncio.create_task(self._hand_back(waiting))
         if self._jobs:
             logger.info("waiting up to %.0f s for %d job(s)", drain_timeout, len(self._jobs))
             _, late = await asyncio.wait(set(self._jobs), timeout=drain_timeout)
             for job in late:
-                job.cancel()
+                job.cancel()  # the sandbox is killed now; the message is handed back below
             await asyncio.gather(*late, return_exceptions=True)
+        await handing_back
+        await self._hand_back(self._stopped_jobs)
+        if self._subscription is not None:
+            # a message that still reached us is never acked and comes back after ack_wait
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+
+    async def _hand_back(self, messages: list[Msg]) -> None:
+        """nak, once JetStream has forgotten our last pull request."""
+        if not messages:
+            return
+        await asyncio.sleep(max(0.0, self._request_expires - time.monotonic()))
+        for message in messages:
+            with contextlib.suppress(Exception):
+                await message.nak()
 
     # --- fetching ------------------------------------------------------------------------
 
@@ -204,6 +230,7 @@ class Intake:
                 if room <= 0 or not self._healthy.is_set():
                     await self._wait_for(self._fetch_wake)
                     continue
+                self._request_expires = time.monotonic() + self._config.fetch_timeout_seconds
                 fetch = asyncio.create_task(
                     subscription.fetch(room, timeout=self._config.fetch_timeout_seconds)
                 )
@@ -220,7 +247,7 @@ class Intake:
                 except nats.errors.TimeoutError:
                     continue
                 except Exception as error:  # NATS away: probe it with back-off
-                    self._dependency_failed(f"fetching jobs failed: {error}")
+                    self.dependency_failed(f"fetching jobs failed: {error}")
                     continue
                 for message in messages:
                     await self._accept(message)
@@ -295,9 +322,10 @@ class Intake:
 
     # --- outages -------------------------------------------------------------------------
 
-    def _dependency_failed(self, why: str) -> None:
-        """Stop taking work and probe the dependencies with back-off until they answer."""
-        if not self._healthy.is_set():
+    def dependency_failed(self, why: str) -> None:
+        """Stop taking work and probe the dependencies with back-off until they answer (told by
+        a job or a fetch that failed, and by the worker's readiness check)."""
+        if not self._healthy.is_set() or self._stopping.is_set():
             return
         logger.warning("%s; taking no work until S3 and NATS answer again", why)
         self._healthy.clear()
@@ -351,15 +379,14 @@ class Intake:
             except asyncio.CancelledError:
                 logger.warning("%s was stopped by the worker's shutdown; handing it back", job.name)
                 self._on_job("handed_back", "", None, attempt)
-                with contextlib.suppress(Exception):
-                    await message.nak()
+                self._stopped_jobs.append(message)
                 raise
             except errors.Unavailable as error:
                 # An outage is no fault of the script: the job waits here, its delivery
                 # unspent, and runs again once the dependencies answer.
                 self._on_job("held", "", None, attempt)
                 self._waiting.put_back(waiting)
-                self._dependency_failed(f"{job.name} could not be finished ({error})")
+                self.dependency_failed(f"{job.name} could not be finished ({error})")
                 return
             except Exception:
                 logger.exception("%s could not be finished; it will be delivered again", job.name)
