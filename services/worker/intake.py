@@ -403,10 +403,19 @@ class Intake:
             await self._ack(message, job)
 
     async def _ack(self, message: Msg, job: Job) -> None:
-        try:
-            await message.ack()
-        except Exception as error:  # redelivered, then acked as finished
-            logger.warning("could not acknowledge %s: %s", job.name, error)
+        """An ack NATS does not take is tried again once NATS answers (within ack_wait, while
+        the ack still counts); failing that, the version is redelivered and acked as finished."""
+        for retry in (False, True):
+            try:
+                await message.ack()
+                return
+            except Exception as error:
+                if retry or self._stopping.is_set():
+                    logger.warning("could not acknowledge %s: %s", job.name, error)
+                    return
+                self.dependency_failed(f"could not acknowledge {job.name}: {error}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._healthy.wait(), self._config.ack_wait_seconds)
 
     async def _heartbeat(self, message: Msg) -> None:
         interval = max(0.2, self._config.ack_wait_seconds / 3)

@@ -15,7 +15,7 @@ from worker_harness import STL_SCRIPT, announce, keys, submit, upload, wait_mark
 
 from cadpipe import layout, messaging, started
 from cadpipe.adapters import s3
-from cadpipe.devstack import MotoS3
+from cadpipe.devstack import MotoS3, NatsServer
 from cadpipe.settings import NatsSettings, S3Settings
 from services.worker.bootstrap import start
 from services.worker.settings import Settings
@@ -139,3 +139,45 @@ async def test_a_version_the_watcher_expired_is_acked_and_never_run(
     assert not bucket.exists(layout.marker_key(project, 1))
     assert keys(bucket, layout.version_logs_prefix(project, 1)) == []
     assert keys(bucket, layout.output_prefix(project, 1)) == []
+
+
+async def test_a_nats_outage_spends_no_delivery(
+    bucket: s3.Bucket,
+    s3_settings: S3Settings,
+    nats_server: NatsServer,
+    nats_settings: NatsSettings,
+    js: Any,
+    scratch_root: str,
+) -> None:
+    """Four 1 s scripts queued, nats-server stopped for 6 s while the first runs: the worker
+    stops taking work, finishes what runs, and after NATS is back runs the rest, each on its
+    first delivery, with no redelivery on the consumer."""
+    project = f"natsout-{uuid.uuid4().hex[:6]}"
+    settings = settings_for(
+        s3_settings,
+        nats_settings,
+        scratch_root,
+        concurrency=1,
+        readiness_interval_seconds=0.5,
+        dependency_backoff_max_seconds=1.0,
+    )
+    async with start(settings):
+        for version in range(1, 5):
+            body = SLEEPY_SCRIPT.format(seconds=1).encode()
+            await submit(js, bucket, project, version, body, owner="erin")
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(nats_server.stop)
+        await asyncio.sleep(6)
+        await asyncio.to_thread(nats_server.start)
+        markers = await asyncio.gather(
+            *(wait_marker(bucket, project, v, within=60) for v in range(1, 5))
+        )
+
+        async def settled() -> Any:
+            info = await js.consumer_info(messaging.SCRIPTS_STREAM, "cadpipe-worker")
+            return info if info.num_ack_pending == 0 and info.num_pending == 0 else None
+
+        info = await wait_until(settled, within=20, what="every message acked")
+    assert [m["status"] for m in markers] == ["completed"] * 4
+    assert [m["attempts"] for m in markers] == [1] * 4
+    assert info.num_redelivered == 0
