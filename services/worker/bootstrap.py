@@ -259,6 +259,7 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 raise
 
         metrics.watch_running(lambda: intake.busy)
+        metrics.watch_intake(lambda: intake.waiting, lambda: intake.taking_work)
         stack.enter_context(observed.serving(settings.grpc_host, settings.metrics_port))
 
         server = GrpcServer(
