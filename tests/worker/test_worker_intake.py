@@ -181,3 +181,36 @@ async def test_a_nats_outage_spends_no_delivery(
     assert [m["status"] for m in markers] == ["completed"] * 4
     assert [m["attempts"] for m in markers] == [1] * 4
     assert info.num_redelivered == 0
+
+
+async def test_the_per_owner_cap_keeps_a_slot_for_others(
+    bucket: s3.Bucket,
+    s3_settings: S3Settings,
+    nats_settings: NatsSettings,
+    js: Any,
+    scratch_root: str,
+) -> None:
+    """Two slots, at most one job of an owner at a time: the flood runs one by one, and the
+    other owner's script runs beside it at once."""
+    flood, other = f"capped-{uuid.uuid4().hex[:6]}", f"free-{uuid.uuid4().hex[:6]}"
+    settings = settings_for(
+        s3_settings, nats_settings, scratch_root, concurrency=2, max_running_per_owner=1
+    )
+    async with start(settings):
+        for version in range(1, 4):
+            body = SLEEPY_SCRIPT.format(seconds=1).encode()
+            await submit(js, bucket, flood, version, body, owner="alice")
+        await asyncio.sleep(0.5)
+        uploaded = time.monotonic()
+        await submit(js, bucket, other, 1, STL_SCRIPT.encode(), owner="bob")
+        bobs = await wait_marker(bucket, other, 1, within=30)
+        waited = time.monotonic() - uploaded
+        alices = await asyncio.gather(
+            *(wait_marker(bucket, flood, v, within=60) for v in (1, 2, 3))
+        )
+
+    assert bobs["status"] == "completed" and waited < 2.5, f"bob waited {waited:.1f} s"
+    spans = sorted((m["started_at"], m["finished_at"]) for m in alices)
+    assert all(m["status"] == "completed" for m in alices)
+    # never two of alice's jobs at once (ISO 8601 UTC strings sort as times)
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)), spans
