@@ -193,11 +193,6 @@ def start(job: Job, record: StartedRecord) -> Job:
     return replace(job, state=PROCESSING, started_at=record.at)
 
 
-def queue_expired(job: Job, *, now: dt.datetime, policy: Policy) -> bool:
-    """A queued job waited past the queue limit."""
-    return job.state == QUEUED and now - job.uploaded_at >= policy.queue_timeout
-
-
 def decide(
     job: Job,
     found: Found,
@@ -222,9 +217,10 @@ def decide(
             error=found.started.reason or "never started",
             exit_reason=QUEUE_TIMEOUT_REASON,
         )
-    started_at = found.started.at if found.started is not None else job.started_at
-    if started_at is None and job.state == PROCESSING:
-        started_at = job.uploaded_at  # stored before started records existed
+    if found.started is not None:
+        started_at: dt.datetime | None = found.started.at
+    else:
+        started_at = job.clock_start if job.state == PROCESSING else None
     if started_at is not None:
         timed_out = now - started_at >= policy.timeout
     else:
