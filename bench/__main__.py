@@ -15,6 +15,7 @@ import sys
 BENCHMARKS = (
     "upload_throughput",
     "worker_overhead",
+    "fairness",
     "watcher_detection",
     "e2e_latency",
     "generation",

@@ -4,6 +4,9 @@
     output/{project}/v{N}/{name}.{ext}                          outputs of version N only
     logs/{project}/{project}_v{N}_{info|error}_{YYYYmmdd_HHMMSS}.log
     processed/{project}/{project}_v{N}.py.done                  marker: version N is finished
+    started/{project}/{project}_v{N}.json                       who took version N first: a
+                                                                worker's start, or the queue
+                                                                limit's expiry (cadpipe/started.py)
 
 Pure functions, no I/O. A project name can never leave its prefix: it is checked against
 PROJECT_PATTERN before any key is built from it.
@@ -38,7 +41,8 @@ INPUT_PREFIX = "input/"
 OUTPUT_PREFIX = "output/"
 LOGS_PREFIX = "logs/"
 PROCESSED_PREFIX = "processed/"
-PREFIXES = (INPUT_PREFIX, OUTPUT_PREFIX, LOGS_PREFIX, PROCESSED_PREFIX)
+STARTED_PREFIX = "started/"
+PREFIXES = (INPUT_PREFIX, OUTPUT_PREFIX, LOGS_PREFIX, PROCESSED_PREFIX, STARTED_PREFIX)
 
 LogLevel = Literal["info", "error"]
 _LOG_TIME = "%Y%m%d_%H%M%S"
@@ -153,4 +157,18 @@ def marker_key(project: str, version: int) -> str:
 
 def parse_marker_key(key: str) -> tuple[str, int] | None:
     m = re.fullmatch(r"processed/([A-Za-z0-9_-]{1,64})/\1_v([1-9][0-9]*)\.py\.done", key)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+# --- started record ------------------------------------------------------------------------
+
+
+def started_key(project: str, version: int) -> str:
+    """Written once (If-None-Match: *) by whoever takes the version first: a worker starting it,
+    or the watcher ending it for waiting too long in the queue (cadpipe/started.py)."""
+    return f"{STARTED_PREFIX}{check_project(project)}/{project}_v{_check_version(version)}.json"
+
+
+def parse_started_key(key: str) -> tuple[str, int] | None:
+    m = re.fullmatch(r"started/([A-Za-z0-9_-]{1,64})/\1_v([1-9][0-9]*)\.json", key)
     return (m.group(1), int(m.group(2))) if m else None

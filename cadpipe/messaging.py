@@ -4,7 +4,8 @@ Streams (JetStream, limits retention, so every durable consumer sees every messa
     CADPIPE_SCRIPTS  cadpipe.scripts.>   uploaded events (script service -> worker, watcher)
     CADPIPE_JOBS     cadpipe.jobs.>      completion events (watcher -> anyone)
     CADPIPE_GENERATIONS cadpipe.generations.>  a generation's progress (generator -> watcher)
-Core NATS (no stream): cadpipe.worker.finished.{project}, the worker's nudge to the watcher.
+Core NATS (no stream): cadpipe.worker.started.{project} and cadpipe.worker.finished.{project},
+the worker's nudges to the watcher.
 
 Events are proto messages from cadpipe/v1/events.proto, encoded as proto3 JSON so that any
 listener can read them without our generated code.
@@ -33,6 +34,7 @@ UPLOADED_SUBJECTS = "cadpipe.scripts.uploaded.>"
 JOB_SUBJECTS = "cadpipe.jobs.>"
 GENERATION_SUBJECTS = "cadpipe.generations.>"
 WORKER_FINISHED_SUBJECTS = "cadpipe.worker.finished.>"
+WORKER_STARTED_SUBJECTS = "cadpipe.worker.started.>"
 JOB_OUTCOMES = ("completed", "error", "timeout")
 
 # JetStream remembers message ids for this long and drops repeats within it.
@@ -72,6 +74,10 @@ def generation_subject(project: str) -> str:
 
 def generation_msg_id(generation_id: str, sequence: int) -> str:
     return f"{generation_id}.{sequence}"
+
+
+def worker_started_subject(project: str) -> str:
+    return f"cadpipe.worker.started.{project}"
 
 
 def worker_finished_subject(project: str) -> str:

@@ -75,6 +75,7 @@ def watcher_config(settings: Settings) -> WatcherConfig:
         policy=domain.Policy(
             timeout=dt.timedelta(seconds=settings.watcher_job_timeout_seconds),
             error_log_grace=dt.timedelta(seconds=settings.watcher_error_log_grace_seconds),
+            queue_timeout=dt.timedelta(seconds=settings.watcher_queue_timeout_seconds),
         ),
         poll=domain.PollPolicy(
             interval=settings.watcher_poll_interval_seconds,

@@ -1,14 +1,19 @@
 """The watcher's rules, with no I/O: the status state machine, deciding a version's outcome from
 what S3 holds for it, when to look again, and the messages built from a job.
 
-A job is one version of one project. It starts `processing` and ends in exactly one of
-`completed`, `error` or `timeout`; a terminal state is final. What decides it:
+A job is one version of one project. It starts `queued` (uploaded, no worker has started it),
+moves to `processing` when a worker's started record appears in S3 (cadpipe/started.py), and
+ends in exactly one of `completed`, `error` or `timeout`; a terminal state is final. What
+decides it:
 
     our JSON marker                     -> its status (completed or error), outputs, log, error
     an empty (older-contract) marker    -> completed, outputs listed from output/{p}/v{N}/
     an _error_ log and no marker        -> error, once the log has been there a short grace
-    nothing, uploaded > timeout ago     -> timeout
-    anything else                       -> still processing; look again later
+    started, and started > timeout ago  -> timeout (the processing timeout runs from the start)
+    never started, uploaded > queue
+      limit ago                         -> timeout, "never started", once the watcher's expiry
+                                           won the started record (the version is never run)
+    anything else                       -> still queued or processing; look again later
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ from typing import Literal
 
 from cadpipe import errors, layout
 from cadpipe.marker import Marker, MarkerOutput
+from cadpipe.started import StartedRecord
 
-JobState = Literal["processing", "completed", "error", "timeout"]
+JobState = Literal["queued", "processing", "completed", "error", "timeout"]
 TerminalState = Literal["completed", "error", "timeout"]
+QUEUED: JobState = "queued"
 PROCESSING: JobState = "processing"
+PENDING_STATES: tuple[JobState, ...] = (QUEUED, PROCESSING)
 TERMINAL_STATES: tuple[TerminalState, ...] = ("completed", "error", "timeout")
+QUEUE_TIMEOUT_REASON = "queue_timeout"
 NO_SCRIPTS = "no_scripts"
 """GetStatus's state for a project with no job at all."""
 
@@ -38,8 +47,11 @@ class InvalidTransition(ValueError):
 
 
 def check_transition(current: str, new: str) -> None:
-    """processing -> completed | error | timeout, and nothing else."""
-    if current != PROCESSING or new not in TERMINAL_STATES:
+    """queued -> processing; queued | processing -> completed | error | timeout; nothing else."""
+    allowed = (current == QUEUED and new == PROCESSING) or (
+        current in PENDING_STATES and new in TERMINAL_STATES
+    )
+    if not allowed:
         raise InvalidTransition(f"a job cannot move from {current!r} to {new!r}")
 
 
@@ -79,10 +91,23 @@ class Job:
     event_published: bool = False
     project_owner: str = ""
     """Who owns the project (the uploaded event says; cadpipe.ownership): for operators."""
+    started_at: dt.datetime | None = None
+    """When a worker started it (its started record); None while queued, or when a worker of
+    the older contract runs it (it writes no record)."""
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def pending(self) -> bool:
+        return self.state in PENDING_STATES
+
+    @property
+    def clock_start(self) -> dt.datetime:
+        """Where the processing timeout counts from: the start, else the upload (a job stored
+        as `processing` before there were started records)."""
+        return self.started_at or self.uploaded_at
 
     @property
     def formats(self) -> list[str]:
@@ -102,7 +127,7 @@ def new_job(
     return Job(
         project=project,
         version=version,
-        state=PROCESSING,
+        state=QUEUED,
         uploaded_at=uploaded_at,
         script_key=script_key or layout.script_key(project, version),
         project_owner=project_owner,
@@ -135,6 +160,8 @@ class Found:
     """Listed under output/{p}/v{N}/; read only for an older-contract (empty) marker."""
     logs: tuple[LogObject, ...] = ()
     """The version's logs; read when there is no marker, or a marker that names no log."""
+    started: StartedRecord | None = None
+    """The started record; read while the job is queued."""
 
     @property
     def error_logs(self) -> list[LogObject]:
@@ -151,12 +178,21 @@ class Outcome:
     exit_reason: str = ""
     needs_error_summary: bool = False
     """The error comes from an older-contract error log: summarise that log's end."""
+    needs_expiry: bool = False
+    """A queue timeout: it holds only once the watcher's expiry won the started record."""
 
 
 @dataclass(frozen=True)
 class Policy:
     timeout: dt.timedelta
     error_log_grace: dt.timedelta
+    queue_timeout: dt.timedelta = dt.timedelta(minutes=30)
+
+
+def start(job: Job, record: StartedRecord) -> Job:
+    """The queued job a worker started."""
+    check_transition(job.state, PROCESSING)
+    return replace(job, state=PROCESSING, started_at=record.at)
 
 
 def decide(
@@ -175,7 +211,22 @@ def decide(
     """
     if found.marker is not None:
         return _from_marker(job, found)
-    timed_out = now - job.uploaded_at >= policy.timeout
+    if found.started is not None and found.started.expired:
+        return Outcome(
+            state="timeout",
+            finished_at=found.started.at,
+            log_key=_latest_log_key(found.logs),
+            error=found.started.reason or "never started",
+            exit_reason=QUEUE_TIMEOUT_REASON,
+        )
+    if found.started is not None:
+        started_at: dt.datetime | None = found.started.at
+    else:
+        started_at = job.clock_start if job.state == PROCESSING else None
+    if started_at is not None:
+        timed_out = now - started_at >= policy.timeout
+    else:
+        timed_out = now - job.uploaded_at >= policy.queue_timeout
     error_logs = found.error_logs
     if error_logs:
         since = error_log_seen_since or now
@@ -189,12 +240,23 @@ def decide(
                 needs_error_summary=True,
             )
         return None
+    if timed_out and started_at is None:
+        waited = (now - job.uploaded_at).total_seconds()
+        return Outcome(
+            state="timeout",
+            finished_at=now,
+            log_key=_latest_log_key(found.logs),
+            error=f"never started: waited {waited:.0f} s in the queue "
+            f"(the limit is {policy.queue_timeout.total_seconds():g} s)",
+            exit_reason=QUEUE_TIMEOUT_REASON,
+            needs_expiry=True,
+        )
     if timed_out:
         return Outcome(
             state="timeout",
             finished_at=now,
             log_key=_latest_log_key(found.logs),
-            error=f"no result {policy.timeout.total_seconds():g} s after the upload",
+            error=f"no result {policy.timeout.total_seconds():g} s after the start",
             exit_reason="timeout",
         )
     return None
@@ -338,10 +400,15 @@ def next_check_in(
     error_log_seen_since: dt.datetime | None = None,
 ) -> float:
     """Seconds until the next check: `interval` while the version is young, then a fraction of
-    its age up to `max_interval`; never past its timeout or the end of an error log's grace."""
+    its age up to `max_interval`; never past its timeout (from the start; the queue limit while
+    queued) or the end of an error log's grace."""
     age = max(0.0, (now - job.uploaded_at).total_seconds())
     delay = min(max(poll.interval, age * poll.backoff_ratio), poll.max_interval)
-    deadlines = [(policy.timeout.total_seconds() - age)]
+    if job.state == QUEUED:
+        deadlines = [policy.queue_timeout.total_seconds() - age]
+    else:
+        running = max(0.0, (now - job.clock_start).total_seconds())
+        deadlines = [policy.timeout.total_seconds() - running]
     if error_log_seen_since is not None:
         grace_left = policy.error_log_grace - (now - error_log_seen_since)
         deadlines.append(grace_left.total_seconds())

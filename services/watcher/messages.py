@@ -10,6 +10,7 @@ from cadpipe.v1 import artifacts_pb2, events_pb2, status_pb2
 from services.watcher.domain import (
     NO_SCRIPTS,
     PROCESSING,
+    QUEUED,
     TERMINAL_STATES,
     InvalidTransition,
     Job,
@@ -73,17 +74,22 @@ def project_status(project: str, job: Job | None) -> status_pb2.ProjectStatus:
         error=job.error,
         log_key=job.log_key,
         duration_seconds=job.duration_seconds,
+        started_at=to_timestamp(job.started_at),
     )
 
 
 def status_from_uploaded(event: events_pb2.ScriptUploaded) -> status_pb2.ProjectStatus:
-    """A new version is processing (from the uploaded event, before any job doc may exist)."""
-    status = status_pb2.ProjectStatus(
-        project=event.project, version=event.version, state=PROCESSING
-    )
+    """A new version is queued (from the uploaded event, before any job doc may exist)."""
+    status = status_pb2.ProjectStatus(project=event.project, version=event.version, state=QUEUED)
     if event.HasField("uploaded_at"):
         status.uploaded_at.CopyFrom(event.uploaded_at)
     return status
+
+
+def status_from_started(event: events_pb2.WorkerStarted) -> status_pb2.ProjectStatus:
+    """A worker says it started a version (its nudge; the replica checking the version reads
+    the started record and stores the start)."""
+    return status_pb2.ProjectStatus(project=event.project, version=event.version, state=PROCESSING)
 
 
 def status_from_finished(event: events_pb2.JobFinished) -> status_pb2.ProjectStatus:
@@ -106,13 +112,22 @@ def status_from_finished(event: events_pb2.JobFinished) -> status_pb2.ProjectSta
 
 def supersedes(new: status_pb2.ProjectStatus, last: status_pb2.ProjectStatus | None) -> bool:
     """Whether a watcher of the project should be sent `new` after `last`: a later version, or
-    the same version leaving processing. Repeats (our own change and its echo on NATS) and
-    news of older versions are not changes of the project's status."""
+    the same version moving on (queued -> processing -> completed | error | timeout, or
+    queued straight to an end). Repeats (our own change and its echo on NATS) and news of
+    older versions are not changes of the project's status."""
     if last is None or last.state == NO_SCRIPTS:
         return new.state != NO_SCRIPTS
     if new.version != last.version:
         return new.version > last.version
-    return last.state == PROCESSING and new.state in TERMINAL_STATES
+    return _progress(new.state) > _progress(last.state)
+
+
+def _progress(state: str) -> int:
+    if state == QUEUED:
+        return 1
+    if state == PROCESSING:
+        return 2
+    return 3 if state in TERMINAL_STATES else 0
 
 
 def status_from_generation(update: events_pb2.GenerationUpdated) -> status_pb2.ProjectStatus:

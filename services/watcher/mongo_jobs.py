@@ -1,7 +1,7 @@
 """The jobs collection in MongoDB: one document per project and version (unique index).
 
-    {project, version, state, script_key, uploaded_at, outputs: [...], log_key, error,
-     exit_reason, finished_at, detected_at, duration_seconds, event_published,
+    {project, version, state, script_key, uploaded_at, started_at, outputs: [...], log_key,
+     error, exit_reason, finished_at, detected_at, duration_seconds, event_published,
      owner, lease_until, project_owner}
 
 (owner/lease_until: the watcher replica polling the job; project_owner: the identity owning
@@ -9,12 +9,15 @@ the project, from the uploaded event.)
 
 * A job is added by an upsert that only inserts ($setOnInsert): a redelivered uploaded event
   changes nothing.
-* Its state moves by compare-and-set: update_one({project, version, state: "processing"}, ...)
-  matches for exactly one caller, whichever replica and however many race; only that caller
+* Its state moves by compare-and-set: queued -> processing with
+  update_one({..., state: "queued"}, ...), and to a terminal state with
+  update_one({project, version, state: {$in: ["queued", "processing"]}}, ...), which matches
+  for exactly one caller, whichever replica and however many race; only that caller
   publishes. The same update records event_published: false, and the event is marked published
   after JetStream acknowledged it, so a crash in between leaves a visible, re-publishable job.
-* owner/lease_until say which replica polls a processing job, so that the S3 cost does not grow
-  with the number of replicas; the compare-and-set, not the lease, keeps decisions single.
+* owner/lease_until say which replica polls a pending (queued or processing) job, so that the
+  S3 cost does not grow with the number of replicas; the compare-and-set, not the lease,
+  keeps decisions single.
 
 Only operations both pymongo and mongomock implement. Blocking calls run through
 cadpipe.adapters.mongo.in_thread (MongoDB failures become cadpipe.errors.Unavailable).
@@ -32,7 +35,14 @@ from pymongo.errors import DuplicateKeyError
 
 from cadpipe.adapters.mongo import in_thread
 from cadpipe.marker import MarkerOutput
-from services.watcher.domain import PROCESSING, TERMINAL_STATES, Job, check_transition
+from services.watcher.domain import (
+    PENDING_STATES,
+    PROCESSING,
+    QUEUED,
+    TERMINAL_STATES,
+    Job,
+    check_transition,
+)
 
 COLLECTION = "jobs"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -66,6 +76,7 @@ def _job_from_doc(doc: Doc) -> Job:
         duration_seconds=float(doc.get("duration_seconds", 0.0)),
         event_published=bool(doc.get("event_published", False)),
         project_owner=str(doc.get("project_owner", "")),
+        started_at=_utc(doc.get("started_at")),
     )
 
 
@@ -140,12 +151,28 @@ class MongoJobs:
 
         return await self._call(blocking)
 
+    async def start(self, job: Job) -> bool:
+        check_transition(QUEUED, job.state)
+
+        def blocking() -> bool:
+            result = self._jobs.update_one(
+                {"project": job.project, "version": job.version, "state": QUEUED},
+                {"$set": {"state": PROCESSING, "started_at": job.started_at}},
+            )
+            return result.matched_count == 1
+
+        return await self._call(blocking)
+
     async def finish(self, job: Job) -> bool:
         check_transition(PROCESSING, job.state)
 
         def blocking() -> bool:
             result = self._jobs.update_one(
-                {"project": job.project, "version": job.version, "state": PROCESSING},
+                {
+                    "project": job.project,
+                    "version": job.version,
+                    "state": {"$in": list(PENDING_STATES)},
+                },
                 {
                     "$set": {
                         "state": job.state,
@@ -188,7 +215,8 @@ class MongoJobs:
     async def renew_leases(self, owner: str, *, until: dt.datetime) -> int:
         def blocking() -> int:
             result = self._jobs.update_many(
-                {"owner": owner, "state": PROCESSING}, {"$set": {"lease_until": until}}
+                {"owner": owner, "state": {"$in": list(PENDING_STATES)}},
+                {"$set": {"lease_until": until}},
             )
             return result.modified_count
 
@@ -201,7 +229,7 @@ class MongoJobs:
             candidates = list(
                 self._jobs.find(
                     {
-                        "state": PROCESSING,
+                        "state": {"$in": list(PENDING_STATES)},
                         "$or": [{"lease_until": {"$lt": now}}, {"owner": owner}],
                     }
                 ).limit(limit)
@@ -213,7 +241,7 @@ class MongoJobs:
                 taken = self._jobs.update_one(
                     {
                         "_id": doc["_id"],
-                        "state": PROCESSING,
+                        "state": {"$in": list(PENDING_STATES)},
                         "owner": doc.get("owner"),
                         "lease_until": doc.get("lease_until"),
                     },
@@ -228,7 +256,8 @@ class MongoJobs:
     async def release(self, owner: str) -> int:
         def blocking() -> int:
             result = self._jobs.update_many(
-                {"owner": owner, "state": PROCESSING}, {"$set": {"lease_until": EPOCH}}
+                {"owner": owner, "state": {"$in": list(PENDING_STATES)}},
+                {"$set": {"lease_until": EPOCH}},
             )
             return result.modified_count
 

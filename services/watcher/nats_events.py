@@ -4,7 +4,8 @@
   replica shares, so each event reaches one replica; an event is acked once its job is stored;
 * publishes JobFinished on JetStream, cadpipe.jobs.{outcome}.{project}, with the version's
   Nats-Msg-Id, so a repeat within the stream's duplicate window is dropped;
-* listens (core NATS) to the worker's nudge, cadpipe.worker.finished.>, to check a version early;
+* listens (core NATS) to the worker's nudges, cadpipe.worker.started.> and
+  cadpipe.worker.finished.>, to check a version early (a start also feeds the status streams);
 * listens (core NATS) to every replica's uploaded and completion events to feed the WatchStatus
   streams served here: a version another replica decides still reaches this replica's watchers;
   and to the generator's GenerationUpdated, merged into the same streams.
@@ -88,6 +89,16 @@ class NatsEvents:
                 return
             on_nudge(event.project, event.version)
 
+        async def started(msg: Msg) -> None:
+            try:
+                event = messaging.decode(msg.data, events_pb2.WorkerStarted)
+                layout.check_project(event.project)
+            except Exception as error:  # a malformed nudge is only logged
+                logger.warning("ignored a malformed nudge on %s: %s", msg.subject, error)
+                return
+            on_nudge(event.project, event.version)
+            on_status(messages.status_from_started(event))
+
         async def uploaded(msg: Msg) -> None:
             try:
                 event = messaging.decode(msg.data, events_pb2.ScriptUploaded)
@@ -113,6 +124,7 @@ class NatsEvents:
             on_status(messages.status_from_generation(update))
 
         await self._nc.subscribe(messaging.WORKER_FINISHED_SUBJECTS, cb=nudged)
+        await self._nc.subscribe(messaging.WORKER_STARTED_SUBJECTS, cb=started)
         await self._nc.subscribe(messaging.GENERATION_SUBJECTS, cb=generation)
         await self._nc.subscribe(messaging.UPLOADED_SUBJECTS, cb=uploaded)
         await self._nc.subscribe(messaging.JOB_SUBJECTS, cb=finished)

@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Protocol
 
 from cadpipe.marker import Marker, MarkerOutput
+from cadpipe.started import StartedRecord
 from cadpipe.v1 import events_pb2
 from services.watcher.domain import Found, Job, LogObject
 
@@ -15,12 +16,16 @@ class JobRepository(Protocol):
     """The jobs collection: one document per project and version."""
 
     async def add(self, job: Job, *, owner: str, lease_until: dt.datetime) -> tuple[Job, str]:
-        """Stores a new processing job unless one exists; returns the stored job and its owner."""
+        """Stores a new queued job unless one exists; returns the stored job and its owner."""
+        ...
+
+    async def start(self, job: Job) -> bool:
+        """Compare-and-set queued -> processing (with started_at). True when it matched."""
         ...
 
     async def finish(self, job: Job) -> bool:
-        """Compare-and-set processing -> job.state (event unpublished). True for the one caller
-        whose update matched."""
+        """Compare-and-set queued | processing -> job.state (event unpublished). True for the
+        one caller whose update matched."""
         ...
 
     async def mark_published(self, project: str, version: int) -> None: ...
@@ -34,12 +39,12 @@ class JobRepository(Protocol):
     async def claim_lapsed(
         self, owner: str, *, now: dt.datetime, until: dt.datetime, limit: int
     ) -> list[Job]:
-        """Takes over processing jobs whose lease lapsed (and the owner's own, after a restart
-        with a stable owner name); returns the jobs it now holds."""
+        """Takes over pending (queued or processing) jobs whose lease lapsed (and the owner's
+        own, after a restart with a stable owner name); returns the jobs it now holds."""
         ...
 
     async def release(self, owner: str) -> int:
-        """Lets other replicas take the owner's processing jobs at once (orderly shutdown)."""
+        """Lets other replicas take the owner's pending jobs at once (orderly shutdown)."""
         ...
 
     async def get(self, project: str, version: int) -> Job | None: ...
@@ -50,8 +55,14 @@ class JobRepository(Protocol):
 class ResultReader(Protocol):
     """What the workers left in S3."""
 
-    async def look(self, project: str, version: int) -> Found:
-        """One check of a pending version: its marker, and what the marker leaves out."""
+    async def look(self, project: str, version: int, *, started: bool = False) -> Found:
+        """One check of a pending version: its marker, and what the marker leaves out; with
+        started, its started record too (while the job is queued)."""
+        ...
+
+    async def expire(self, project: str, version: int, record: StartedRecord) -> bool:
+        """Writes the queue expiry as the version's started record, unless one exists
+        (If-None-Match: *). True when it was written: no worker will run the version."""
         ...
 
     async def read_text(self, key: str) -> str | None: ...

@@ -2,17 +2,22 @@
 
 One check of a pending version costs a GET of its marker key and, while there is no marker (or
 one that names no log), a LIST of its own log prefix, logs/{p}/{p}_v{N}_: two requests, however
-many projects or objects the bucket holds. An older-contract (empty) marker adds a LIST of
-output/{p}/v{N}/, once, when it is found. Each read is one blocking function run through
-AsyncBucket.run (a thread; S3 failures become cadpipe.errors.Unavailable).
+many projects or objects the bucket holds. While the version is queued, a GET of its started
+record (started/{p}/{p}_v{N}.json) is added; once started, it is not read again. An
+older-contract (empty) marker adds a LIST of output/{p}/v{N}/, once, when it is found. The
+watcher's one write is the queue expiry, a conditional PUT of the started record. Each read is
+one blocking function run through AsyncBucket.run (a thread; S3 failures become
+cadpipe.errors.Unavailable).
 """
 
 from __future__ import annotations
 
 from cadpipe import layout
 from cadpipe import marker as markers
+from cadpipe import started as started_records
 from cadpipe.adapters.s3 import AsyncBucket
 from cadpipe.marker import Marker, MarkerOutput
+from cadpipe.started import StartedRecord
 from services.watcher.domain import Found, LogObject, log_object, output_from_listing
 
 
@@ -26,11 +31,12 @@ class S3Results:
     async def ping(self) -> None:
         await self._call(self._bucket.ping)
 
-    async def look(self, project: str, version: int) -> Found:
+    async def look(self, project: str, version: int, *, started: bool = False) -> Found:
         def blocking() -> Found:
             stored = self._bucket.get(layout.marker_key(project, version))
             if stored is None:
-                return Found(logs=tuple(self._logs(project, version)))
+                record = self._started(project, version) if started else None
+                return Found(logs=tuple(self._logs(project, version)), started=record)
             found = markers.parse(stored.body)
             outputs = self._outputs(project, version) if found.legacy else ()
             logs = tuple(self._logs(project, version)) if not found.log_key else ()
@@ -42,6 +48,21 @@ class S3Results:
             )
 
         return await self._call(blocking)
+
+    def _started(self, project: str, version: int) -> StartedRecord | None:
+        stored = self._bucket.get(layout.started_key(project, version))
+        if stored is None:
+            return None
+        return started_records.parse(stored.body, written_at=stored.last_modified)
+
+    async def expire(self, project: str, version: int, record: StartedRecord) -> bool:
+        return await self._call(
+            lambda: self._bucket.put_if_absent(
+                layout.started_key(project, version),
+                record.to_json(),
+                content_type=started_records.CONTENT_TYPE,
+            )
+        )
 
     def _logs(self, project: str, version: int | None) -> list[LogObject]:
         prefix = (

@@ -46,7 +46,14 @@ class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings, Grpc
         default=0.1, ge=0, description="Check interval as a fraction of the version's age"
     )
     watcher_job_timeout_seconds: float = Field(
-        default=600.0, gt=0, description="No result this long after the upload means timeout"
+        default=600.0, gt=0, description="No result this long after the start means timeout"
+    )
+    watcher_queue_timeout_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Never started this long after the upload means timeout, and the version "
+        "is never run (with workers of the older contract, which record no start, the whole "
+        "timeout)",
     )
     watcher_error_log_grace_seconds: float = Field(
         default=1.0,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cadpipe.logs import log_context
+from cadpipe.started import StartedRecord
 from services.watcher import domain, messages
 from services.watcher.broadcast import StatusBroadcast
 from services.watcher.domain import Job, Outcome, Policy, PollPolicy
@@ -117,7 +118,7 @@ class Watcher:
         script_key: str = "",
         project_owner: str = "",
     ) -> None:
-        """Stores the version as a processing job (idempotent) and starts checking it. Raises
+        """Stores the version as a queued job (idempotent) and starts checking it. Raises
         when MongoDB does not take it: the caller must not ack the event then."""
         now = self._clock()
         job = domain.new_job(
@@ -144,7 +145,8 @@ class Watcher:
             self._wake.set()
 
     def nudge(self, project: str, version: int) -> None:
-        """Our worker says it finished this version: check it now (S3 still decides)."""
+        """Our worker says it started or finished this version: check it now (S3 still
+        decides)."""
         pending = self._pending.get((project, version))
         if pending is None:
             return  # not ours, or not known yet (its uploaded event brings a check at once)
@@ -158,13 +160,17 @@ class Watcher:
 
     async def check(self, project: str, version: int) -> Job | None:
         """One check of a pending version. Returns the terminal job when this check decided it
-        (or found it decided elsewhere), None while it is still processing."""
+        (or found it decided elsewhere), None while it is still queued or processing."""
         pending = self._pending.get((project, version))
         if pending is None:
             return None
         self.counters.checks += 1
-        found = await self._results.look(project, version)
+        queued = pending.job.state == domain.QUEUED
+        found = await self._results.look(project, version, started=queued)
         now = self._clock()
+        if queued and found.started is not None and not found.started.expired:
+            if not await self._start(pending, found.started):
+                return await self._jobs.get(project, version)
         if found.marker is None and found.error_logs:
             pending.error_log_seen_since = pending.error_log_seen_since or now
         else:
@@ -186,7 +192,29 @@ class Watcher:
             )
             pending.due = time.monotonic() + delay
             return None
+        if outcome.needs_expiry:
+            expiry = StartedRecord("expired", now, reason=outcome.error)
+            if not await self._results.expire(project, version, expiry):
+                # A worker (or another watcher) took the started record first: look again.
+                pending.due = time.monotonic()
+                return None
         return await self._decide(pending.job, outcome, now)
+
+    async def _start(self, pending: _Pending, record: StartedRecord) -> bool:
+        """queued -> processing, by compare-and-set. False when the job is no longer pending
+        here (decided elsewhere meanwhile)."""
+        job = domain.start(pending.job, record)
+        if await self._jobs.start(job):
+            logger.info("version %d of %s started", job.version, job.project)
+            self._statuses.publish(messages.project_status(job.project, job))
+        else:
+            stored = await self._jobs.get(job.project, job.version)
+            if stored is None or stored.terminal:
+                self._pending.pop((job.project, job.version), None)
+                return False
+            job = stored
+        pending.job = job
+        return True
 
     async def _decide(self, job: Job, outcome: Outcome, now: dt.datetime) -> Job:
         if outcome.needs_error_summary:

@@ -220,6 +220,15 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 max_output_bytes=settings.max_output_bytes,
             ),
         )
+
+        async def dependencies() -> None:
+            await storage.ping()
+            if not nc.is_connected:
+                raise ConnectionError("NATS is not connected")
+            # A zygote that died (killed by the OOM killer, say) is started again here, so
+            # the worker does not wait for its next job to find out.
+            await sandbox.ensure_running()
+
         intake = Intake(
             js,
             IntakeConfig(
@@ -229,20 +238,29 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
                 max_deliver=settings.max_deliver,
                 concurrency=settings.concurrency,
                 fetch_timeout_seconds=settings.fetch_timeout_seconds,
+                buffer=max(settings.intake_buffer, settings.concurrency),
+                fair=settings.fair_scheduling,
+                per_owner_cap=settings.max_running_per_owner,
+                backoff_initial_seconds=settings.dependency_backoff_initial_seconds,
+                backoff_max_seconds=settings.dependency_backoff_max_seconds,
             ),
             service,
+            dependencies=dependencies,
             on_job=metrics.observe_job,
         )
-        metrics.watch_running(lambda: intake.busy)
-        stack.enter_context(observed.serving(settings.grpc_host, settings.metrics_port))
 
         async def ready() -> None:
-            await storage.ping()
-            if not nc.is_connected:
-                raise ConnectionError("NATS is not connected")
-            # A zygote that died (killed by the OOM killer, say) is started again here, so
-            # the worker does not wait for its next job to find out.
-            await sandbox.ensure_running()
+            """Readiness, every readiness_interval: a failure also stops the intake taking
+            work (it probes the dependencies itself until they answer)."""
+            try:
+                await dependencies()
+            except Exception as error:
+                intake.dependency_failed(f"not ready: {error}")
+                raise
+
+        metrics.watch_running(lambda: intake.busy)
+        metrics.watch_intake(lambda: intake.waiting, lambda: intake.taking_work)
+        stack.enter_context(observed.serving(settings.grpc_host, settings.metrics_port))
 
         server = GrpcServer(
             settings.grpc_host,

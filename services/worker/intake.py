@@ -1,14 +1,23 @@
 """Work intake: a JetStream durable pull consumer on the uploaded events, shared by every worker
 replica (each message goes to one of them). A message is acknowledged only once its version is
-finished in S3; while a job runs, the worker tells JetStream it is still at it, so a long job is
-not redelivered, and a worker that dies stops doing so, so its job is."""
+finished in S3; while a job runs or waits here, the worker tells JetStream it is still at it, so
+it is not redelivered, and a worker that dies stops doing so, so its jobs are.
+
+Fetched messages wait in a small buffer (`intake_buffer`) from which free slots take them in
+turns between owners (domain/fairness.py), so one owner's flood delays others by at most one job
+per slot. When S3 or NATS fail, the job in hand goes back to the buffer, its delivery unspent,
+and the intake takes no work until its dependency check passes again, probing with exponential
+back-off (docs/worker.md, "Fair intake" and "Outages")."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats.errors
@@ -18,11 +27,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from cadpipe import messaging
+from cadpipe import errors, messaging
 from cadpipe.logs import log_context
 from cadpipe.v1 import events_pb2
+from services.worker.domain.fairness import FairQueue, Waiting
 from services.worker.domain.job import InvalidJob, Job, job_from_event
-from services.worker.jobs import JobService, ScriptMissing
+from services.worker.jobs import JobService, NeverToRun, ScriptMissing
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +45,38 @@ class IntakeConfig:
     max_deliver: int
     concurrency: int
     fetch_timeout_seconds: float
+    buffer: int = 16
+    """Messages held here at most, running ones included (the window fairness sees)."""
+    fair: bool = True
+    per_owner_cap: int = 0
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 8.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A fetched message and the job it asks for."""
+
+    message: Msg
+    job: Job
+    attempt: int
+    request_id: str | None
+
+
+DependencyCheck = Callable[[], Awaitable[None]]
+"""Raises while a dependency (S3, NATS) does not answer: the worker's readiness."""
+
+
+def backoff_delays(initial: float, maximum: float) -> list[float]:
+    """Pauses between probes of a failed dependency: doubling from initial up to maximum (the
+    last one repeats)."""
+    if initial >= maximum:
+        return [maximum]
+    delays = [initial]
+    while delays[-1] * 2 < maximum:
+        delays.append(delays[-1] * 2)
+    delays.append(maximum)
+    return delays
 
 
 def consumer_config(config: IntakeConfig) -> ConsumerConfig:
@@ -59,6 +101,10 @@ class NatsNotifier:
     def __init__(self, nc: NatsClient) -> None:
         self._nc = nc
 
+    async def worker_started(self, project: str, version: int) -> None:
+        event = events_pb2.WorkerStarted(project=project, version=version)
+        await self._nc.publish(messaging.worker_started_subject(project), messaging.encode(event))
+
     async def worker_finished(self, project: str, version: int) -> None:
         event = events_pb2.WorkerFinished(project=project, version=version)
         await self._nc.publish(messaging.worker_finished_subject(project), messaging.encode(event))
@@ -75,55 +121,118 @@ class Intake:
         config: IntakeConfig,
         service: JobService,
         *,
+        dependencies: DependencyCheck | None = None,
         on_job: JobObserver = lambda outcome, reason, seconds, attempt: None,
     ) -> None:
         self._js = js
         self._config = config
         self._service = service
+        self._dependencies = dependencies
         self._on_job = on_job
         self._stopping = asyncio.Event()
-        self._slots: list[asyncio.Task[None]] = []
+        # one wake-up per waiting loop, so that neither clears the other's news
+        self._fetch_wake = asyncio.Event()
+        self._dispatch_wake = asyncio.Event()
+        self._healthy = asyncio.Event()
+        self._healthy.set()
+        self._waiting: FairQueue[Delivery] = FairQueue(
+            fair=config.fair, per_owner_cap=config.per_owner_cap
+        )
+        self._running: Counter[str] = Counter()
+        self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
+        self._recovering: asyncio.Task[None] | None = None
+        self._subscription: JetStreamContext.PullSubscription | None = None
+        self._request_expires = 0.0
+        """time.monotonic() at which JetStream forgets our last pull request."""
+        self._stopped_jobs: list[Msg] = []
+        """Messages of jobs the shutdown stopped, to hand back (stop)."""
 
     async def start(self) -> None:
         # Create the durable, or bring an existing one to this configuration (ack_wait,
         # max_deliver and the filter may change between releases).
         await self._js.add_consumer(messaging.SCRIPTS_STREAM, consumer_config(self._config))
-        for index in range(self._config.concurrency):
-            subscription = await self._js.pull_subscribe_bind(
-                durable=self._config.consumer_name, stream=messaging.SCRIPTS_STREAM
-            )
-            self._slots.append(
-                asyncio.create_task(self._slot(subscription), name=f"worker-slot-{index}")
-            )
+        subscription = await self._js.pull_subscribe_bind(
+            durable=self._config.consumer_name, stream=messaging.SCRIPTS_STREAM
+        )
+        self._subscription = subscription
+        self._tasks = [
+            asyncio.create_task(self._fetch_forever(subscription), name="worker-fetch"),
+            asyncio.create_task(self._dispatch_forever(), name="worker-dispatch"),
+            asyncio.create_task(self._keep_waiting_alive(), name="worker-waiting-heartbeat"),
+        ]
         logger.info(
-            "taking jobs from %s (consumer %s, %d at a time)",
+            "taking jobs from %s (consumer %s, %d at a time, %s, buffer %d)",
             ", ".join(self._config.filter_subjects),
             self._config.consumer_name,
             self._config.concurrency,
+            "owners in turn" if self._config.fair else "first come first served",
+            self._config.buffer,
         )
 
     @property
     def busy(self) -> int:
         return len(self._jobs)
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def taking_work(self) -> bool:
+        """False while a dependency is down (the intake probes it with back-off)."""
+        return self._healthy.is_set()
+
     async def stop(self, drain_timeout: float) -> None:
-        """Stops fetching at once; running jobs get drain_timeout seconds to finish, then are
-        killed and handed back to the stream for another worker."""
+        """Stops fetching at once and hands waiting messages back (nak); running jobs get
+        drain_timeout seconds to finish, then are killed and handed back for another worker.
+
+        What is handed back while JetStream still holds our last pull request (up to
+        fetch_timeout after it was sent) would be delivered to that request, here, where nobody
+        takes it any more (and NATS's drain would wait for it): so a hand-back waits for the
+        request to expire (jobs run, or are killed at their deadline, meanwhile)."""
         self._stopping.set()
+        self._notify()
+        if self._recovering is not None:
+            self._recovering.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        waiting = [w.item.message for w in self._waiting.drain()]
+        handing_back = asyncio.create_task(self._hand_back(waiting))
         if self._jobs:
             logger.info("waiting up to %.0f s for %d job(s)", drain_timeout, len(self._jobs))
             _, late = await asyncio.wait(set(self._jobs), timeout=drain_timeout)
             for job in late:
-                job.cancel()
-        await asyncio.gather(*self._slots, return_exceptions=True)
+                job.cancel()  # the sandbox is killed now; the message is handed back below
+            await asyncio.gather(*late, return_exceptions=True)
+        await handing_back
+        await self._hand_back(self._stopped_jobs)
+        if self._subscription is not None:
+            # a message that still reached us is never acked and comes back after ack_wait
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
 
-    async def _slot(self, subscription: JetStreamContext.PullSubscription) -> None:
+    async def _hand_back(self, messages: list[Msg]) -> None:
+        """nak, once JetStream has forgotten our last pull request."""
+        if not messages:
+            return
+        await asyncio.sleep(max(0.0, self._request_expires - time.monotonic()))
+        for message in messages:
+            with contextlib.suppress(Exception):
+                await message.nak()
+
+    # --- fetching ------------------------------------------------------------------------
+
+    async def _fetch_forever(self, subscription: JetStreamContext.PullSubscription) -> None:
         stop = asyncio.create_task(self._stopping.wait())
         try:
             while not self._stopping.is_set():
+                room = self._config.buffer - len(self._waiting) - len(self._jobs)
+                if room <= 0 or not self._healthy.is_set():
+                    await self._wait_for(self._fetch_wake)
+                    continue
+                self._request_expires = time.monotonic() + self._config.fetch_timeout_seconds
                 fetch = asyncio.create_task(
-                    subscription.fetch(1, timeout=self._config.fetch_timeout_seconds)
+                    subscription.fetch(room, timeout=self._config.fetch_timeout_seconds)
                 )
                 await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
@@ -137,24 +246,12 @@ class Intake:
                     messages = fetch.result()
                 except nats.errors.TimeoutError:
                     continue
-                except Exception as error:  # NATS away: retry after a pause
-                    logger.warning("fetching jobs failed: %s", error)
-                    await asyncio.sleep(1.0)
+                except Exception as error:  # NATS away: probe it with back-off
+                    self.dependency_failed(f"fetching jobs failed: {error}")
                     continue
                 for message in messages:
-                    # Shielded from stop(): a running job ends on its own, or on the drain
-                    # timeout, never because fetching stopped.
-                    job = asyncio.create_task(self._process(message))
-                    self._jobs.add(job)
-                    try:
-                        await asyncio.shield(job)
-                    except asyncio.CancelledError:
-                        if not job.done():
-                            raise
-                    except Exception:
-                        logger.exception("a job ended with an unexpected error")
-                    finally:
-                        self._jobs.discard(job)
+                    await self._accept(message)
+                self._notify()
         finally:
             stop.cancel()
             # A pull subscription whose fetch was cancelled holds an unfinished message in
@@ -163,7 +260,17 @@ class Intake:
             with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
                 await subscription.unsubscribe()
 
-    async def _process(self, message: Msg) -> None:
+    def _notify(self) -> None:
+        """Something changed (work arrived or ended, a dependency came back, stopping)."""
+        self._fetch_wake.set()
+        self._dispatch_wake.set()
+
+    async def _wait_for(self, wake: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), self._config.fetch_timeout_seconds)
+        wake.clear()
+
+    async def _accept(self, message: Msg) -> None:
         attempt = message.metadata.num_delivered
         try:
             event = messaging.decode(message.data, events_pb2.ScriptUploaded)
@@ -171,48 +278,149 @@ class Intake:
         except (ParseError, InvalidJob) as error:
             logger.error("dropping an uploaded event that names no script: %s", error)
             self._on_job("dropped", "", None, attempt)
-            await message.term()
+            with contextlib.suppress(Exception):
+                await message.term()
             return
+        request_id = (message.headers or {}).get("X-Request-Id")
+        self._waiting.add(event.owner, Delivery(message, job, attempt, request_id))
+
+    async def _keep_waiting_alive(self) -> None:
+        """Waiting messages are in progress too: without a beat they would be redelivered
+        after ack_wait, to this or another worker, while they wait their turn here."""
+        interval = max(0.2, self._config.ack_wait_seconds / 3)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
+                return
+            for waiting in list(self._waiting):
+                try:
+                    await waiting.item.message.in_progress()
+                except Exception as error:  # the next beat may get through
+                    logger.debug("heartbeat of a waiting job failed: %s", error)
+
+    # --- dispatching ---------------------------------------------------------------------
+
+    async def _dispatch_forever(self) -> None:
+        while not self._stopping.is_set():
+            while (
+                self._healthy.is_set()
+                and not self._stopping.is_set()
+                and len(self._jobs) < self._config.concurrency
+            ):
+                waiting = self._waiting.take(self._running)
+                if waiting is None:
+                    break
+                self._running[waiting.owner] += 1
+                task = asyncio.create_task(self._process(waiting))
+                self._jobs.add(task)
+                task.add_done_callback(functools.partial(self._job_done, waiting))
+            await self._wait_for(self._dispatch_wake)
+
+    def _job_done(self, waiting: Waiting[Delivery], task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        self._running[waiting.owner] -= 1
+        if self._running[waiting.owner] <= 0:
+            del self._running[waiting.owner]
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("a job ended with an unexpected error", exc_info=task.exception())
+        self._notify()
+
+    # --- outages -------------------------------------------------------------------------
+
+    def dependency_failed(self, why: str) -> None:
+        """Stop taking work and probe the dependencies with back-off until they answer (told by
+        a job or a fetch that failed, and by the worker's readiness check)."""
+        if not self._healthy.is_set() or self._stopping.is_set():
+            return
+        logger.warning("%s; taking no work until S3 and NATS answer again", why)
+        self._healthy.clear()
+        self._recovering = asyncio.create_task(self._recover(), name="worker-recover")
+
+    async def _recover(self) -> None:
+        delays = backoff_delays(
+            self._config.backoff_initial_seconds, self._config.backoff_max_seconds
+        )
+        probes = 0
+        while not self._stopping.is_set():
+            await asyncio.sleep(delays[min(probes, len(delays) - 1)])
+            probes += 1
+            try:
+                if self._dependencies is not None:
+                    await self._dependencies()
+            except Exception as error:  # still down: wait longer
+                logger.info("dependencies still down (probe %d): %s", probes, error)
+                continue
+            logger.info("dependencies answer again after %d probe(s); taking work", probes)
+            self._healthy.set()
+            self._notify()
+            return
+
+    # --- one job -------------------------------------------------------------------------
+
+    async def _process(self, waiting: Waiting[Delivery]) -> None:
+        delivery = waiting.item
+        job, message, attempt = delivery.job, delivery.message, delivery.attempt
         # every line about this job carries the upload's request id and the version
         with log_context(
-            request_id=(message.headers or {}).get("X-Request-Id"),
+            request_id=delivery.request_id,
             project=job.project,
             version=job.version,
             attempt=attempt,
         ):
-            await self._run(message, job, attempt)
+            heartbeat = asyncio.create_task(self._heartbeat(message))
+            try:
+                marker = await self._service.handle(job, attempt)
+            except ScriptMissing as error:
+                logger.error("dropping the event of %s: %s", job.name, error)
+                self._on_job("dropped", "", None, attempt)
+                with contextlib.suppress(Exception):
+                    await message.term()
+                return
+            except NeverToRun as error:
+                logger.warning("%s is not run: %s", job.name, error)
+                self._on_job("expired", "", None, attempt)
+                await self._ack(message, job)
+                return
+            except asyncio.CancelledError:
+                logger.warning("%s was stopped by the worker's shutdown; handing it back", job.name)
+                self._on_job("handed_back", "", None, attempt)
+                self._stopped_jobs.append(message)
+                raise
+            except errors.Unavailable as error:
+                # An outage is no fault of the script: the job waits here, its delivery
+                # unspent, and runs again once the dependencies answer.
+                self._on_job("held", "", None, attempt)
+                self._waiting.put_back(waiting)
+                self.dependency_failed(f"{job.name} could not be finished ({error})")
+                return
+            except Exception:
+                logger.exception("%s could not be finished; it will be delivered again", job.name)
+                self._on_job("retry", "", None, attempt)
+                with contextlib.suppress(Exception):
+                    await message.nak(delay=min(2.0 * attempt, 30.0))
+                return
+            finally:
+                heartbeat.cancel()
+            if marker is None:
+                self._on_job("already_finished", "", None, attempt)
+            else:
+                self._on_job(marker.status, marker.exit_reason, marker.duration_seconds, attempt)
+            await self._ack(message, job)
 
-    async def _run(self, message: Msg, job: Job, attempt: int) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(message))
-        try:
-            marker = await self._service.handle(job, attempt)
-        except ScriptMissing as error:
-            logger.error("dropping the event of %s: %s", job.name, error)
-            self._on_job("dropped", "", None, attempt)
-            await message.term()
-            return
-        except asyncio.CancelledError:
-            logger.warning("%s was stopped by the worker's shutdown; handing it back", job.name)
-            self._on_job("handed_back", "", None, attempt)
-            with contextlib.suppress(Exception):
-                await message.nak()
-            raise
-        except Exception:
-            logger.exception("%s could not be finished; it will be delivered again", job.name)
-            self._on_job("retry", "", None, attempt)
-            with contextlib.suppress(Exception):
-                await message.nak(delay=min(2.0 * attempt, 30.0))
-            return
-        finally:
-            heartbeat.cancel()
-        if marker is None:
-            self._on_job("already_finished", "", None, attempt)
-        else:
-            self._on_job(marker.status, marker.exit_reason, marker.duration_seconds, attempt)
-        try:
-            await message.ack()
-        except Exception as error:  # redelivered, then acked as finished
-            logger.warning("could not acknowledge %s: %s", job.name, error)
+    async def _ack(self, message: Msg, job: Job) -> None:
+        """An ack NATS does not take is tried again once NATS answers (within ack_wait, while
+        the ack still counts); failing that, the version is redelivered and acked as finished."""
+        for retry in (False, True):
+            try:
+                await message.ack()
+                return
+            except Exception as error:
+                if retry or self._stopping.is_set():
+                    logger.warning("could not acknowledge %s: %s", job.name, error)
+                    return
+                self.dependency_failed(f"could not acknowledge {job.name}: {error}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._healthy.wait(), self._config.ack_wait_seconds)
 
     async def _heartbeat(self, message: Msg) -> None:
         interval = max(0.2, self._config.ack_wait_seconds / 3)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cadpipe import layout
+from cadpipe import started as started_record
 from cadpipe.marker import Marker, MarkerOutput, MarkerStatus
 from services.worker.domain.job import Job, Limits
 from services.worker.domain.joblog import LogRecord, render_log
@@ -38,7 +39,7 @@ JSON_CONTENT_TYPE = "application/json"
 
 
 class Storage(Protocol):
-    async def get_script(self, key: str) -> bytes | None: ...
+    async def get_bytes(self, key: str) -> bytes | None: ...
 
     async def exists(self, key: str) -> bool: ...
 
@@ -58,11 +59,18 @@ class Scratch(Protocol):
 
 
 class Notifier(Protocol):
+    async def worker_started(self, project: str, version: int) -> None: ...
+
     async def worker_finished(self, project: str, version: int) -> None: ...
 
 
 class ScriptMissing(LookupError):
     """The event names a script the bucket does not hold."""
+
+
+class NeverToRun(Exception):
+    """The watcher ended the version for waiting too long in the queue (its started record
+    says `expired`): it must never run. The caller acks the message."""
 
 
 @dataclass(frozen=True)
@@ -103,34 +111,56 @@ class JobService:
 
     async def handle(self, job: Job, attempt: int) -> Marker | None:
         """Finishes the version, exactly once as far as the bucket shows: a version with a
-        marker is left alone (a redelivery after the marker was written); the last delivery
-        the stream allows finishes it as an error without running it again, since the runs
-        before it never got to an end (their worker died or was stopped mid-job).
+        marker is left alone (a redelivery after the marker was written). Before the script
+        runs, the started record is written (If-None-Match: *): losing it to the watcher's
+        queue expiry means the version is never run (NeverToRun). The last delivery the stream
+        allows finishes a version some earlier run started as an error without running it
+        again, since those runs never got to an end (their worker died or was stopped
+        mid-job); a version no run ever started is run (its deliveries went to outages).
         Returns the marker written, or None when there was one already. Raises when S3 or
-        the sandbox fails: the caller lets the stream redeliver."""
+        the sandbox fails: the caller retries."""
         started_at, started = self._clock(), time.monotonic()
         marker_key = layout.marker_key(job.project, job.version)
-        if attempt >= self._config.max_deliver:
-            if await self._storage.exists(marker_key):
-                logger.info("%s is finished already; not run again", job.name)
-                return None
+        # Both at once: one round trip to S3 instead of two on every job's path.
+        finished, script = await asyncio.gather(
+            self._storage.exists(marker_key), self._storage.get_bytes(job.script_key)
+        )
+        if finished:
+            logger.info("%s is finished already; not run again", job.name)
+            return None
+        if script is None:
+            raise ScriptMissing(f"{job.script_key} is not in the bucket")
+        first_start = await self._take(job, attempt, started_at)
+        if attempt >= self._config.max_deliver and not first_start:
             marker = await self._give_up(job, attempt)
         else:
-            # Both at once: one round trip to S3 instead of two on every job's path.
-            finished, script = await asyncio.gather(
-                self._storage.exists(marker_key), self._storage.get_script(job.script_key)
-            )
-            if finished:
-                logger.info("%s is finished already; not run again", job.name)
-                return None
-            if script is None:
-                raise ScriptMissing(f"{job.script_key} is not in the bucket")
+            try:
+                await self._notifier.worker_started(job.project, job.version)
+            except Exception as error:  # a nudge is best effort; the watcher polls
+                logger.warning("could not tell the watcher %s started: %s", job.name, error)
             marker = await self._run(job, attempt, script, started_at, started)
         try:
             await self._notifier.worker_finished(job.project, job.version)
         except Exception as error:  # a nudge is best effort; the watcher polls
             logger.warning("could not nudge the watcher about %s: %s", job.name, error)
         return marker
+
+    async def _take(self, job: Job, attempt: int, at: dt.datetime) -> bool:
+        """Writes the started record; True when this is the version's first start, False when
+        an earlier run started it. NeverToRun when the watcher expired it first."""
+        key = layout.started_key(job.project, job.version)
+        record = started_record.started(at, worker=self._config.worker_name, attempt=attempt)
+        if await self._storage.put_if_absent(key, record.to_json(), started_record.CONTENT_TYPE):
+            return True
+        body = await self._storage.get_bytes(key)
+        earlier = started_record.parse(body or b"", written_at=at)
+        if earlier.expired:
+            logger.warning("%s is not run: %s", job.name, earlier.reason)
+            raise NeverToRun(earlier.reason)
+        if earlier.worker == self._config.worker_name and earlier.attempt == attempt:
+            return True  # this delivery's own start, before an outage put the job back
+        logger.info("%s was started before (attempt %d); running it again", job.name, attempt)
+        return False
 
     async def _run(
         self,

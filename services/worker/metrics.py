@@ -4,11 +4,15 @@
     cadpipe_worker_jobs_total{outcome, reason}      deliveries handled, by what became of them:
         completed, error (reason: the marker's exit_reason: ok, script_error, timeout, ...),
         already_finished (a redelivery of a version with a marker), handed_back (stopped by a
-        shutdown, back to the stream), retry (S3 or the sandbox failed; redelivered later),
-        dropped (an event naming no script)
+        shutdown, back to the stream), retry (the sandbox failed; redelivered later), held (S3
+        failed: the job waits in the worker, its delivery unspent, until S3 answers), expired
+        (the watcher ended the version for waiting too long; acked, never run), dropped (an
+        event naming no script)
     cadpipe_worker_job_duration_seconds{outcome}   script fetch to marker, completed and error
     cadpipe_worker_redeliveries_total              deliveries of a version after its first
     cadpipe_worker_jobs_running                    jobs running now (at scrape)
+    cadpipe_worker_jobs_waiting                    jobs fetched and waiting for a slot (at scrape)
+    cadpipe_worker_intake_paused                   1 while S3 or NATS is down and no work is taken
 """
 
 from __future__ import annotations
@@ -43,9 +47,23 @@ class WorkerMetrics:
         self.running = Gauge(
             "cadpipe_worker_jobs_running", "Jobs running on this worker", registry=registry
         )
+        self.waiting = Gauge(
+            "cadpipe_worker_jobs_waiting",
+            "Jobs fetched by this worker and waiting for a slot (owners in turn)",
+            registry=registry,
+        )
+        self.paused = Gauge(
+            "cadpipe_worker_intake_paused",
+            "1 while S3 or NATS is down and this worker takes no work",
+            registry=registry,
+        )
 
     def watch_running(self, running: Callable[[], int]) -> None:
         self.running.set_function(lambda: float(running()))
+
+    def watch_intake(self, waiting: Callable[[], int], taking_work: Callable[[], bool]) -> None:
+        self.waiting.set_function(lambda: float(waiting()))
+        self.paused.set_function(lambda: 0.0 if taking_work() else 1.0)
 
     def observe_job(self, outcome: str, reason: str, seconds: float | None, attempt: int) -> None:
         """Intake's observer, told once per delivery."""

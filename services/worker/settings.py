@@ -107,6 +107,27 @@ class Settings(S3Settings, NatsSettings, GrpcServerSettings):
         default=3, ge=2, description="Deliveries of one version; the last one finishes it as error"
     )
     fetch_timeout_seconds: float = Field(default=5.0, gt=0)
+    intake_buffer: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Uploaded events held by this worker at most, running ones included: the "
+        "window in which owners take turns (more: fairer under a flood, but more work held "
+        "back from other replicas)",
+    )
+    fair_scheduling: bool = Field(
+        default=True,
+        description="Free slots go to owners in turn; false: first come first served",
+    )
+    max_running_per_owner: int = Field(
+        default=0, ge=0, description="Jobs of one owner running at once on this worker; 0: no cap"
+    )
+    dependency_backoff_initial_seconds: float = Field(
+        default=0.5, gt=0, description="First pause before probing S3/NATS after a failure"
+    )
+    dependency_backoff_max_seconds: float = Field(
+        default=8.0, gt=0, description="Longest pause between probes (the pause doubles)"
+    )
     drain_timeout_seconds: float = Field(
         default=0.0,
         ge=0,

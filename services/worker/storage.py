@@ -15,7 +15,7 @@ class S3JobStorage:
     def __init__(self, bucket: AsyncBucket) -> None:
         self._bucket = bucket
 
-    async def get_script(self, key: str) -> bytes | None:
+    async def get_bytes(self, key: str) -> bytes | None:
         stored = await self._bucket.get(key)
         return None if stored is None else stored.body
 

@@ -28,6 +28,7 @@ def test_keys_follow_the_bucket_contract() -> None:
     )
     assert layout.log_key("part", 3, "error", at) == "logs/part/part_v3_error_20261124_101500.log"
     assert layout.marker_key("part", 3) == "processed/part/part_v3.py.done"
+    assert layout.started_key("part", 3) == "started/part/part_v3.json"
 
 
 def test_keys_parse_back() -> None:
@@ -36,6 +37,8 @@ def test_keys_parse_back() -> None:
     assert layout.parse_script_key("input/part/other_v1.py") is None
     assert layout.parse_script_key("input/part/part_v0.py") is None
     assert layout.parse_marker_key("processed/p/p_v2.py.done") == ("p", 2)
+    assert layout.parse_started_key("started/p/p_v2.json") == ("p", 2)
+    assert layout.parse_started_key("started/p/q_v2.json") is None
     parsed = layout.parse_log_key(layout.log_key("p_1", 7, "info", at))
     assert parsed == layout.LogName("p_1", 7, "info", at)
 

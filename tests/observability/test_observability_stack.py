@@ -103,6 +103,8 @@ async def test_traffic_shows_in_every_services_metrics_and_logs_carry_its_reques
     assert total(worker, "cadpipe_worker_jobs_total", outcome="completed", reason="ok") == 1
     assert total(worker, "cadpipe_worker_job_duration_seconds_count", outcome="completed") == 1
     assert total(worker, "cadpipe_worker_redeliveries_total") == 0
+    assert total(worker, "cadpipe_worker_jobs_waiting") == 0
+    assert total(worker, "cadpipe_worker_intake_paused") == 0
     assert total(worker, "cadpipe_s3_requests_total", operation="GetObject", status="200") >= 1
 
     for name, samples in (

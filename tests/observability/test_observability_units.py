@@ -21,7 +21,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 from support.metrics import sample_value
 
-from cadpipe import errors, logs, messaging
+from cadpipe import errors, logs, messaging, started
 from cadpipe.adapters import s3
 from cadpipe.devstack import free_port
 from cadpipe.grpc_observe import GrpcServerMetrics, ObservingInterceptor
@@ -232,8 +232,12 @@ NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 
 def job(version: int, state: str = "completed", *, took: float = 2.0, seen: float = 0.1) -> Job:
     uploaded = NOW - dt.timedelta(seconds=60 - version)
-    if state == domain.PROCESSING:
+    if state == domain.QUEUED:
         return domain.new_job("p", version, uploaded_at=uploaded)
+    if state == domain.PROCESSING:
+        queued = domain.new_job("p", version, uploaded_at=uploaded)
+        at = uploaded + dt.timedelta(seconds=3)
+        return domain.start(queued, started.started(at, worker="w/1", attempt=1))
     finished = uploaded + dt.timedelta(seconds=took)
     return Job(
         project="p",
@@ -409,16 +413,20 @@ async def test_a_round_trip_size_out_of_bounds_is_invalid() -> None:
 
 async def test_processing_status_lists_jobs_and_scripts_no_watcher_heard_of() -> None:
     bucket = FakeBucket({f"input/p/p_v{v}.py": b"x = 1\n" for v in (1, 2, 3)})
-    jobs = FakeJobs([job(1), job(2, "processing")])
+    bucket.objects["input/p/p_v4.py"] = b"x = 1\n"
+    jobs = FakeJobs([job(1), job(2, "processing"), job(3, "queued")])
     status = await monitoring(bucket, jobs).processing_status("p")
     assert [(r.version, r.state) for r in status.versions] == [
         (1, "completed"),
         (2, "processing"),
-        (3, UNTRACKED),
+        (3, "queued"),
+        (4, UNTRACKED),
     ]
     assert status.versions[0].detection_latency_seconds == pytest.approx(0.1)
     assert status.versions[1].duration_seconds == pytest.approx(58)  # so far
-    assert status.counts == {"completed": 1, "processing": 1, UNTRACKED: 1}
+    assert status.versions[1].queued_seconds == pytest.approx(3)  # then a worker started it
+    assert status.versions[2].queued_seconds == pytest.approx(57)  # still waiting
+    assert status.counts == {"completed": 1, "processing": 1, "queued": 1, UNTRACKED: 1}
     with pytest.raises(errors.NotFound):
         await monitoring(bucket, jobs).processing_status("other")
     with pytest.raises(errors.InvalidArgument):
@@ -427,11 +435,18 @@ async def test_processing_status_lists_jobs_and_scripts_no_watcher_heard_of() ->
 
 async def test_the_metrics_summary_computes_percentiles_over_decided_versions() -> None:
     jobs = FakeJobs(
-        [job(v, took=float(v), seen=v / 100) for v in range(1, 21)] + [job(21, "processing")]
+        [job(v, took=float(v), seen=v / 100) for v in range(1, 21)]
+        + [job(21, "processing"), job(22, "queued")]
     )
     summary = await monitoring(jobs=jobs).metrics_summary(0)
-    assert summary.uploads == 21 and summary.pending == 1
-    assert summary.jobs_by_state == {"processing": 1, "completed": 20, "error": 0, "timeout": 0}
+    assert summary.uploads == 22 and summary.pending == 2
+    assert summary.jobs_by_state == {
+        "queued": 1,
+        "processing": 1,
+        "completed": 20,
+        "error": 0,
+        "timeout": 0,
+    }
     assert summary.job_duration.p50_seconds == 10 and summary.job_duration.p95_seconds == 19
     assert summary.detection_latency.samples == 20
     assert summary.detection_latency.max_seconds == pytest.approx(0.2)

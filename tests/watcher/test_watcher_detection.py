@@ -17,10 +17,11 @@ from watcher_harness import (
     finish_like_our_worker,
     publish_upload,
     put_log,
+    start_like_our_worker,
     stored_job_events,
 )
 
-from cadpipe import layout, messaging
+from cadpipe import layout, messaging, started
 from cadpipe.adapters.s3 import Bucket
 from cadpipe.v1 import events_pb2, status_pb2
 from services.watcher import messages
@@ -43,7 +44,7 @@ async def test_our_json_marker_completes_the_version_with_its_outputs(
     assert (await status_of(service, project)).state == "no_scripts"
     await publish_upload(js, project, 1)
     await wait_until(lambda: (project, 1) in service.running.watcher.pending, what="pending")
-    assert (await status_of(service, project)).state == "processing"
+    assert (await status_of(service, project)).state == "queued"
 
     marker = finish_like_our_worker(
         bucket, project, 1, {"MyHeadlessModel.step": STEP, "MyHeadlessModel.stl": STL}
@@ -143,8 +144,9 @@ async def test_no_result_within_the_timeout_gives_timeout_and_exactly_one_event(
     project = f"timeout-{unique}"
     async with make_service(watcher_job_timeout_seconds=1.0) as service:
         await publish_upload(js, project, 1)
+        assert start_like_our_worker(bucket, project, 1)
         [event] = await job_events.wait_for(project)
-        assert event.status == "timeout" and event.error
+        assert event.status == "timeout" and event.error == "no result 1 s after the start"
         assert event.duration_seconds >= 1.0
         assert (await status_of(service, project)).state == "timeout"
         # A marker written after the timeout changes nothing: terminal states are final.
@@ -152,6 +154,25 @@ async def test_no_result_within_the_timeout_gives_timeout_and_exactly_one_event(
         [stored] = await stored_job_events(js, project)
         assert stored.status == "timeout"
     assert len(job_events.of(project)) == 1
+
+
+async def test_a_version_never_started_times_out_at_the_queue_limit_and_is_never_run(
+    make_service: ServiceFactory, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
+) -> None:
+    project = f"queued-{unique}"
+    async with make_service(
+        watcher_queue_timeout_seconds=1.0, watcher_job_timeout_seconds=600
+    ) as service:
+        await publish_upload(js, project, 1)
+        [event] = await job_events.wait_for(project)
+        status = await status_of(service, project)
+    assert event.status == "timeout"
+    assert event.error.startswith("never started: waited 1 s in the queue")
+    assert (status.state, status.error) == ("timeout", event.error)
+    # the expiry holds the started record: a worker arriving now does not run the version
+    assert not start_like_our_worker(bucket, project, 1)
+    stored = bucket.get(layout.started_key(project, 1))
+    assert stored is not None and started.parse(stored.body).expired
 
 
 async def test_two_watchers_at_once_publish_exactly_one_event_per_version(
@@ -315,8 +336,8 @@ async def test_the_worker_nudge_wakes_the_check_before_the_next_poll(
     assert event.status == "completed"
 
 
-async def test_watch_status_streams_processing_then_completed(
-    service: Service, js: Any, bucket: Bucket, unique: str
+async def test_watch_status_streams_queued_processing_then_completed(
+    service: Service, js: Any, bucket: Bucket, job_events: JobEvents, unique: str
 ) -> None:
     project = f"stream-{unique}"
     call = service.status.WatchStatus(status_pb2.WatchStatusRequest(project=project))
@@ -324,6 +345,14 @@ async def test_watch_status_streams_processing_then_completed(
     assert first.state == "no_scripts"
 
     await publish_upload(js, project, 1)
+    queued = await call.read()
+    assert (queued.version, queued.state) == (1, "queued")
+
+    assert start_like_our_worker(bucket, project, 1)
+    await job_events.nc.publish(
+        messaging.worker_started_subject(project),
+        messaging.encode(events_pb2.WorkerStarted(project=project, version=1)),
+    )
     processing = await call.read()
     assert (processing.version, processing.state) == (1, "processing")
 
@@ -353,7 +382,9 @@ async def test_watch_status_hears_versions_decided_by_another_replica(
             states: list[str] = []
             while not states or states[-1] != "completed":
                 states.append((await call.read()).state)
-            assert states in (["processing", "completed"], ["completed"])
+            # each step at most once, in order (a fast worker's start may be missed)
+            order = ["queued", "processing", "completed"]
+            assert states == sorted(set(states), key=order.index), states
             call.cancel()
 
 

@@ -7,19 +7,29 @@ import datetime as dt
 
 import pytest
 
-from cadpipe import errors, layout
+from cadpipe import errors, layout, started
 from cadpipe.marker import Marker, MarkerOutput
 from cadpipe.v1 import status_pb2
 from services.watcher import domain, messages
 from services.watcher.domain import Found, Job, LogObject, Outcome, Policy, PollPolicy
 
 T0 = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.UTC)
-POLICY = Policy(timeout=dt.timedelta(seconds=600), error_log_grace=dt.timedelta(seconds=1))
+POLICY = Policy(
+    timeout=dt.timedelta(seconds=600),
+    error_log_grace=dt.timedelta(seconds=1),
+    queue_timeout=dt.timedelta(seconds=1800),
+)
 POLL = PollPolicy(interval=0.1, max_interval=2.0, backoff_ratio=0.1)
 
 
 def job(project: str = "part", version: int = 3) -> Job:
+    """A queued job, uploaded at T0."""
     return domain.new_job(project, version, uploaded_at=T0)
+
+
+def running(started_after: float = 0.0) -> Job:
+    """The job a worker started `started_after` seconds after its upload."""
+    return domain.start(job(), started.started(at(started_after), worker="w/1", attempt=1))
 
 
 def output(name: str, project: str = "part", version: int = 3) -> MarkerOutput:
@@ -49,11 +59,15 @@ def at(seconds: float) -> dt.datetime:
 
 
 @pytest.mark.parametrize("terminal", ["completed", "error", "timeout"])
-def test_processing_moves_to_each_terminal_state_and_terminal_states_are_final(
+def test_pending_states_move_to_each_terminal_state_and_terminal_states_are_final(
     terminal: str,
 ) -> None:
+    domain.check_transition("queued", "processing")
+    domain.check_transition("queued", terminal)
     domain.check_transition("processing", terminal)
-    for target in ("processing", "completed", "error", "timeout"):
+    with pytest.raises(domain.InvalidTransition):
+        domain.check_transition("processing", "queued")
+    for target in ("queued", "processing", "completed", "error", "timeout"):
         with pytest.raises(domain.InvalidTransition):
             domain.check_transition(terminal, target)
     with pytest.raises(domain.InvalidTransition):
@@ -74,6 +88,14 @@ def test_new_job_checks_its_project_and_version() -> None:
     with pytest.raises(errors.InvalidArgument):
         domain.new_job("part", 0, uploaded_at=T0)
     assert job().script_key == "input/part/part_v3.py"
+    assert job().state == "queued" and job().started_at is None
+
+
+def test_a_start_moves_a_queued_job_to_processing_once() -> None:
+    job_started = running(started_after=42)
+    assert (job_started.state, job_started.started_at) == ("processing", at(42))
+    with pytest.raises(domain.InvalidTransition):
+        domain.start(job_started, started.started(at(50), worker="w/2", attempt=2))
 
 
 # --- deciding ------------------------------------------------------------------------------
@@ -188,20 +210,68 @@ def test_an_error_log_alone_decides_error_only_after_the_grace_period() -> None:
 
 def test_an_error_log_at_the_timeout_decides_error_not_timeout() -> None:
     found = Found(logs=(log("error"),))
-    outcome = domain.decide(job(), found, now=at(600), policy=POLICY, error_log_seen_since=at(600))
+    outcome = domain.decide(
+        running(), found, now=at(600), policy=POLICY, error_log_seen_since=at(600)
+    )
     assert outcome is not None and outcome.state == "error"
 
 
 def test_nothing_before_the_timeout_is_undecided_and_after_it_is_timeout() -> None:
-    assert domain.decide(job(), Found(logs=(log("info"),)), now=at(599.9), policy=POLICY) is None
-    outcome = domain.decide(job(), Found(logs=(log("info"),)), now=at(600), policy=POLICY)
+    found = Found(logs=(log("info"),))
+    assert domain.decide(running(), found, now=at(599.9), policy=POLICY) is None
+    outcome = domain.decide(running(), found, now=at(600), policy=POLICY)
     assert outcome is not None
     assert (outcome.state, outcome.finished_at, outcome.log_key) == (
         "timeout",
         at(600),
         log("info").key,
     )
-    assert "600" in outcome.error
+    assert outcome.error == "no result 600 s after the start"
+    assert outcome.exit_reason == "timeout" and not outcome.needs_expiry
+
+
+def test_the_processing_timeout_counts_from_the_start_not_the_upload() -> None:
+    late_start = running(started_after=1000)  # waited 1000 s in the queue
+    assert domain.decide(late_start, Found(), now=at(1599), policy=POLICY) is None
+    outcome = domain.decide(late_start, Found(), now=at(1600), policy=POLICY)
+    assert outcome is not None and outcome.exit_reason == "timeout"
+
+
+def test_a_start_found_in_this_check_counts_too() -> None:
+    record = started.started(at(1000), worker="w/1", attempt=1)
+    assert domain.decide(job(), Found(started=record), now=at(1599), policy=POLICY) is None
+
+
+def test_a_job_stored_processing_before_started_records_counts_from_its_upload() -> None:
+    legacy = Job(project="part", version=3, state="processing", uploaded_at=T0)
+    outcome = domain.decide(legacy, Found(), now=at(600), policy=POLICY)
+    assert outcome is not None and outcome.exit_reason == "timeout"
+
+
+def test_a_queued_job_waits_up_to_the_queue_limit_then_needs_the_expiry() -> None:
+    assert domain.decide(job(), Found(), now=at(1799), policy=POLICY) is None
+    outcome = domain.decide(job(), Found(), now=at(1801), policy=POLICY)
+    assert outcome is not None and outcome.needs_expiry
+    assert (outcome.state, outcome.exit_reason) == ("timeout", "queue_timeout")
+    assert outcome.error == "never started: waited 1801 s in the queue (the limit is 1800 s)"
+
+
+def test_an_expiry_in_s3_decides_timeout_with_its_reason() -> None:
+    record = started.expired(at(1801), waited_seconds=1801, limit_seconds=1800)
+    outcome = domain.decide(job(), Found(started=record), now=at(1802), policy=POLICY)
+    assert outcome is not None and not outcome.needs_expiry
+    assert (outcome.state, outcome.exit_reason, outcome.finished_at) == (
+        "timeout",
+        "queue_timeout",
+        at(1801),
+    )
+    assert outcome.error.startswith("never started: waited 1801 s")
+
+
+def test_a_marker_wins_over_a_queue_expiry_it_beat() -> None:
+    found = Found(marker=Marker(status="completed", legacy=True))
+    outcome = domain.decide(job(), found, now=at(5000), policy=POLICY)
+    assert outcome is not None and outcome.state == "completed"
 
 
 def test_the_error_summary_is_the_end_of_the_log() -> None:
@@ -220,7 +290,9 @@ def test_duration_runs_from_upload_to_finish_or_to_detection_for_a_timeout() -> 
     )
     assert done.duration_seconds == pytest.approx(1.25)
     assert (done.detected_at, done.event_published) == (at(1.3), False)
-    late = domain.finish(job(), Outcome(state="timeout", finished_at=at(600)), detected_at=at(601))
+    late = domain.finish(
+        running(), Outcome(state="timeout", finished_at=at(600)), detected_at=at(601)
+    )
     assert late.duration_seconds == pytest.approx(601)
 
 
@@ -234,13 +306,23 @@ def test_young_versions_are_checked_every_interval_then_less_often_up_to_the_max
 
 
 def test_the_next_check_never_passes_the_timeout_or_the_end_of_the_grace() -> None:
-    assert domain.next_check_in(job(), now=at(599.5), poll=POLL, policy=POLICY) == pytest.approx(
-        0.5
-    )
-    assert domain.next_check_in(job(), now=at(700), poll=POLL, policy=POLICY) == 0.0
+    assert domain.next_check_in(
+        running(), now=at(599.5), poll=POLL, policy=POLICY
+    ) == pytest.approx(0.5)
+    assert domain.next_check_in(running(), now=at(700), poll=POLL, policy=POLICY) == 0.0
+    assert domain.next_check_in(
+        running(started_after=100), now=at(699.5), poll=POLL, policy=POLICY
+    ) == pytest.approx(0.5)
     assert domain.next_check_in(
         job(), now=at(100), poll=POLL, policy=POLICY, error_log_seen_since=at(99.7)
     ) == pytest.approx(0.7)
+
+
+def test_a_queued_job_is_checked_up_to_its_queue_limit() -> None:
+    assert domain.next_check_in(job(), now=at(700), poll=POLL, policy=POLICY) == pytest.approx(2.0)
+    assert domain.next_check_in(job(), now=at(1799.5), poll=POLL, policy=POLICY) == pytest.approx(
+        0.5
+    )
 
 
 # --- outputs, formats, logs ----------------------------------------------------------------
@@ -345,10 +427,15 @@ def test_project_status_without_jobs_is_no_scripts() -> None:
     assert (status.state, status.version) == ("no_scripts", 0)
 
 
-def test_a_watcher_hears_later_versions_and_the_end_of_processing_only() -> None:
+def test_a_watcher_hears_later_versions_and_each_step_of_a_version_only() -> None:
     def status(version: int, state: str) -> status_pb2.ProjectStatus:
         return status_pb2.ProjectStatus(project="part", version=version, state=state)
 
+    assert messages.supersedes(status(1, "queued"), status(0, "no_scripts"))
+    assert messages.supersedes(status(1, "processing"), status(1, "queued"))
+    assert messages.supersedes(status(1, "timeout"), status(1, "queued"))
+    assert not messages.supersedes(status(1, "queued"), status(1, "processing"))
+    assert not messages.supersedes(status(1, "processing"), status(1, "processing"))
     assert messages.supersedes(status(1, "processing"), status(0, "no_scripts"))
     assert messages.supersedes(status(1, "completed"), status(1, "processing"))
     assert messages.supersedes(status(2, "processing"), status(1, "completed"))

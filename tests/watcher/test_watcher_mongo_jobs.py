@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cadpipe import started
 from cadpipe.marker import MarkerOutput
 from services.watcher import domain
 from services.watcher.domain import Job, Outcome
@@ -49,7 +50,20 @@ async def test_adding_a_version_twice_keeps_the_first_document(
     job = domain.new_job(f"p{unique}", 1, uploaded_at=T0)
     assert await jobs.add(job, owner="a", lease_until=at(10)) == (job, "a")
     stored, owner = await jobs.add(job, owner="b", lease_until=at(20))
-    assert (stored.state, stored.uploaded_at, owner) == ("processing", T0, "a")
+    assert (stored.state, stored.uploaded_at, owner) == ("queued", T0, "a")
+
+
+async def test_a_start_is_stored_once_and_a_started_job_is_still_pending(
+    jobs: MongoJobs, unique: str
+) -> None:
+    job = domain.new_job(f"p{unique}", 1, uploaded_at=T0)
+    await jobs.add(job, owner="a", lease_until=at(10))
+    running = domain.start(job, started.started(at(4), worker="w/1", attempt=1))
+    assert await jobs.start(running) is True
+    assert await jobs.start(running) is False  # no longer queued
+    assert await jobs.get(job.project, 1) == running
+    assert await jobs.renew_leases("a", until=at(20)) == 1  # still leased: still pending
+    assert await jobs.finish(done(running)) is True
 
 
 async def test_only_one_of_many_concurrent_decisions_wins(jobs: MongoJobs, unique: str) -> None:
@@ -126,6 +140,6 @@ async def test_latest_and_latest_in_a_state(jobs: MongoJobs, unique: str) -> Non
             await jobs.finish(done(job, "completed" if version == 1 else "error"))
     latest = await jobs.latest(project)
     completed = await jobs.latest(project, state="completed")
-    assert latest is not None and (latest.version, latest.state) == (3, "processing")
+    assert latest is not None and (latest.version, latest.state) == (3, "queued")
     assert completed is not None and completed.version == 1
     assert await jobs.get(project, 9) is None

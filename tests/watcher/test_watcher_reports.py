@@ -179,5 +179,5 @@ async def test_watch_status_merges_generation_updates_without_breaking_version_d
     # a version's news still passes the versions' own de-dup
     await publish_upload(js, project, 2)
     after = await asyncio.wait_for(stream.read(), 10)
-    assert (after.version, after.state) == (2, "processing") and not after.HasField("generation")
+    assert (after.version, after.state) == (2, "queued") and not after.HasField("generation")
     stream.cancel()

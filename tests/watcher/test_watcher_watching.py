@@ -10,7 +10,7 @@ import pytest
 from support.polling import wait_until
 from watcher_fakes import START, FakeClock, FakeEvents, FakeJobs, FakeResults
 
-from cadpipe import layout
+from cadpipe import layout, started
 from cadpipe.marker import Marker
 from cadpipe.v1 import status_pb2
 from services.watcher.broadcast import StatusBroadcast
@@ -18,7 +18,11 @@ from services.watcher.domain import Found, LogObject, Policy, PollPolicy
 from services.watcher.watching import Watcher, WatcherConfig
 
 CONFIG = WatcherConfig(
-    policy=Policy(timeout=dt.timedelta(seconds=600), error_log_grace=dt.timedelta(seconds=1)),
+    policy=Policy(
+        timeout=dt.timedelta(seconds=600),
+        error_log_grace=dt.timedelta(seconds=1),
+        queue_timeout=dt.timedelta(seconds=1800),
+    ),
     poll=PollPolicy(interval=0.1, max_interval=2.0, backoff_ratio=0.1),
     lease=dt.timedelta(seconds=10),
     sweep_after=dt.timedelta(seconds=5),
@@ -46,19 +50,74 @@ class World:
         )
 
 
-async def test_an_uploaded_version_is_stored_once_as_processing_and_checked() -> None:
+async def test_an_uploaded_version_is_stored_once_as_queued_and_checked() -> None:
     world = World()
     watcher = world.watcher()
     with world.statuses.subscribe("part") as changes:
         await watcher.accept_upload("part", 1, uploaded_at=START)
         await watcher.accept_upload("part", 1, uploaded_at=START)  # a redelivery
         first = await anext(aiter(changes))
-    assert (first.version, first.state) == (1, "processing")
+    assert (first.version, first.state) == (1, "queued")
     assert watcher.pending == {("part", 1)}
-    assert [r.job.state for r in world.jobs.rows.values()] == ["processing"]
+    assert [r.job.state for r in world.jobs.rows.values()] == ["queued"]
 
     assert await watcher.check("part", 1) is None
     assert watcher.pending == {("part", 1)} and world.results.looks == [("part", 1)]
+
+
+def worker_starts(world: World, after: float, version: int = 1) -> None:
+    record = started.started(START + dt.timedelta(seconds=after), worker="w/1", attempt=1)
+    world.results.started[("part", version)] = record
+
+
+async def test_a_workers_start_moves_the_version_to_processing() -> None:
+    world = World()
+    watcher = world.watcher()
+    await watcher.accept_upload("part", 1, uploaded_at=START)
+    world.clock.advance(30)
+    worker_starts(world, after=30)
+    with world.statuses.subscribe("part") as changes:
+        assert await watcher.check("part", 1) is None
+        status = await anext(aiter(changes))
+    assert (status.state, status.started_at.ToDatetime(dt.UTC)) == (
+        "processing",
+        START + dt.timedelta(seconds=30),
+    )
+    stored = await world.jobs.get("part", 1)
+    assert stored is not None and stored.state == "processing"
+    assert stored.started_at == START + dt.timedelta(seconds=30)
+
+
+async def test_a_version_that_never_starts_times_out_at_the_queue_limit_and_is_expired() -> None:
+    world = World()
+    watcher = world.watcher()
+    await watcher.accept_upload("part", 1, uploaded_at=START)
+    world.clock.advance(1799)
+    assert await watcher.check("part", 1) is None
+    world.clock.advance(2)
+    decided = await watcher.check("part", 1)
+    assert decided is not None
+    assert (decided.state, decided.exit_reason) == ("timeout", "queue_timeout")
+    assert decided.error == "never started: waited 1801 s in the queue (the limit is 1800 s)"
+    # the expiry is in S3, where a worker looks before it starts the version
+    record = world.results.started[("part", 1)]
+    assert record.expired and record.reason == decided.error
+    assert [(e.status, e.error) for e in world.events.published] == [("timeout", decided.error)]
+
+
+async def test_a_worker_that_takes_the_version_first_beats_the_queue_expiry() -> None:
+    world = World()
+    watcher = world.watcher()
+    await watcher.accept_upload("part", 1, uploaded_at=START)
+    world.clock.advance(1801)
+    start = started.started(START + dt.timedelta(seconds=1800.5), worker="w/1", attempt=1)
+    world.results.started_after_next_look[("part", 1)] = start  # lands just after the read
+    assert await watcher.check("part", 1) is None  # lost the started record: look again
+    assert world.results.started[("part", 1)] == start
+    assert await watcher.check("part", 1) is None
+    stored = await world.jobs.get("part", 1)
+    assert stored is not None and stored.state == "processing"
+    assert world.events.published == []
 
 
 async def test_a_decided_version_publishes_one_event_and_leaves_the_pending_set() -> None:
@@ -165,15 +224,19 @@ async def test_an_error_log_alone_decides_error_after_the_grace_with_its_end_as_
     assert world.events.published[0].error == decided.error
 
 
-async def test_no_result_by_the_timeout_is_timeout() -> None:
+async def test_no_result_by_the_timeout_after_the_start_is_timeout() -> None:
     world = World()
     watcher = world.watcher()
     await watcher.accept_upload("part", 1, uploaded_at=START)
+    world.clock.advance(100)  # 100 s in the queue do not count
+    worker_starts(world, after=100)
+    assert await watcher.check("part", 1) is None
     world.clock.advance(599)
     assert await watcher.check("part", 1) is None
     world.clock.advance(1)
     decided = await watcher.check("part", 1)
     assert decided is not None and decided.state == "timeout"
+    assert decided.error == "no result 600 s after the start"
     assert [e.status for e in world.events.published] == ["timeout"]
 
 

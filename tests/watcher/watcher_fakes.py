@@ -6,8 +6,9 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 
 from cadpipe.marker import Marker, MarkerOutput
+from cadpipe.started import StartedRecord
 from cadpipe.v1 import events_pb2
-from services.watcher.domain import PROCESSING, Found, Job, LogObject
+from services.watcher.domain import PENDING_STATES, QUEUED, Found, Job, LogObject
 
 START = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.UTC)
 
@@ -46,10 +47,18 @@ class FakeJobs:
         row = self.rows.setdefault((job.project, job.version), _Row(job, owner, lease_until))
         return row.job, row.owner
 
+    async def start(self, job: Job) -> bool:
+        self._check()
+        row = self.rows.get((job.project, job.version))
+        if row is None or row.job.state != QUEUED:
+            return False
+        row.job = job
+        return True
+
     async def finish(self, job: Job) -> bool:
         self._check()
         row = self.rows.get((job.project, job.version))
-        if row is None or row.job.state != PROCESSING:
+        if row is None or row.job.state not in PENDING_STATES:
             return False
         self.rows[(job.project, job.version)] = _Row(replace(job, event_published=False))
         return True
@@ -113,12 +122,28 @@ class FakeResults:
 
     def __init__(self) -> None:
         self.found: dict[tuple[str, int], Found] = {}
+        self.started: dict[tuple[str, int], StartedRecord] = {}
+        """Started records (written once: a worker's start or the watcher's expiry)."""
         self.texts: dict[str, str] = {}
         self.looks: list[tuple[str, int]] = []
+        self.started_after_next_look: dict[tuple[str, int], StartedRecord] = {}
+        """A worker's start that lands just after the watcher's next look (a race)."""
 
-    async def look(self, project: str, version: int) -> Found:
+    async def look(self, project: str, version: int, *, started: bool = False) -> Found:
         self.looks.append((project, version))
-        return self.found.get((project, version), Found())
+        found = self.found.get((project, version), Found())
+        if started and found.marker is None:
+            found = replace(found, started=self.started.get((project, version)))
+        racing = self.started_after_next_look.pop((project, version), None)
+        if racing is not None:
+            self.started.setdefault((project, version), racing)
+        return found
+
+    async def expire(self, project: str, version: int, record: StartedRecord) -> bool:
+        if (project, version) in self.started:
+            return False
+        self.started[(project, version)] = record
+        return True
 
     async def read_text(self, key: str) -> str | None:
         return self.texts.get(key)

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from support.polling import wait_until
 
-from cadpipe import layout, messaging
+from cadpipe import layout, messaging, started
 from cadpipe.adapters.s3 import Bucket
 from cadpipe.marker import Marker, MarkerOutput
 from cadpipe.settings import MongoSettings, NatsSettings, S3Settings
@@ -102,6 +102,15 @@ def put_log(
     return key
 
 
+def start_like_our_worker(bucket: Bucket, project: str, version: int) -> bool:
+    """The started record, as our worker writes it before running the script (False when one
+    was there: an earlier start, or the watcher's queue expiry)."""
+    record = started.started(dt.datetime.now(dt.UTC), worker="test/1", attempt=1)
+    return bucket.put_if_absent(
+        layout.started_key(project, version), record.to_json(), content_type=started.CONTENT_TYPE
+    )
+
+
 def finish_like_our_worker(
     bucket: Bucket,
     project: str,
@@ -110,7 +119,9 @@ def finish_like_our_worker(
     *,
     error: str = "",
 ) -> Marker:
-    """Outputs, log, then the JSON marker last, as our worker writes them."""
+    """The started record first, outputs, log, then the JSON marker last, as our worker writes
+    them."""
+    start_like_our_worker(bucket, project, version)
     outputs = tuple(put_output(bucket, project, version, n, b) for n, b in files.items())
     log = put_log(bucket, project, version, "error" if error else "info", error or "all good\n")
     now = dt.datetime.now(dt.UTC).isoformat()

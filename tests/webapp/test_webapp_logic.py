@@ -39,6 +39,14 @@ def test_an_upload_goes_through_the_sequence_to_model_ready(logic: Any) -> None:
         "L.steps({kind: 'upload', uploading: false, version: 2, status: {state: 'processing'}})"
     )
     assert labels(processing)[1] == ("FreeCAD processing…", "active")
+    queued = logic(
+        "L.steps({kind: 'upload', uploading: false, version: 2, status: {state: 'queued'}})"
+    )
+    assert labels(queued) == [
+        ("Uploading…", "done"),
+        ("Waiting for a worker…", "active"),
+        ("Model ready", "pending"),
+    ]
     ready = logic(
         "L.steps({kind: 'upload', uploading: false, version: 2, status: {state: 'completed'}})"
     )

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from cadpipe import layout
+from cadpipe import layout, started
 from cadpipe.marker import parse
 from services.worker import sandbox_runner as runner
 from services.worker.domain.job import Isolation, Job, Limits, job_from_event
 from services.worker.domain.verdict import SandboxOutcome
-from services.worker.jobs import JobConfig, JobService, ScriptMissing
+from services.worker.jobs import JobConfig, JobService, NeverToRun, ScriptMissing
 from services.worker.sandbox import SandboxJob
 from services.worker.scratch import ScratchRoot
 
@@ -34,7 +34,7 @@ class FakeStorage:
     def add(self, key: str, body: bytes, content_type: str = "") -> None:
         self.objects[key] = (body, content_type)
 
-    async def get_script(self, key: str) -> bytes | None:
+    async def get_bytes(self, key: str) -> bytes | None:
         found = self.objects.get(key)
         return found[0] if found else None
 
@@ -116,7 +116,13 @@ class FakeSandbox:
 class FakeNotifier:
     def __init__(self, fail: bool = False) -> None:
         self.nudged: list[tuple[str, int]] = []
+        self.started: list[tuple[str, int]] = []
         self.fail = fail
+
+    async def worker_started(self, project: str, version: int) -> None:
+        if self.fail:
+            raise ConnectionError("NATS is away")
+        self.started.append((project, version))
 
     async def worker_finished(self, project: str, version: int) -> None:
         if self.fail:
@@ -189,8 +195,12 @@ async def test_a_good_run_stores_outputs_report_log_and_the_marker_last(
     assert "notes.txt (not a recognised CAD format)" in log
     assert "===== stdout =====\nout\n" in log
     assert marker.attempts == 1 and marker.freecad_version == "0.20.2"
-    assert notifier.nudged == [("box", 1)]
+    assert notifier.started == [("box", 1)] and notifier.nudged == [("box", 1)]
     assert job_dirs(scratch) == []
+    # the started record went first: the version's start, for the watcher
+    assert storage.writes[0] == layout.started_key("box", 1)
+    record = started.parse(storage.objects[layout.started_key("box", 1)][0])
+    assert record == started.started(NOW, worker="test/1", attempt=1)
 
 
 async def test_a_failed_run_presents_no_outputs(scratch: ScratchRoot) -> None:
@@ -252,11 +262,17 @@ async def test_a_finished_version_is_not_run_again(scratch: ScratchRoot) -> None
     assert sandbox.jobs == [] and storage.writes == []
 
 
-async def test_the_last_delivery_finishes_the_version_without_running_it(
+def started_before(storage: FakeStorage, attempt: int = 1) -> None:
+    record = started.started(NOW, worker="gone/1", attempt=attempt)
+    storage.add(layout.started_key("box", 1), record.to_json())
+
+
+async def test_the_last_delivery_finishes_a_started_version_without_running_it(
     scratch: ScratchRoot,
 ) -> None:
     storage = FakeStorage()
     stored_script(storage)
+    started_before(storage)
     storage.add("output/box/v1/left-by-attempt-1.step", b"partial")
     sandbox = FakeSandbox(SandboxOutcome(exit_code=0))
     notifier = FakeNotifier()
@@ -271,9 +287,35 @@ async def test_the_last_delivery_finishes_the_version_without_running_it(
     assert notifier.nudged == [("box", 1)]
 
 
+async def test_the_last_delivery_runs_a_version_no_run_ever_started(
+    scratch: ScratchRoot,
+) -> None:
+    """Its deliveries were spent before any start (S3 or NATS away): no script killed a
+    worker, so it is run."""
+    storage = FakeStorage()
+    stored_script(storage)
+    sandbox = FakeSandbox(SandboxOutcome(exit_code=0), files={"a.stl": b"a"})
+    marker = await service(storage, sandbox, scratch, FakeNotifier()).handle(job(), attempt=3)
+    assert len(sandbox.jobs) == 1
+    assert marker is not None and marker.status == "completed" and marker.attempts == 3
+
+
+async def test_a_version_the_watcher_expired_is_never_run(scratch: ScratchRoot) -> None:
+    storage = FakeStorage()
+    stored_script(storage)
+    record = started.expired(NOW, waited_seconds=1900, limit_seconds=1800)
+    storage.add(layout.started_key("box", 1), record.to_json())
+    sandbox, notifier = FakeSandbox(SandboxOutcome(exit_code=0)), FakeNotifier()
+    with pytest.raises(NeverToRun, match="never started: waited 1900 s"):
+        await service(storage, sandbox, scratch, notifier).handle(job(), attempt=1)
+    assert sandbox.jobs == [] and storage.writes == []
+    assert notifier.started == [] and notifier.nudged == []
+
+
 async def test_a_retry_replaces_what_an_earlier_attempt_stored(scratch: ScratchRoot) -> None:
     storage = FakeStorage()
     stored_script(storage)
+    started_before(storage)
     storage.add("output/box/v1/old-name.stl", b"from attempt 1")
     sandbox = FakeSandbox(SandboxOutcome(exit_code=0), files={"new.stl": b"n"})
     marker = await service(storage, sandbox, scratch, FakeNotifier()).handle(job(), attempt=2)

@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from cadpipe import layout, messaging
 from cadpipe.adapters import s3
 from cadpipe.devstack import free_port
+from cadpipe.ownership import S3_OWNER_METADATA
 from cadpipe.v1 import events_pb2
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -40,29 +41,45 @@ def sample(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
 
 
-def upload(bucket: s3.Bucket, project: str, version: int, body: bytes) -> bytes:
-    """Stores the script as the script service would, and returns its uploaded event."""
+def upload(bucket: s3.Bucket, project: str, version: int, body: bytes, owner: str = "") -> bytes:
+    """Stores the script as the script service would (its owner in the object's metadata),
+    and returns its uploaded event."""
     key = layout.script_key(project, version)
-    bucket.put(key, body, content_type=layout.SCRIPT_CONTENT_TYPE)
+    bucket.put(
+        key,
+        body,
+        content_type=layout.SCRIPT_CONTENT_TYPE,
+        metadata={S3_OWNER_METADATA: owner} if owner else None,
+    )
     event = events_pb2.ScriptUploaded(
         project=project,
         version=version,
         key=key,
         sha256=hashlib.sha256(body).hexdigest(),
         size_bytes=len(body),
+        owner=owner,
     )
     return messaging.encode(event)
 
 
-async def submit(
-    js: JetStreamContext, bucket: s3.Bucket, project: str, version: int, body: bytes
-) -> None:
-    event = upload(bucket, project, version, body)
+async def announce(js: JetStreamContext, project: str, version: int, event: bytes) -> None:
+    """Publishes an uploaded event as the script service's outbox does."""
     await js.publish(
         messaging.uploaded_subject(project),
         event,
         headers={"Nats-Msg-Id": messaging.uploaded_msg_id(project, version)},
     )
+
+
+async def submit(
+    js: JetStreamContext,
+    bucket: s3.Bucket,
+    project: str,
+    version: int,
+    body: bytes,
+    owner: str = "",
+) -> None:
+    await announce(js, project, version, upload(bucket, project, version, body, owner))
 
 
 async def wait_marker(

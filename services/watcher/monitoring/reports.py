@@ -17,7 +17,7 @@ OK = "ok"
 FAILED = "failed"
 WARNING = "warning"
 DEGRADED = "degraded"
-STATES = (domain.PROCESSING, *domain.TERMINAL_STATES)
+STATES = (*domain.PENDING_STATES, *domain.TERMINAL_STATES)
 UNTRACKED = "untracked"
 """A version whose script is in S3 but that has no job: no watcher got its uploaded event."""
 
@@ -85,6 +85,8 @@ class VersionRow:
     error: str = ""
     exit_reason: str = ""
     formats: tuple[str, ...] = ()
+    started_at: dt.datetime | None = None
+    queued_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -165,8 +167,10 @@ def detection_latency(job: Job) -> float | None:
 
 def version_row(job: Job, now: dt.datetime) -> VersionRow:
     duration = job.duration_seconds
-    if job.state == domain.PROCESSING:
+    if job.pending:
         duration = max(0.0, (now - job.uploaded_at).total_seconds())
+    queued_until = job.started_at or (now if job.state == domain.QUEUED else None)
+    queued = (queued_until - job.uploaded_at).total_seconds() if queued_until else 0.0
     return VersionRow(
         version=job.version,
         state=job.state,
@@ -179,6 +183,8 @@ def version_row(job: Job, now: dt.datetime) -> VersionRow:
         error=job.error,
         exit_reason=job.exit_reason,
         formats=tuple(job.formats),
+        started_at=job.started_at,
+        queued_seconds=max(0.0, queued),
     )
 
 

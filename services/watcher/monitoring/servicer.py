@@ -62,6 +62,8 @@ def version_message(row: VersionRow) -> monitoring_pb2.VersionProcessing:
         error=row.error,
         exit_reason=row.exit_reason,
         formats=list(row.formats),
+        started_at=to_timestamp(row.started_at),
+        queued_seconds=row.queued_seconds,
     )
 
 

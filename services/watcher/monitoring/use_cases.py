@@ -401,7 +401,7 @@ class Monitoring:
             since=since,
             uploads=sum(counts.values()),
             jobs_by_state={state: counts.get(state, 0) for state in STATES},
-            pending=counts.get(domain.PROCESSING, 0),
+            pending=sum(counts.get(state, 0) for state in domain.PENDING_STATES),
             unpublished_events=unpublished,
             detection_latency=summarize_latencies(latencies),
             job_duration=summarize_latencies(durations),

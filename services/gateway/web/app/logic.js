@@ -66,6 +66,10 @@ export function steps(work) {
     } else if (!gen || gen.state !== "failed") {
       out.push({ label: "Model ready", state: "done" });
     }
+  } else if (state === "queued") {
+    // uploaded; no worker has started it yet (others' jobs run first)
+    out.push({ label: "Waiting for a worker…", state: "active" });
+    out.push({ label: "Model ready", state: "pending" });
   } else {
     out.push({ label: "FreeCAD processing…", state: uploaded ? "active" : "pending" });
     out.push({ label: "Model ready", state: "pending" });
@@ -202,6 +206,7 @@ export function tokenFromHash(hash) {
 export function stateLabel(state) {
   return (
     {
+      queued: "queued",
       processing: "processing",
       completed: "ready",
       error: "error",

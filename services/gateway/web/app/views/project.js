@@ -490,6 +490,8 @@ export function projectView(main, project, options) {
           h("button", { type: "button", class: "link", id: "open-log", onclick: () => showDetails("log") }, "Open the log"),
         ),
       );
+    } else if (s === "queued") {
+      fill(stageMessage, h("span", { class: "spinner", "aria-hidden": "true" }), ` Version ${version} is waiting for a worker…`);
     } else {
       fill(stageMessage, h("span", { class: "spinner", "aria-hidden": "true" }), ` FreeCAD is processing version ${version}…`);
     }
