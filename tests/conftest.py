@@ -9,6 +9,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+# Tests run gRPC servers in threads of this process and also fork it (pexpect, subprocess);
+# gRPC's fork handlers, run in a child that only execs, can fail there ("epoll_ctl failed: Bad
+# file descriptor") and end the child before its exec. Read when grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import pytest
 
 from cadpipe.adapters import mongo, s3

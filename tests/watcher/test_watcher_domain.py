@@ -269,7 +269,7 @@ def test_an_expiry_in_s3_decides_timeout_with_its_reason() -> None:
 
 
 def test_a_marker_wins_over_a_queue_expiry_it_beat() -> None:
-    found = Found(marker=Marker(status="completed", legacy=True))
+    found = Found(marker=Marker(status="completed"))  # the contract our worker writes
     outcome = domain.decide(job(), found, now=at(5000), policy=POLICY)
     assert outcome is not None and outcome.state == "completed"
 
