@@ -260,7 +260,80 @@ def _serialise_mongomock_operations() -> None:
         ):
             setattr(Collection, name, locked(getattr(Collection, name)))
         setattr(Collection, "_get_dataset", materialised(Collection._get_dataset))  # noqa: B010
+        _index_mongomock_lookups()
         _mock_patched = True
+
+
+_TTL_SWEEP_SECONDS = 1.0
+
+
+def _index_mongomock_lookups() -> None:
+    """Gives mongomock the costs of MongoDB's indexes, which it lacks.
+
+    mongomock answers every filter by scanning the whole collection, runs its TTL expiry (another
+    full scan) on every access, and checks a unique index by a full scan with its generic
+    matcher. A store that has seen n uploads then spends O(n) per operation and the local stack
+    slows down as it is used, which MongoDB does not. Here a filter naming a plain `_id` looks
+    the document up by its key (the filter is still applied to it), expiry runs at most once a
+    second per collection (MongoDB's TTL monitor runs every 60 s), and a unique index of plain
+    values is checked by comparing those fields only. Same answers, other costs.
+    """
+    from mongomock import DuplicateKeyError, filtering, helpers
+    from mongomock.collection import Collection
+    from mongomock.store import CollectionStore
+
+    scan = Collection._iter_documents
+
+    def iter_documents(self: Any, filter: Any) -> Any:
+        key = filter.get("_id") if isinstance(filter, dict) else None
+        if isinstance(key, str | int) and not isinstance(key, bool):
+            store = self._store
+            store._remove_expired_documents()
+            document = store._documents.get(key)
+            if document is None or not filtering.filter_applies(filter, document):
+                return iter(())
+            return iter((document,))
+        return scan(self, filter)
+
+    expire = CollectionStore._remove_expired_documents
+
+    def remove_expired(self: Any) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_cadpipe_swept", -_TTL_SWEEP_SECONDS) >= _TTL_SWEEP_SECONDS:
+            self._cadpipe_swept = now
+            expire(self)
+
+    ensure_uniques = Collection._ensure_uniques
+
+    def ensure_plain_uniques(self: Any, new_data: Any) -> None:
+        for index in self._store.indexes.values():
+            if not index.get("unique") or index.get("sparse"):
+                continue
+            if index.get("partialFilterExpression") is not None:
+                return ensure_uniques(self, new_data)
+            fields = [name for name, _ in index.get("key")]
+            wanted = []
+            for name in fields:
+                try:
+                    wanted.append(helpers.get_value_by_dot(new_data, name))
+                except KeyError:
+                    wanted.append(None)
+            if not all(isinstance(v, str | int | float) for v in wanted) or any(
+                "." in name for name in fields
+            ):
+                return ensure_uniques(self, new_data)
+            self._store._remove_expired_documents()
+            same = 0
+            for document in self._store._documents.values():
+                if all(document.get(n) == v for n, v in zip(fields, wanted, strict=True)):
+                    same += 1
+                    if same > 1:
+                        raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
+        return None
+
+    Collection._iter_documents = iter_documents  # type: ignore[method-assign]
+    Collection._ensure_uniques = ensure_plain_uniques  # type: ignore[method-assign]
+    CollectionStore._remove_expired_documents = remove_expired  # type: ignore[method-assign]
 
 
 def mongomock_client(name: str) -> pymongo.MongoClient[dict[str, Any]]:

@@ -97,6 +97,7 @@ def options_from(settings: Settings) -> Options:
             max_metadata_bytes=settings.max_metadata_bytes,
         ),
         max_version_attempts=settings.max_version_attempts,
+        puts_in_flight=settings.puts_in_flight,
         idempotency_wait=settings.idempotency_wait_seconds,
         idempotency_stale=settings.idempotency_stale_seconds,
     )

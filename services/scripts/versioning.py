@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import heapq
 import logging
 import uuid
 from collections import OrderedDict
@@ -68,6 +69,10 @@ T = TypeVar("T")
 Clock = Callable[[], dt.datetime]
 
 
+INLINE_CHECK_BYTES = 16 * 1024
+"""Scripts up to this size are validated (compiled) on the event loop, larger ones in a thread."""
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -112,43 +117,82 @@ class Options:
     """Tries at writing a stored version's document and outbox entry (MongoDB may blip)."""
     record_backoff: float = 0.1
     """Seconds before the second try, doubled before each next one."""
+    puts_in_flight: int = 16
+    """Conditional puts of one project this process has in flight at once; 1 writes a
+    project's versions strictly one after the other."""
 
 
-class _ProjectQueue:
-    """Per project: an asyncio lock, kept while anyone holds or waits for it, and the latest
-    version this process knows to exist, kept for the most recently used projects."""
+class _ProjectSequences:
+    """Per project, in this process: the next version to hand out, the versions whose puts are
+    in flight, and versions handed out whose put failed (handed out again first, so that a hole
+    left by a failed put is filled by the next upload). Kept while anyone uses the project, and
+    for the most recently used projects."""
 
     @dataclass
-    class _Slot:
-        lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    class Sequence:
+        slots: asyncio.Semaphore
+        next: int = 0
+        """The next version to hand out; 0 until the first upload of the project."""
+        probed: int = 0
+        """The first version a probe found absent: conflicts below it need no new probe."""
+        in_flight: set[int] = field(default_factory=set)
+        free: list[int] = field(default_factory=list)
+        """Heap of versions handed out whose put failed without landing."""
         users: int = 0
 
-    def __init__(self, memory: int = 10_000) -> None:
-        self._slots: dict[str, _ProjectQueue._Slot] = {}
-        self._latest: OrderedDict[str, int] = OrderedDict()
+        def reserve(self, latest: int) -> int:
+            """The version to write: a freed one first (the index may record versions above
+            it, but not it), else the next above `latest` and every version handed out."""
+            if self.free:  # another writer may have filled it since: then its put says so
+                version = heapq.heappop(self.free)
+            else:
+                version = max(self.next, latest + 1)
+                self.next = version + 1
+            self.in_flight.add(version)
+            return version
+
+        def settle(self, version: int, *, landed: bool) -> None:
+            self.in_flight.discard(version)
+            if not landed:
+                heapq.heappush(self.free, version)
+
+        def skip_to(self, version: int) -> None:
+            """Versions below `version` are held (a probe found it to be the first absent)."""
+            self.next = max(self.next, version)
+            self.probed = max(self.probed, version)
+
+    def __init__(self, puts_in_flight: int, memory: int = 10_000) -> None:
+        self._puts_in_flight = puts_in_flight
+        self._sequences: OrderedDict[str, _ProjectSequences.Sequence] = OrderedDict()
         self._memory = memory
 
     @asynccontextmanager
-    async def hold(self, project: str) -> AsyncIterator[None]:
-        slot = self._slots.setdefault(project, _ProjectQueue._Slot())
-        slot.users += 1
+    async def slot(self, project: str) -> AsyncIterator[_ProjectSequences.Sequence]:
+        """The project's sequence, once fewer than `puts_in_flight` of its puts are in flight."""
+        sequence = self._sequences.get(project)
+        if sequence is None:
+            sequence = self._sequences[project] = _ProjectSequences.Sequence(
+                asyncio.Semaphore(self._puts_in_flight)
+            )
+        self._sequences.move_to_end(project)
+        sequence.users += 1
         try:
-            async with slot.lock:
-                yield
+            async with sequence.slots:
+                yield sequence
         finally:
-            slot.users -= 1
-            if slot.users == 0:
-                del self._slots[project]
+            sequence.users -= 1
+            self._forget_old()
 
     def latest(self, project: str) -> int:
-        return self._latest.get(project, 0)
+        sequence = self._sequences.get(project)
+        return sequence.next - 1 if sequence is not None and sequence.next else 0
 
-    def saw(self, project: str, version: int) -> None:
-        """Version `version` of the project exists."""
-        self._latest[project] = max(version, self._latest.get(project, 0))
-        self._latest.move_to_end(project)
-        while len(self._latest) > self._memory:
-            self._latest.popitem(last=False)
+    def _forget_old(self) -> None:
+        while len(self._sequences) > self._memory:
+            project, oldest = next(iter(self._sequences.items()))
+            if oldest.users or oldest.free:
+                return
+            del self._sequences[project]
 
 
 class Scripts:
@@ -179,7 +223,7 @@ class Scripts:
         self._clock = clock
         self._new_id = new_id
         self._sleep = sleep
-        self._queue = _ProjectQueue()
+        self._sequences = _ProjectSequences(options.puts_in_flight)
         self._tasks: set[asyncio.Task[object]] = set()
         self._idempotent = IdempotentUploads(
             self,
@@ -199,8 +243,7 @@ class Scripts:
     # --- upload --------------------------------------------------------------------------
 
     async def upload(self, request: UploadRequest) -> UploadResult:
-        # compile() of a large script takes milliseconds of CPU: keep it off the event loop
-        script = await asyncio.to_thread(
+        check = functools.partial(
             validate_upload,
             request.project,
             request.script,
@@ -208,9 +251,16 @@ class Scripts:
             request.idempotency_key,
             self._options.limits,
         )
-        owner = await self._owners.owner_for_upload(script.project, request.caller)
+        # compile() of a large script takes milliseconds of CPU: keep it off the event loop; a
+        # small one costs less than the hop to a thread
+        size = len(request.script or "")
+        script = check() if size <= INLINE_CHECK_BYTES else await asyncio.to_thread(check)
+        # both read the project's document: at once, not one after the other
+        owner, latest = await asyncio.gather(
+            self._owners.owner_for_upload(script.project, request.caller),
+            self._index.latest_version(script.project),
+        )
         script = replace(script, owner=owner)
-        latest = await self._index.latest_version(script.project)
         if script.idempotency_key:
             record, replayed = await self._idempotent.upload(script, latest)
             return UploadResult(record, replayed)
@@ -228,26 +278,35 @@ class Scripts:
         self, script: ValidScript, latest: int, gone: asyncio.Event
     ) -> VersionRecord:
         """Writes the script as the first free version above `latest`; S3 decides which.
-        Stops before a put, with nothing stored, once the caller is `gone`."""
+        Stops before a put, with nothing stored, once the caller is `gone`.
+
+        Several puts of one project are in flight at once (Options.puts_in_flight), each at a
+        version of its own handed out by the project's sequence, so that a busy project is not
+        held to one S3 round trip per version. A put that fails without landing gives its
+        version back, and the project's next upload fills it."""
         project = script.project
         upload_id = self._new_id()
-        async with self._queue.hold(project):
-            version = max(latest, self._queue.latest(project)) + 1
+        async with self._sequences.slot(project) as sequence:
             uploaded_at = self._clock()
             for attempt in range(1, self._options.max_version_attempts + 1):
                 if gone.is_set():
                     raise CallerGone(f"project {project!r}: the caller went away; nothing stored")
+                version = sequence.reserve(latest)
                 record = new_record(script, version, uploaded_at, upload_id)
-                stored = await self._put(record, script.body)
-                self._queue.saw(project, version)
+                try:
+                    stored = await self._put(record, script.body)
+                except BaseException:
+                    sequence.settle(version, landed=False)
+                    raise
+                sequence.settle(version, landed=True)  # ours or another writer's: it exists
                 if stored:
                     if attempt > 1:
                         logger.info(
                             "project %s: version %d after %d attempts", project, version, attempt
                         )
                     return record
-                version = await self.first_absent_after(project, version)
-                self._queue.saw(project, version - 1)
+                if version >= sequence.probed:  # a sibling's probe may have looked already
+                    sequence.skip_to(await self.first_absent_after(project, version))
         raise VersionConflict(
             f"project {project!r}: concurrent uploads took each of the "
             f"{self._options.max_version_attempts} versions this upload tried; nothing was "

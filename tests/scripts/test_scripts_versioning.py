@@ -153,6 +153,55 @@ async def test_concurrent_uploads_in_one_process_do_not_fight_over_versions() ->
         assert world.store.objects[("demo", v)][1] == f"x = {i}\n".encode()
 
 
+async def test_puts_of_one_project_are_in_flight_together_and_leave_no_gap() -> None:
+    world = World(puts_in_flight=4)
+    in_flight: set[int] = set()
+    most = 0
+    release = asyncio.Event()
+
+    async def held(record: VersionRecord) -> None:
+        nonlocal most
+        in_flight.add(record.version)
+        most = max(most, len(in_flight))
+        if len(in_flight) == 4:
+            release.set()
+        await release.wait()
+        in_flight.discard(record.version)
+
+    world.store.before_put = held
+    versions = await asyncio.gather(*(world.upload(f"x = {i}\n") for i in range(10)))
+    assert sorted(versions) == list(range(1, 11))
+    assert most == 4  # never more than the limit at once
+    assert world.store.count("put") == 10
+
+
+async def test_a_version_whose_put_failed_is_filled_by_the_next_upload() -> None:
+    world = World(puts_in_flight=4)
+    failed = False
+    both_sent = asyncio.Event()
+    sent: list[int] = []
+
+    async def second_fails_once(record: VersionRecord) -> None:
+        nonlocal failed
+        sent.append(record.version)
+        if len(sent) == 2:
+            both_sent.set()
+        await both_sent.wait()
+        if record.version == 1 and not failed:
+            failed = True
+            raise errors.Unavailable("S3: connection reset")
+
+    world.store.before_put = second_fails_once
+    results = await asyncio.gather(
+        world.upload("a = 1\n"), world.upload("b = 2\n"), return_exceptions=True
+    )
+    assert isinstance(results[0], errors.Unavailable) and results[1] == 2
+    assert world.store.versions("demo") == [2]  # a hole, for now
+    assert await world.upload("c = 3\n") == 1  # filled by the next upload
+    assert await world.upload("d = 4\n") == 3
+    assert world.store.versions("demo") == [1, 2, 3]
+
+
 async def test_bounded_retries_end_in_a_conflict_that_stored_nothing() -> None:
     world = World(max_version_attempts=3)
 
@@ -218,7 +267,8 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 async def test_a_caller_that_goes_away_before_its_put_stores_nothing() -> None:
-    world = World()
+    # one put of the project in flight at a time: the second upload waits for a slot
+    world = World(puts_in_flight=1)
     in_put = asyncio.Event()
     release = asyncio.Event()
 
