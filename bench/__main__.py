@@ -17,6 +17,7 @@ BENCHMARKS = (
     "worker_overhead",
     "watcher_detection",
     "e2e_latency",
+    "pipeline_throughput",
     "generation",
 )
 SHOWN_LOG_LINES = 40

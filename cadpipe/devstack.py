@@ -152,6 +152,11 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (0 when stopped): benchmarks read its CPU and memory."""
+        return self._process.pid if self._process is not None else 0
+
     def start(self) -> Self:
         self._process = subprocess.Popen(
             [
