@@ -213,9 +213,9 @@ class Pipeline:
         version.accepted = time.perf_counter()
         return version
 
-    async def finish(self, version: Version, timeout: float = 600) -> Version:
+    async def finish(self, version: Version, within: float = 600) -> Version:
         version.finished, version.event = await asyncio.wait_for(
-            self._future(version.project, version.version), timeout
+            self._future(version.project, version.version), within
         )
         expected = EXPECTED.get(version.sample, "completed")
         assert version.event.status == expected, (version.sample, version.event)
