@@ -1,6 +1,6 @@
 """Upload throughput: 16 concurrent clients on one project, through REST (gateway -> script
-service) and through gRPC (script service), beside raw boto3 put_object to the same moto
-server as the baseline, all in one run.
+service) and through gRPC (script service), and through REST on as many projects as clients,
+beside raw boto3 put_object to the same moto server as the baseline, all in one run.
 
     .venv/bin/python -m bench.upload_throughput [--uploads N] [--clients C]
 
@@ -100,10 +100,17 @@ async def measure(
             await http.post("/api/projects/bench-rest/upload-script", json={"script": SCRIPT})
         ).raise_for_status()
 
+    async def via_rest_projects(i: int) -> None:
+        project = f"bench-rest-{i % clients}"
+        (
+            await http.post(f"/api/projects/{project}/upload-script", json={"script": SCRIPT})
+        ).raise_for_status()
+
     paths = {
         "boto3 put_object (baseline)": raw,
         "gRPC UploadScript": via_grpc,
         "REST upload-script": via_rest,
+        f"REST upload-script, {clients} projects": via_rest_projects,
     }
     for warm in paths.values():  # connections, first documents
         await drive(clients, clients, warm)
@@ -150,7 +157,8 @@ def main(total: int, clients: int) -> None:
             results = asyncio.run(measure(total, clients, bucket, grpc_port, http_port))
 
     print(
-        f"\nupload throughput: {total} uploads per path, {clients} concurrent clients, one project;"
+        f"\nupload throughput: {total} uploads per path, {clients} concurrent clients, one project"
+        " unless said;"
     )
     print("moto, script service and gateway in their own processes, on this 2-core machine")
     base_rate = total / results["boto3 put_object (baseline)"][1]
