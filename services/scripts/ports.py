@@ -53,6 +53,10 @@ class ProjectIndex(Protocol):
         """Upserts the version document and raises the project's latest to it (never lowers)."""
         ...
 
+    async def record_versions(self, records: Sequence[VersionRecord]) -> None:
+        """record_version of each, in as few requests as the store allows."""
+        ...
+
     async def versions(self, project: str, first: int, last: int) -> dict[int, VersionRecord]:
         """The indexed versions first..last of a project (some may be missing)."""
         ...
@@ -78,6 +82,10 @@ class Outbox(Protocol):
 
     async def add(self, entry: OutboxEntry) -> None:
         """Records the entry as pending; a second add of the same msg_id changes nothing."""
+        ...
+
+    async def add_many(self, entries: Sequence[OutboxEntry]) -> None:
+        """add of each, in as few requests as the store allows."""
         ...
 
     async def contains(self, msg_ids: Sequence[str]) -> set[str]:

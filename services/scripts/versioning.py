@@ -25,7 +25,7 @@ import heapq
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from cadpipe import errors
 from cadpipe.callers import ANONYMOUS, Caller
 from cadpipe.logs import current_request_id
 from cadpipe.ownership import Ownership
+from services.scripts.batching import GroupCommit
 from services.scripts.domain import (
     CallerGone,
     Limits,
@@ -237,6 +238,9 @@ class Scripts:
             new_id=new_id,
             sleep=sleep,
         )
+        self._recording: GroupCommit[tuple[VersionRecord, OutboxEntry]] = GroupCommit(
+            self._write_records
+        )
         self.unrecorded: set[str] = set()
         """Projects with a stored version this process could not record: the reconciler's."""
 
@@ -361,7 +365,7 @@ class Scripts:
         delay = self._options.record_backoff
         for attempt in range(1, self._options.record_attempts + 1):
             try:
-                await asyncio.gather(self._outbox.add(entry), self._index.record_version(record))
+                await self._recording.submit((record, entry))
                 break
             except errors.Unavailable as error:
                 if attempt < self._options.record_attempts:
@@ -381,6 +385,13 @@ class Scripts:
                     "MongoDB answers"
                 ) from error
         self._on_event(entry)
+
+    async def _write_records(self, batch: Sequence[tuple[VersionRecord, OutboxEntry]]) -> None:
+        """The version documents and outbox entries of uploads that finished together."""
+        await asyncio.gather(
+            self._outbox.add_many([entry for _, entry in batch]),
+            self._index.record_versions([record for record, _ in batch]),
+        )
 
     async def shielded(self, work: Callable[[asyncio.Event], Awaitable[T]]) -> T:
         """Runs work in a task of its own that the caller's cancellation (client gone, deadline)

@@ -175,6 +175,15 @@ async def test_puts_of_one_project_are_in_flight_together_and_leave_no_gap() -> 
     assert world.store.count("put") == 10
 
 
+async def test_uploads_finishing_together_are_recorded_together() -> None:
+    world = World()
+    versions = await asyncio.gather(*(world.upload(f"x = {i}\n") for i in range(20)))
+    assert sorted(versions) == list(range(1, 21))
+    assert sum(world.index.batches) == 20 and len(world.index.batches) < 20
+    assert sorted(world.index.docs) == [("demo", v) for v in range(1, 21)]
+    assert len(world.outbox.entries) == 20 and world.events == 20
+
+
 async def test_a_version_whose_put_failed_is_filled_by_the_next_upload() -> None:
     world = World(puts_in_flight=4)
     failed = False
