@@ -5,12 +5,15 @@ versions, read one. The design is in docs/scripts-service.md; in short:
   index's latest + 1. When another writer holds N, the first free version above it is found by
   HEAD probes (exponential, then binary search: versions are contiguous) and tried next.
   Nothing is read and then written unconditionally, so no lock service is needed.
-* Within one process, uploads to one project queue behind a local asyncio lock. It is not what
-  makes versions unique (the conditional put is); it keeps a replica's own uploads from racing
-  each other and wasting S3 requests.
+* Within one process, each upload of a project takes a version of its own from the project's
+  sequence and puts at once, up to Options.puts_in_flight puts of the project at a time. It is
+  not what makes versions unique (the conditional put is); it keeps a replica's own uploads
+  from racing each other for one version, and a version whose put failed is handed out again
+  first, so the hole it would leave below later versions is filled.
 * After the put, the version document and an outbox entry (the uploaded event) are written to
-  MongoDB before the call returns; the publisher sends the entry to JetStream. That part runs
-  in a task of its own, shielded from the caller's cancellation, so a client that gives up
+  MongoDB before the call returns (together with those of uploads finishing at the same
+  time); the publisher sends the entry to JetStream. That part runs in a task of its own,
+  shielded from the caller's cancellation, so a client that gives up
   mid-upload cannot leave a stored version without its event. A MongoDB failure there is
   retried a few times in that task; when it outlasts them, the project is handed to the
   reconciler (reconcile.py), which records the version once MongoDB answers again.
