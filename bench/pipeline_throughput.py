@@ -4,7 +4,7 @@ fails on purpose), and every version is followed to its completion event on NATS
 the same run, bare `freecadcmd` over the same scripts with the same parallelism as the worker.
 
     .venv/bin/python -m bench.pipeline_throughput [--versions 48] [--clients 8]
-        [--runs 10] [--loads 0.25,0.5,0.75,1.0,1.25] [--memory-versions 1000]
+        [--runs 10] [--loads 0.25,0.5,0.75,1.0,1.25,1.5,2.0] [--memory-versions 1000]
         [--plot docs/pipeline_latency.png]
 
 moto's S3 server, nats-server, the script service, the watcher, the worker and the gateway each
@@ -522,7 +522,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--loads",
         type=lambda text: [float(v) for v in text.split(",") if v],
-        default=[0.25, 0.5, 0.75, 1.0, 1.25],
+        default=[0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0],
         help="offered loads, as fractions of bare freecadcmd's rate",
     )
     parser.add_argument("--load-seconds", type=float, default=6.0, help="length of each load")
