@@ -169,14 +169,23 @@ async def _open_sandbox(
     return zygote
 
 
+S3_CONNECTIONS = 32
+
+
 @asynccontextmanager
 async def start(settings: Settings) -> AsyncIterator[Running]:
     worker_name = f"{socket.gethostname()}/{os.getpid()}"
     async with AsyncExitStack() as stack:
         observed = ServiceMetrics("worker")
         metrics = WorkerMetrics(observed.registry)
-        bucket = s3.open_bucket(settings, stack, instrument=observed.instrument_s3)
-        storage = S3JobStorage(s3.AsyncBucket(bucket))
+        bucket = s3.open_bucket(
+            settings, stack, instrument=observed.instrument_s3, max_pool_connections=S3_CONNECTIONS
+        )
+        # every job stores its outputs, report and log at once: threads of the bucket's own, as
+        # many as its pooled connections, rather than the loop's few default ones
+        async_bucket = s3.AsyncBucket(bucket, threads=S3_CONNECTIONS)
+        stack.callback(async_bucket.close)
+        storage = S3JobStorage(async_bucket)
 
         lib_dir = settings.resolved_freecad_lib_dir()
         cgroup = await asyncio.to_thread(pids_cgroup, settings.pids_cgroup_root)
