@@ -175,6 +175,57 @@ async def test_puts_of_one_project_are_in_flight_together_and_leave_no_gap() -> 
     assert world.store.count("put") == 10
 
 
+async def test_another_writer_racing_puts_in_flight_leaves_no_gap_and_no_overwrite() -> None:
+    world = World(puts_in_flight=8)
+    taken = {3, 4, 9}  # another replica writes these while ours are in flight
+
+    async def racer(record: VersionRecord) -> None:
+        await asyncio.sleep(0)
+        if record.version in taken:
+            taken.discard(record.version)
+            world.written_by_someone_else("demo", record.version)
+
+    world.store.before_put = racer
+    versions = await asyncio.gather(*(world.upload(f"x = {i}\n") for i in range(12)))
+    assert len(set(versions)) == 12
+    assert world.store.versions("demo") == list(range(1, 16))  # 12 ours + 3 others, no gap
+    for i, v in enumerate(versions):
+        record, body = world.store.objects[("demo", v)]
+        assert body == f"x = {i}\n".encode() and not record.upload_id.startswith("other")
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_failed_puts_and_a_racing_writer_leave_no_gap_once_uploads_go_on(seed: int) -> None:
+    import random
+
+    chance = random.Random(seed)
+    world = World(puts_in_flight=6)
+    failing = True
+
+    async def weather(record: VersionRecord) -> None:
+        for _ in range(chance.randrange(3)):
+            await asyncio.sleep(0)
+        roll = chance.random()
+        if failing and roll < 0.15:
+            raise errors.Unavailable("S3: connection reset")
+        if roll > 0.9 and ("demo", record.version) not in world.store.objects:
+            world.written_by_someone_else("demo", record.version)
+
+    world.store.before_put = weather
+    results = []
+    for wave in range(4):
+        results += await asyncio.gather(
+            *(world.upload(f"x = {wave}.{i}\n") for i in range(10)), return_exceptions=True
+        )
+    failing = False  # S3 answers again: the next uploads fill what the failures left
+    results += await asyncio.gather(*(world.upload(f"y = {i}\n") for i in range(10)))
+    stored = world.store.versions("demo")
+    assert stored == list(range(1, len(stored) + 1)), stored
+    ours = [v for v in results if isinstance(v, int)]
+    assert len(set(ours)) == len(ours)
+    assert all(not isinstance(r, Exception) or isinstance(r, errors.Unavailable) for r in results)
+
+
 async def test_uploads_finishing_together_are_recorded_together() -> None:
     world = World()
     versions = await asyncio.gather(*(world.upload(f"x = {i}\n") for i in range(20)))
