@@ -111,6 +111,16 @@ class MongoProjectIndex:
         doc = await _call(lambda: self._projects.find_one({"_id": project}, {"latest": 1}))
         return int(doc["latest"]) if doc else 0
 
+    async def owner_and_latest(self, project: str) -> tuple[str | None, int]:
+        doc = await _call(
+            lambda: self._projects.find_one(
+                {"_id": project}, {"latest": 1, ownership.OWNER_FIELD: 1}
+            )
+        )
+        if doc is None:
+            return None, 0
+        return str(doc.get(ownership.OWNER_FIELD) or ""), int(doc.get("latest") or 0)
+
     async def record_version(self, record: VersionRecord) -> None:
         def blocking() -> None:
             # keyed by _id: an update by _id is cheap on mongomock as well as on MongoDB

@@ -49,6 +49,11 @@ class ProjectIndex(Protocol):
         """The highest version known to the index, 0 if none. May lag behind S3."""
         ...
 
+    async def owner_and_latest(self, project: str) -> tuple[str | None, int]:
+        """One read of the project's document: its owner as cadpipe.ownership records it
+        (None: no document; "": none recorded) and latest_version."""
+        ...
+
     async def record_version(self, record: VersionRecord) -> None:
         """Upserts the version document and raises the project's latest to it (never lowers)."""
         ...

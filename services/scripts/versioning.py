@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from cadpipe import errors
 from cadpipe.callers import ANONYMOUS, Caller
 from cadpipe.logs import current_request_id
-from cadpipe.ownership import Ownership
+from cadpipe.ownership import Ownership, RecordedOwner
 from services.scripts.batching import GroupCommit
 from services.scripts.domain import (
     CallerGone,
@@ -262,10 +262,10 @@ class Scripts:
         # small one costs less than the hop to a thread
         size = len(request.script or "")
         script = check() if size <= INLINE_CHECK_BYTES else await asyncio.to_thread(check)
-        # both read the project's document: at once, not one after the other
-        owner, latest = await asyncio.gather(
-            self._owners.owner_for_upload(script.project, request.caller),
-            self._index.latest_version(script.project),
+        # the index's project document is also where ownership is recorded: one read for both
+        recorded, latest = await self._index.owner_and_latest(script.project)
+        owner = await self._owners.owner_for_upload(
+            script.project, request.caller, read=RecordedOwner(recorded)
         )
         script = replace(script, owner=owner)
         if script.idempotency_key:

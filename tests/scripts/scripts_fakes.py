@@ -78,6 +78,9 @@ class FakeIndex:
     async def latest_version(self, project: str) -> int:
         return self.latest.get(project, 0)
 
+    async def owner_and_latest(self, project: str) -> tuple[str | None, int]:
+        return ("" if project in self.latest else None), self.latest.get(project, 0)
+
     async def record_version(self, record: VersionRecord) -> None:
         if self.failing_writes:
             self.failing_writes -= 1
