@@ -143,6 +143,8 @@ class _ProjectSequences:
         free: list[int] = field(default_factory=list)
         """Heap of versions handed out whose put failed without landing."""
         users: int = 0
+        settled: asyncio.Event = field(default_factory=asyncio.Event)
+        """Set, and replaced, whenever a put in flight settles."""
 
         def reserve(self, latest: int) -> int:
             """The version to write: a freed one first (the index may record versions above
@@ -159,6 +161,16 @@ class _ProjectSequences:
             self.in_flight.discard(version)
             if not landed:
                 heapq.heappush(self.free, version)
+            settled, self.settled = self.settled, asyncio.Event()
+            settled.set()
+
+        async def settled_below(self, version: int) -> None:
+            """Returns once every put of a lower version this process handed out has landed
+            or failed. An upload is recorded only then, so the index's latest never passes a
+            version that is still being written: should the process die meanwhile, the next
+            upload's guess (the index's latest + 1) is that version, and fills it."""
+            while any(v < version for v in self.in_flight):
+                await self.settled.wait()
 
         def skip_to(self, version: int) -> None:
             """Versions below `version` are held (a probe found it to be the first absent)."""
@@ -246,6 +258,9 @@ class Scripts:
         )
         self.unrecorded: set[str] = set()
         """Projects with a stored version this process could not record: the reconciler's."""
+        self.held_elsewhere: dict[str, set[int]] = {}
+        """Versions whose conditional put found another writer's object: the reconciler
+        records those the index lacks (their writer may have died before recording them)."""
 
     # --- upload --------------------------------------------------------------------------
 
@@ -311,7 +326,11 @@ class Scripts:
                         logger.info(
                             "project %s: version %d after %d attempts", project, version, attempt
                         )
+                    await sequence.settled_below(version)
                     return record
+                # Another writer holds it: perhaps one that died before recording it (a
+                # replica killed with puts in flight): the reconciler makes sure it is indexed.
+                self.held_elsewhere.setdefault(project, set()).add(version)
                 if version >= sequence.probed:  # a sibling's probe may have looked already
                     sequence.skip_to(await self.first_absent_after(project, version))
         raise VersionConflict(
