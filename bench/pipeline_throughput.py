@@ -539,5 +539,10 @@ if __name__ == "__main__":
         default=200,
         help="versions after the burst, RSS sampled every 100 (1000 for the full check)",
     )
-    parser.add_argument("--plot", default="pipeline_latency.png", help="PNG path; '' for none")
+    parser.add_argument(
+        "--plot",
+        default=str(pathlib.Path(tempfile.gettempdir()) / "cadpipe-pipeline-latency.png"),
+        help="PNG of latency against offered load; '' for none (docs/pipeline_latency.png is"
+        " one run's)",
+    )
     main(parser.parse_args())
