@@ -199,10 +199,6 @@ class _ProjectSequences:
             sequence.users -= 1
             self._forget_old()
 
-    def latest(self, project: str) -> int:
-        sequence = self._sequences.get(project)
-        return sequence.next - 1 if sequence is not None and sequence.next else 0
-
     def _forget_old(self) -> None:
         while len(self._sequences) > self._memory:
             project, oldest = next(iter(self._sequences.items()))
