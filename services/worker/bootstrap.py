@@ -170,6 +170,11 @@ async def _open_sandbox(
 
 
 S3_CONNECTIONS = 32
+NATS_DRAIN_SECONDS = 5
+"""What the worker publishes (acks, naks, nudges) is flushed in milliseconds at shutdown. With
+more than one slot, a message that a slot's cancelled fetch still brings in lands in a pull
+subscription nobody reads any more, and would hold the drain for nats-py's 30 s default (the
+message itself comes back after ack_wait): the drain is bounded here."""
 
 
 @asynccontextmanager
@@ -208,7 +213,10 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         )
 
         nc = await messaging.connect(
-            settings, name="cadpipe-worker", error_cb=observed.nats_error_cb
+            settings,
+            name="cadpipe-worker",
+            error_cb=observed.nats_error_cb,
+            drain_timeout=NATS_DRAIN_SECONDS,
         )
         stack.push_async_callback(messaging.close, nc)
         js = nc.jetstream()
