@@ -18,6 +18,7 @@ BENCHMARKS = (
     "fairness",
     "watcher_detection",
     "e2e_latency",
+    "pipeline_throughput",
     "generation",
 )
 SHOWN_LOG_LINES = 40

@@ -157,6 +157,11 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (0 when stopped): benchmarks read its CPU and memory."""
+        return self._process.pid if self._process is not None else 0
+
     def start(self) -> Self:
         tether = [sys.executable, "-I", str(pathlib.Path(__file__).with_name("tether.py"))]
         if self._own_store:
@@ -281,7 +286,134 @@ def _serialise_mongomock_operations() -> None:
         ):
             setattr(Collection, name, locked(getattr(Collection, name)))
         setattr(Collection, "_get_dataset", materialised(Collection._get_dataset))  # noqa: B010
+        _index_mongomock_lookups()
         _mock_patched = True
+
+
+_TTL_SWEEP_SECONDS = 1.0
+
+
+def _index_mongomock_lookups() -> None:
+    """Gives mongomock the costs of MongoDB's indexes, which it lacks.
+
+    mongomock answers every filter by scanning the whole collection, runs its TTL expiry (another
+    full scan) on every access, and checks a unique index by a full scan with its generic
+    matcher. A store that has seen n uploads then spends O(n) per operation and the local stack
+    slows down as it is used, which MongoDB does not. Here a filter naming plain `_id`s (a value
+    or {"$in": [...]}) looks the documents up by key (the whole filter is still applied to
+    them), expiry runs at most once a second per collection (MongoDB's TTL monitor runs every
+    60 s), and a unique index of plain values is checked through a hash of those fields, kept
+    up to date on every write (a duplicate it reports is confirmed by a scan before it is
+    raised). Same answers, other costs.
+    """
+    from mongomock import DuplicateKeyError, filtering, helpers
+    from mongomock.collection import Collection
+    from mongomock.store import CollectionStore
+
+    scan = Collection._iter_documents
+
+    def plain(value: object) -> bool:
+        return isinstance(value, str | int) and not isinstance(value, bool)
+
+    def iter_documents(self: Any, filter: Any) -> Any:
+        key = filter.get("_id") if isinstance(filter, dict) else None
+        keys: list[Any] | None = None
+        if plain(key):
+            keys = [key]
+        elif isinstance(key, dict) and list(key) == ["$in"] and all(map(plain, key["$in"])):
+            keys = list(dict.fromkeys(key["$in"]))
+        if keys is None:
+            return scan(self, filter)
+        store = self._store
+        store._remove_expired_documents()
+        found = (store._documents.get(k) for k in keys)
+        return iter([d for d in found if d is not None and filtering.filter_applies(filter, d)])
+
+    expire = CollectionStore._remove_expired_documents
+
+    def remove_expired(self: Any) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_cadpipe_swept", -_TTL_SWEEP_SECONDS) >= _TTL_SWEEP_SECONDS:
+            self._cadpipe_swept = now
+            expire(self)
+
+    def entry(document: Any, fields: tuple[str, ...]) -> Any:
+        values = tuple(document.get(name) for name in fields)
+        try:
+            hash(values)
+        except TypeError:
+            return None
+        return values
+
+    def hashed(store: Any, fields: tuple[str, ...]) -> tuple[dict[Any, set[Any]], dict[Any, Any]]:
+        """{field values: {_id}} and {_id: field values} of the store, built once."""
+        indexes = store.__dict__.setdefault("_cadpipe_unique", {})
+        if fields not in indexes:
+            by_values: dict[Any, set[Any]] = {}
+            by_id: dict[Any, Any] = {}
+            for document in store._documents.values():
+                values = entry(document, fields)
+                by_values.setdefault(values, set()).add(document["_id"])
+                by_id[document["_id"]] = values
+            indexes[fields] = (by_values, by_id)
+        return indexes[fields]  # type: ignore[no-any-return]
+
+    def note(store: Any, key: Any, document: Any) -> None:
+        for fields, (by_values, by_id) in store.__dict__.get("_cadpipe_unique", {}).items():
+            old = by_id.pop(key, None)
+            if key in by_values.get(old, ()):
+                by_values[old].discard(key)
+            if document is not None:
+                values = entry(document, fields)
+                by_values.setdefault(values, set()).add(key)
+                by_id[key] = values
+
+    set_item, del_item, drop = (
+        CollectionStore.__setitem__,
+        CollectionStore.__delitem__,
+        CollectionStore.drop,
+    )
+
+    def setitem(self: Any, key: Any, value: Any) -> None:
+        set_item(self, key, value)
+        note(self, key, value)
+
+    def delitem(self: Any, key: Any) -> None:
+        del_item(self, key)
+        note(self, key, None)
+
+    def dropped(self: Any) -> None:
+        drop(self)
+        self.__dict__.pop("_cadpipe_unique", None)
+
+    ensure_uniques = Collection._ensure_uniques
+
+    def ensure_plain_uniques(self: Any, new_data: Any) -> None:
+        for index in self._store.indexes.values():
+            if not index.get("unique") or index.get("sparse"):
+                continue
+            fields = tuple(name for name, _ in index.get("key"))
+            if index.get("partialFilterExpression") is not None or any("." in f for f in fields):
+                return ensure_uniques(self, new_data)  # type: ignore[no-any-return]
+            wanted = entry(new_data, fields)
+            if wanted is None or isinstance(new_data["_id"], dict):
+                return ensure_uniques(self, new_data)  # type: ignore[no-any-return]
+            self._store._remove_expired_documents()
+            by_values, _ = hashed(self._store, fields)
+            # updates change documents in place: the changed one is noted here
+            note(self._store, new_data["_id"], new_data)
+            if len(by_values.get(wanted, ())) > 1:
+                query = {name: helpers.get_value_by_dot(new_data, name) for name in fields}
+                if len(list(scan(self, query))) > 1:
+                    raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
+        return None
+
+    Collection._iter_documents = iter_documents  # type: ignore[method-assign]
+    Collection._ensure_uniques = ensure_plain_uniques  # type: ignore[method-assign]
+    CollectionStore._remove_expired_documents = remove_expired  # type: ignore[method-assign]
+    CollectionStore.__setitem__ = setitem  # type: ignore[method-assign]
+    CollectionStore.__delitem__ = delitem  # type: ignore[method-assign]
+    CollectionStore.drop = dropped  # type: ignore[method-assign]
 
 
 def mongomock_client(name: str) -> pymongo.MongoClient[dict[str, Any]]:

@@ -13,6 +13,7 @@ not exist. Its adapters are in cadpipe.adapters.owners.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from cadpipe import errors
@@ -50,6 +51,14 @@ class FirstVersionOwners(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class RecordedOwner:
+    """OwnerRecords.owner_of's answer, read by someone else along with the rest of the
+    project's document."""
+
+    owner: str | None
+
+
 def not_found_message(project: str) -> str:
     """The one message for a project the caller may not see and for one that does not exist,
     so that the answer says nothing about which it is."""
@@ -85,15 +94,18 @@ class Ownership:
         if not caller.may_access(await self.owner_of(project)):
             raise errors.NotFound(not_found_message(project))
 
-    async def owner_for_upload(self, project: str, caller: Caller) -> str:
+    async def owner_for_upload(
+        self, project: str, caller: Caller, *, read: RecordedOwner | None = None
+    ) -> str:
         """The project's owner, claimed when the index lacks the project (before anything is
         stored): for S3's owner when the bucket holds the project already, else for the caller.
-        NotFound when the project is someone else's."""
+        NotFound when the project is someone else's. `read`: what the records said a moment
+        ago, when the caller read the project's document anyway (one read, not two)."""
         if self._records is None:
             if caller.unrestricted:
                 return ""
             raise errors.NotFound(not_found_message(project))
-        recorded = await self._records.owner_of(project)
+        recorded = read.owner if read is not None else await self._records.owner_of(project)
         if recorded is None:
             in_bucket = await self._bucket.first_version_owner(project) if self._bucket else None
             if in_bucket is not None:

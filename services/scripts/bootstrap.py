@@ -37,6 +37,7 @@ from services.scripts.versioning import Options, Scripts
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = scripts_pb2.DESCRIPTOR.services_by_name["ScriptService"].full_name
+S3_CONNECTIONS = 64
 EVENTS_HEALTH = "cadpipe.scripts.events"
 """SERVING while uploaded events reach JetStream, NOT_SERVING while they wait in the outbox."""
 
@@ -69,14 +70,17 @@ async def _open_stores(
         settings,
         stack,
         instrument=metrics.instrument_s3 if metrics is not None else None,
-        max_pool_connections=64,
+        max_pool_connections=S3_CONNECTIONS,
     )
     listeners = metrics.mongo_listeners() if metrics is not None else []
     mongo_client, db = mongo.connect(settings, event_listeners=listeners)
     stack.callback(mongo_client.close)
     # fails the start when MongoDB does not answer, with the driver's message
     await mongo.in_thread(lambda: mongo_index.ensure_indexes(db))
-    bucket = s3.AsyncBucket(blocking_bucket)
+    # puts of many uploads are in flight at once (Options.puts_in_flight per project): a thread
+    # for each pooled connection, apart from the MongoDB calls' threads
+    bucket = s3.AsyncBucket(blocking_bucket, threads=S3_CONNECTIONS)
+    stack.callback(bucket.close)
     return _Stores(
         store=S3ScriptStore(bucket, on_conflict=on_conflict),
         index=mongo_index.MongoProjectIndex(db),
@@ -97,6 +101,7 @@ def options_from(settings: Settings) -> Options:
             max_metadata_bytes=settings.max_metadata_bytes,
         ),
         max_version_attempts=settings.max_version_attempts,
+        puts_in_flight=settings.puts_in_flight,
         idempotency_wait=settings.idempotency_wait_seconds,
         idempotency_stale=settings.idempotency_stale_seconds,
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from cadpipe import errors, layout, messaging, ownership
 from cadpipe.adapters.mongo import in_thread as _call
@@ -111,6 +111,16 @@ class MongoProjectIndex:
         doc = await _call(lambda: self._projects.find_one({"_id": project}, {"latest": 1}))
         return int(doc["latest"]) if doc else 0
 
+    async def owner_and_latest(self, project: str) -> tuple[str | None, int]:
+        doc = await _call(
+            lambda: self._projects.find_one(
+                {"_id": project}, {"latest": 1, ownership.OWNER_FIELD: 1}
+            )
+        )
+        if doc is None:
+            return None, 0
+        return str(doc.get(ownership.OWNER_FIELD) or ""), int(doc.get("latest") or 0)
+
     async def record_version(self, record: VersionRecord) -> None:
         def blocking() -> None:
             # keyed by _id: an update by _id is cheap on mongomock as well as on MongoDB
@@ -121,6 +131,30 @@ class MongoProjectIndex:
             except DuplicateKeyError:  # two upserts raced to insert: the other one did
                 self._versions.update_one(by_id, update)
             self._raise_latest(record)
+
+        await _call(blocking)
+
+    async def record_versions(self, records: Sequence[VersionRecord]) -> None:
+        """record_version for many at once: one insert of the version documents (a version is
+        immutable: a document already there describes the same object), one raise of each
+        project's latest."""
+        if len(records) == 1:
+            return await self.record_version(records[0])
+
+        def blocking() -> None:
+            documents = [
+                {"_id": version_id(r.project, r.version), **version_doc(r)} for r in records
+            ]
+            try:
+                self._versions.insert_many(documents, ordered=False)
+            except BulkWriteError as error:
+                _only_duplicates(error)  # indexed already (a retry, a listing that healed it)
+            highest: dict[str, VersionRecord] = {}
+            for r in records:
+                if r.project not in highest or r.version > highest[r.project].version:
+                    highest[r.project] = r
+            for r in highest.values():
+                self._raise_latest(r)
 
         await _call(blocking)
 
@@ -211,6 +245,31 @@ def _summary(doc: Doc) -> ProjectSummary:
     )
 
 
+def _only_duplicates(error: BulkWriteError) -> list[int]:
+    """The indexes of the bulk write's duplicate-key failures; any other failure is raised."""
+    failures = error.details.get("writeErrors", [])
+    if any(failure.get("code") != DUPLICATE_KEY for failure in failures):
+        raise error
+    return [int(failure["index"]) for failure in failures]
+
+
+DUPLICATE_KEY = 11000
+
+
+def _outbox_doc(entry: OutboxEntry, now: dt.datetime) -> Doc:
+    return {
+        "_id": entry.msg_id,
+        "subject": entry.subject,
+        "payload": entry.payload.decode(),
+        "project": entry.project,
+        "version": entry.version,
+        "request_id": entry.request_id,
+        "created_at": now,
+        "sent_at": None,
+        "attempts": 0,
+    }
+
+
 def _entry(doc: Doc) -> OutboxEntry:
     return OutboxEntry(
         msg_id=doc["_id"],
@@ -231,21 +290,23 @@ class MongoOutbox:
     async def add(self, entry: OutboxEntry) -> None:
         def blocking() -> None:
             try:
-                self._outbox.insert_one(
-                    {
-                        "_id": entry.msg_id,
-                        "subject": entry.subject,
-                        "payload": entry.payload.decode(),
-                        "project": entry.project,
-                        "version": entry.version,
-                        "request_id": entry.request_id,
-                        "created_at": _now(),
-                        "sent_at": None,
-                        "attempts": 0,
-                    }
-                )
+                self._outbox.insert_one(_outbox_doc(entry, _now()))
             except DuplicateKeyError:
                 pass  # recorded already (a retry, a reindex): one entry per message id
+
+        await _call(blocking)
+
+    async def add_many(self, entries: Sequence[OutboxEntry]) -> None:
+        """add for many at once: one insert of all of them."""
+        if len(entries) == 1:
+            return await self.add(entries[0])
+        now = _now()
+
+        def blocking() -> None:
+            try:
+                self._outbox.insert_many([_outbox_doc(e, now) for e in entries], ordered=False)
+            except BulkWriteError as error:
+                _only_duplicates(error)  # recorded already: one entry per message id
 
         await _call(blocking)
 

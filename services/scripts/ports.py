@@ -49,8 +49,17 @@ class ProjectIndex(Protocol):
         """The highest version known to the index, 0 if none. May lag behind S3."""
         ...
 
+    async def owner_and_latest(self, project: str) -> tuple[str | None, int]:
+        """One read of the project's document: its owner as cadpipe.ownership records it
+        (None: no document; "": none recorded) and latest_version."""
+        ...
+
     async def record_version(self, record: VersionRecord) -> None:
         """Upserts the version document and raises the project's latest to it (never lowers)."""
+        ...
+
+    async def record_versions(self, records: Sequence[VersionRecord]) -> None:
+        """record_version of each, in as few requests as the store allows."""
         ...
 
     async def versions(self, project: str, first: int, last: int) -> dict[int, VersionRecord]:
@@ -78,6 +87,10 @@ class Outbox(Protocol):
 
     async def add(self, entry: OutboxEntry) -> None:
         """Records the entry as pending; a second add of the same msg_id changes nothing."""
+        ...
+
+    async def add_many(self, entries: Sequence[OutboxEntry]) -> None:
+        """add of each, in as few requests as the store allows."""
         ...
 
     async def contains(self, msg_ids: Sequence[str]) -> set[str]:

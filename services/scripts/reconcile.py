@@ -7,7 +7,9 @@ index's latest, found by the same HEAD probes as uploads use (Scripts.first_abse
 version already finished (its processed marker or error log is there) is recorded without an
 event, as reindex does.
 
-Each pass covers the projects whose record failed in this process (Scripts.unrecorded); every
+Each pass covers the projects whose record failed in this process (Scripts.unrecorded), and the
+versions an upload's conditional put found held by another writer (Scripts.held_elsewhere) that
+the index lacks: a replica killed with puts in flight may have left some unrecorded; every
 `full_every` passes it covers every project of the index, for versions left by a replica that
 failed the same way and then stopped. A version stored by a replica that died between its put
 and its claim of a new project is left to `reindex` (docs/scripts-service.md).
@@ -50,6 +52,29 @@ async def reconcile_project(
     return recorded
 
 
+async def record_held(
+    store: ScriptStore, index: ProjectIndex, outbox: Outbox, project: str, versions: set[int]
+) -> int:
+    """Records those of the versions (held in S3 by another writer, as a put found) that the
+    index lacks, queueing the uploaded event of those not finished; returns how many."""
+    missing = []
+    for version in sorted(versions):
+        if await index.get_version(project, version) is None:
+            missing.append(version)
+    if not missing:
+        return 0
+    finished = await finished_versions(store, project)
+    for version in missing:
+        record = await store.describe(project, version)
+        if record is None:
+            continue
+        if version not in finished:
+            await outbox.add(uploaded_event(record))
+        await index.record_version(record)
+        logger.info("project %s: recorded version %d, which S3 held unindexed", project, version)
+    return len(missing)
+
+
 class Reconciler:
     def __init__(
         self,
@@ -85,6 +110,16 @@ class Reconciler:
                 logger.warning("project %s not reconciled yet: %s", project, error)
                 continue
             self._scripts.unrecorded.discard(project)
+        held = self._scripts.held_elsewhere
+        for project in sorted(held):
+            versions = held.pop(project)
+            try:
+                recorded += await record_held(
+                    self._store, self._index, self._outbox, project, versions
+                )
+            except errors.Unavailable as error:
+                logger.warning("project %s not reconciled yet: %s", project, error)
+                held.setdefault(project, set()).update(versions)
         self.passes += 1
         self.recorded += recorded
         return recorded

@@ -32,6 +32,13 @@ class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings, Grpc
     max_version_attempts: int = Field(
         default=100, ge=1, description="Conditional puts one upload may try before ABORTED"
     )
+    puts_in_flight: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Conditional puts of one project a replica has in flight at once "
+        "(1: strictly one after the other)",
+    )
     idempotency_wait_seconds: float = Field(
         default=5.0, ge=0, description="How long a replay waits for a concurrent first upload"
     )

@@ -5,12 +5,15 @@ versions, read one. The design is in docs/scripts-service.md; in short:
   index's latest + 1. When another writer holds N, the first free version above it is found by
   HEAD probes (exponential, then binary search: versions are contiguous) and tried next.
   Nothing is read and then written unconditionally, so no lock service is needed.
-* Within one process, uploads to one project queue behind a local asyncio lock. It is not what
-  makes versions unique (the conditional put is); it keeps a replica's own uploads from racing
-  each other and wasting S3 requests.
+* Within one process, each upload of a project takes a version of its own from the project's
+  sequence and puts at once, up to Options.puts_in_flight puts of the project at a time. It is
+  not what makes versions unique (the conditional put is); it keeps a replica's own uploads
+  from racing each other for one version, and a version whose put failed is handed out again
+  first, so the hole it would leave below later versions is filled.
 * After the put, the version document and an outbox entry (the uploaded event) are written to
-  MongoDB before the call returns; the publisher sends the entry to JetStream. That part runs
-  in a task of its own, shielded from the caller's cancellation, so a client that gives up
+  MongoDB before the call returns (together with those of uploads finishing at the same
+  time); the publisher sends the entry to JetStream. That part runs in a task of its own,
+  shielded from the caller's cancellation, so a client that gives up
   mid-upload cannot leave a stored version without its event. A MongoDB failure there is
   retried a few times in that task; when it outlasts them, the project is handed to the
   reconciler (reconcile.py), which records the version once MongoDB answers again.
@@ -21,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import heapq
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -32,7 +36,8 @@ from typing import Any, TypeVar
 from cadpipe import errors
 from cadpipe.callers import ANONYMOUS, Caller
 from cadpipe.logs import current_request_id
-from cadpipe.ownership import Ownership
+from cadpipe.ownership import Ownership, RecordedOwner
+from services.scripts.batching import GroupCommit
 from services.scripts.domain import (
     CallerGone,
     Limits,
@@ -66,6 +71,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Clock = Callable[[], dt.datetime]
+
+
+INLINE_CHECK_BYTES = 16 * 1024
+"""Scripts up to this size are validated (compiled) on the event loop, larger ones in a thread."""
 
 
 def utc_now() -> dt.datetime:
@@ -112,43 +121,90 @@ class Options:
     """Tries at writing a stored version's document and outbox entry (MongoDB may blip)."""
     record_backoff: float = 0.1
     """Seconds before the second try, doubled before each next one."""
+    puts_in_flight: int = 16
+    """Conditional puts of one project this process has in flight at once; 1 writes a
+    project's versions strictly one after the other."""
 
 
-class _ProjectQueue:
-    """Per project: an asyncio lock, kept while anyone holds or waits for it, and the latest
-    version this process knows to exist, kept for the most recently used projects."""
+class _ProjectSequences:
+    """Per project, in this process: the next version to hand out, the versions whose puts are
+    in flight, and versions handed out whose put failed (handed out again first, so that a hole
+    left by a failed put is filled by the next upload). Kept while anyone uses the project, and
+    for the most recently used projects."""
 
     @dataclass
-    class _Slot:
-        lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    class Sequence:
+        slots: asyncio.Semaphore
+        next: int = 0
+        """The next version to hand out; 0 until the first upload of the project."""
+        probed: int = 0
+        """The first version a probe found absent: conflicts below it need no new probe."""
+        in_flight: set[int] = field(default_factory=set)
+        free: list[int] = field(default_factory=list)
+        """Heap of versions handed out whose put failed without landing."""
         users: int = 0
+        settled: asyncio.Event = field(default_factory=asyncio.Event)
+        """Set, and replaced, whenever a put in flight settles."""
 
-    def __init__(self, memory: int = 10_000) -> None:
-        self._slots: dict[str, _ProjectQueue._Slot] = {}
-        self._latest: OrderedDict[str, int] = OrderedDict()
+        def reserve(self, latest: int) -> int:
+            """The version to write: a freed one first (the index may record versions above
+            it, but not it), else the next above `latest` and every version handed out."""
+            if self.free:  # another writer may have filled it since: then its put says so
+                version = heapq.heappop(self.free)
+            else:
+                version = max(self.next, latest + 1)
+                self.next = version + 1
+            self.in_flight.add(version)
+            return version
+
+        def settle(self, version: int, *, landed: bool) -> None:
+            self.in_flight.discard(version)
+            if not landed:
+                heapq.heappush(self.free, version)
+            settled, self.settled = self.settled, asyncio.Event()
+            settled.set()
+
+        async def settled_below(self, version: int) -> None:
+            """Returns once every put of a lower version this process handed out has landed
+            or failed. An upload is recorded only then, so the index's latest never passes a
+            version that is still being written: should the process die meanwhile, the next
+            upload's guess (the index's latest + 1) is that version, and fills it."""
+            while any(v < version for v in self.in_flight):
+                await self.settled.wait()
+
+        def skip_to(self, version: int) -> None:
+            """Versions below `version` are held (a probe found it to be the first absent)."""
+            self.next = max(self.next, version)
+            self.probed = max(self.probed, version)
+
+    def __init__(self, puts_in_flight: int, memory: int = 10_000) -> None:
+        self._puts_in_flight = puts_in_flight
+        self._sequences: OrderedDict[str, _ProjectSequences.Sequence] = OrderedDict()
         self._memory = memory
 
     @asynccontextmanager
-    async def hold(self, project: str) -> AsyncIterator[None]:
-        slot = self._slots.setdefault(project, _ProjectQueue._Slot())
-        slot.users += 1
+    async def slot(self, project: str) -> AsyncIterator[_ProjectSequences.Sequence]:
+        """The project's sequence, once fewer than `puts_in_flight` of its puts are in flight."""
+        sequence = self._sequences.get(project)
+        if sequence is None:
+            sequence = self._sequences[project] = _ProjectSequences.Sequence(
+                asyncio.Semaphore(self._puts_in_flight)
+            )
+        self._sequences.move_to_end(project)
+        sequence.users += 1
         try:
-            async with slot.lock:
-                yield
+            async with sequence.slots:
+                yield sequence
         finally:
-            slot.users -= 1
-            if slot.users == 0:
-                del self._slots[project]
+            sequence.users -= 1
+            self._forget_old()
 
-    def latest(self, project: str) -> int:
-        return self._latest.get(project, 0)
-
-    def saw(self, project: str, version: int) -> None:
-        """Version `version` of the project exists."""
-        self._latest[project] = max(version, self._latest.get(project, 0))
-        self._latest.move_to_end(project)
-        while len(self._latest) > self._memory:
-            self._latest.popitem(last=False)
+    def _forget_old(self) -> None:
+        while len(self._sequences) > self._memory:
+            project, oldest = next(iter(self._sequences.items()))
+            if oldest.users or oldest.free:
+                return
+            del self._sequences[project]
 
 
 class Scripts:
@@ -179,7 +235,7 @@ class Scripts:
         self._clock = clock
         self._new_id = new_id
         self._sleep = sleep
-        self._queue = _ProjectQueue()
+        self._sequences = _ProjectSequences(options.puts_in_flight)
         self._tasks: set[asyncio.Task[object]] = set()
         self._idempotent = IdempotentUploads(
             self,
@@ -193,14 +249,19 @@ class Scripts:
             new_id=new_id,
             sleep=sleep,
         )
+        self._recording: GroupCommit[tuple[VersionRecord, OutboxEntry]] = GroupCommit(
+            self._write_records
+        )
         self.unrecorded: set[str] = set()
         """Projects with a stored version this process could not record: the reconciler's."""
+        self.held_elsewhere: dict[str, set[int]] = {}
+        """Versions whose conditional put found another writer's object: the reconciler
+        records those the index lacks (their writer may have died before recording them)."""
 
     # --- upload --------------------------------------------------------------------------
 
     async def upload(self, request: UploadRequest) -> UploadResult:
-        # compile() of a large script takes milliseconds of CPU: keep it off the event loop
-        script = await asyncio.to_thread(
+        check = functools.partial(
             validate_upload,
             request.project,
             request.script,
@@ -208,9 +269,16 @@ class Scripts:
             request.idempotency_key,
             self._options.limits,
         )
-        owner = await self._owners.owner_for_upload(script.project, request.caller)
+        # compile() of a large script takes milliseconds of CPU: keep it off the event loop; a
+        # small one costs less than the hop to a thread
+        size = len(request.script or "")
+        script = check() if size <= INLINE_CHECK_BYTES else await asyncio.to_thread(check)
+        # the index's project document is also where ownership is recorded: one read for both
+        recorded, latest = await self._index.owner_and_latest(script.project)
+        owner = await self._owners.owner_for_upload(
+            script.project, request.caller, read=RecordedOwner(recorded)
+        )
         script = replace(script, owner=owner)
-        latest = await self._index.latest_version(script.project)
         if script.idempotency_key:
             record, replayed = await self._idempotent.upload(script, latest)
             return UploadResult(record, replayed)
@@ -228,26 +296,39 @@ class Scripts:
         self, script: ValidScript, latest: int, gone: asyncio.Event
     ) -> VersionRecord:
         """Writes the script as the first free version above `latest`; S3 decides which.
-        Stops before a put, with nothing stored, once the caller is `gone`."""
+        Stops before a put, with nothing stored, once the caller is `gone`.
+
+        Several puts of one project are in flight at once (Options.puts_in_flight), each at a
+        version of its own handed out by the project's sequence, so that a busy project is not
+        held to one S3 round trip per version. A put that fails without landing gives its
+        version back, and the project's next upload fills it."""
         project = script.project
         upload_id = self._new_id()
-        async with self._queue.hold(project):
-            version = max(latest, self._queue.latest(project)) + 1
+        async with self._sequences.slot(project) as sequence:
             uploaded_at = self._clock()
             for attempt in range(1, self._options.max_version_attempts + 1):
                 if gone.is_set():
                     raise CallerGone(f"project {project!r}: the caller went away; nothing stored")
+                version = sequence.reserve(latest)
                 record = new_record(script, version, uploaded_at, upload_id)
-                stored = await self._put(record, script.body)
-                self._queue.saw(project, version)
+                try:
+                    stored = await self._put(record, script.body)
+                except BaseException:
+                    sequence.settle(version, landed=False)
+                    raise
+                sequence.settle(version, landed=True)  # ours or another writer's: it exists
                 if stored:
                     if attempt > 1:
                         logger.info(
                             "project %s: version %d after %d attempts", project, version, attempt
                         )
+                    await sequence.settled_below(version)
                     return record
-                version = await self.first_absent_after(project, version)
-                self._queue.saw(project, version - 1)
+                # Another writer holds it: perhaps one that died before recording it (a
+                # replica killed with puts in flight): the reconciler makes sure it is indexed.
+                self.held_elsewhere.setdefault(project, set()).add(version)
+                if version >= sequence.probed:  # a sibling's probe may have looked already
+                    sequence.skip_to(await self.first_absent_after(project, version))
         raise VersionConflict(
             f"project {project!r}: concurrent uploads took each of the "
             f"{self._options.max_version_attempts} versions this upload tried; nothing was "
@@ -302,7 +383,7 @@ class Scripts:
         delay = self._options.record_backoff
         for attempt in range(1, self._options.record_attempts + 1):
             try:
-                await asyncio.gather(self._outbox.add(entry), self._index.record_version(record))
+                await self._recording.submit((record, entry))
                 break
             except errors.Unavailable as error:
                 if attempt < self._options.record_attempts:
@@ -322,6 +403,13 @@ class Scripts:
                     "MongoDB answers"
                 ) from error
         self._on_event(entry)
+
+    async def _write_records(self, batch: Sequence[tuple[VersionRecord, OutboxEntry]]) -> None:
+        """The version documents and outbox entries of uploads that finished together."""
+        await asyncio.gather(
+            self._outbox.add_many([entry for _, entry in batch]),
+            self._index.record_versions([record for record, _ in batch]),
+        )
 
     async def shielded(self, work: Callable[[asyncio.Event], Awaitable[T]]) -> T:
         """Runs work in a task of its own that the caller's cancellation (client gone, deadline)

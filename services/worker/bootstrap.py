@@ -169,14 +169,28 @@ async def _open_sandbox(
     return zygote
 
 
+S3_CONNECTIONS = 32
+NATS_DRAIN_SECONDS = 5
+"""What the worker publishes (acks, naks, nudges) is flushed in milliseconds at shutdown. With
+more than one slot, a message that a slot's cancelled fetch still brings in lands in a pull
+subscription nobody reads any more, and would hold the drain for nats-py's 30 s default (the
+message itself comes back after ack_wait): the drain is bounded here."""
+
+
 @asynccontextmanager
 async def start(settings: Settings) -> AsyncIterator[Running]:
     worker_name = f"{socket.gethostname()}/{os.getpid()}"
     async with AsyncExitStack() as stack:
         observed = ServiceMetrics("worker")
         metrics = WorkerMetrics(observed.registry)
-        bucket = s3.open_bucket(settings, stack, instrument=observed.instrument_s3)
-        storage = S3JobStorage(s3.AsyncBucket(bucket))
+        bucket = s3.open_bucket(
+            settings, stack, instrument=observed.instrument_s3, max_pool_connections=S3_CONNECTIONS
+        )
+        # every job stores its outputs, report and log at once: threads of the bucket's own, as
+        # many as its pooled connections, rather than the loop's few default ones
+        async_bucket = s3.AsyncBucket(bucket, threads=S3_CONNECTIONS)
+        stack.callback(async_bucket.close)
+        storage = S3JobStorage(async_bucket)
 
         lib_dir = settings.resolved_freecad_lib_dir()
         cgroup = await asyncio.to_thread(pids_cgroup, settings.pids_cgroup_root)
@@ -199,7 +213,10 @@ async def start(settings: Settings) -> AsyncIterator[Running]:
         )
 
         nc = await messaging.connect(
-            settings, name="cadpipe-worker", error_cb=observed.nats_error_cb
+            settings,
+            name="cadpipe-worker",
+            error_cb=observed.nats_error_cb,
+            drain_timeout=NATS_DRAIN_SECONDS,
         )
         stack.push_async_callback(messaging.close, nc)
         js = nc.jetstream()

@@ -29,12 +29,15 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class _Index:
-    """A project index whose latest_version fails the way the test says."""
+    """A project index whose reads fail the way the test says."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
 
     async def latest_version(self, project: str) -> int:
+        raise self.error
+
+    async def owner_and_latest(self, project: str) -> tuple[str | None, int]:
         raise self.error
 
 

@@ -71,10 +71,15 @@ class FakeIndex:
         self.latest: dict[str, int] = {}
         self.docs: dict[tuple[str, int], VersionRecord] = {}
         self.failing_writes = 0
-        """That many record_version calls fail, as MongoDB down would make them."""
+        """That many record_version(s) calls fail, as MongoDB down would make them."""
+        self.batches: list[int] = []
+        """The size of each record_versions call."""
 
     async def latest_version(self, project: str) -> int:
         return self.latest.get(project, 0)
+
+    async def owner_and_latest(self, project: str) -> tuple[str | None, int]:
+        return ("" if project in self.latest else None), self.latest.get(project, 0)
 
     async def record_version(self, record: VersionRecord) -> None:
         if self.failing_writes:
@@ -82,6 +87,15 @@ class FakeIndex:
             raise errors.Unavailable("MongoDB: connection refused")
         self.docs[(record.project, record.version)] = record
         self.latest[record.project] = max(self.latest.get(record.project, 0), record.version)
+
+    async def record_versions(self, records: Sequence[VersionRecord]) -> None:
+        self.batches.append(len(records))
+        if self.failing_writes:
+            self.failing_writes -= 1
+            raise errors.Unavailable("MongoDB: connection refused")
+        for record in records:
+            self.docs[(record.project, record.version)] = record
+            self.latest[record.project] = max(self.latest.get(record.project, 0), record.version)
 
     async def versions(self, project: str, first: int, last: int) -> dict[int, VersionRecord]:
         return {v: r for (p, v), r in self.docs.items() if p == project and first <= v <= last}
@@ -107,6 +121,10 @@ class FakeOutbox:
 
     async def add(self, entry: OutboxEntry) -> None:
         self.entries.setdefault(entry.msg_id, entry)
+
+    async def add_many(self, entries: Sequence[OutboxEntry]) -> None:
+        for entry in entries:
+            await self.add(entry)
 
     async def contains(self, msg_ids: Sequence[str]) -> set[str]:
         return {m for m in msg_ids if m in self.entries}

@@ -153,6 +153,115 @@ async def test_concurrent_uploads_in_one_process_do_not_fight_over_versions() ->
         assert world.store.objects[("demo", v)][1] == f"x = {i}\n".encode()
 
 
+async def test_puts_of_one_project_are_in_flight_together_and_leave_no_gap() -> None:
+    world = World(puts_in_flight=4)
+    in_flight: set[int] = set()
+    most = 0
+    release = asyncio.Event()
+
+    async def held(record: VersionRecord) -> None:
+        nonlocal most
+        in_flight.add(record.version)
+        most = max(most, len(in_flight))
+        if len(in_flight) == 4:
+            release.set()
+        await release.wait()
+        in_flight.discard(record.version)
+
+    world.store.before_put = held
+    versions = await asyncio.gather(*(world.upload(f"x = {i}\n") for i in range(10)))
+    assert sorted(versions) == list(range(1, 11))
+    assert most == 4  # never more than the limit at once
+    assert world.store.count("put") == 10
+
+
+async def test_another_writer_racing_puts_in_flight_leaves_no_gap_and_no_overwrite() -> None:
+    world = World(puts_in_flight=8)
+    taken = {3, 4, 9}  # another replica writes these while ours are in flight
+
+    async def racer(record: VersionRecord) -> None:
+        await asyncio.sleep(0)
+        if record.version in taken:
+            taken.discard(record.version)
+            world.written_by_someone_else("demo", record.version)
+
+    world.store.before_put = racer
+    versions = await asyncio.gather(*(world.upload(f"x = {i}\n") for i in range(12)))
+    assert len(set(versions)) == 12
+    assert world.store.versions("demo") == list(range(1, 16))  # 12 ours + 3 others, no gap
+    for i, v in enumerate(versions):
+        record, body = world.store.objects[("demo", v)]
+        assert body == f"x = {i}\n".encode() and not record.upload_id.startswith("other")
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_failed_puts_and_a_racing_writer_leave_no_gap_once_uploads_go_on(seed: int) -> None:
+    import random
+
+    chance = random.Random(seed)
+    world = World(puts_in_flight=6)
+    failing = True
+
+    async def weather(record: VersionRecord) -> None:
+        for _ in range(chance.randrange(3)):
+            await asyncio.sleep(0)
+        roll = chance.random()
+        if failing and roll < 0.15:
+            raise errors.Unavailable("S3: connection reset")
+        if roll > 0.9 and ("demo", record.version) not in world.store.objects:
+            world.written_by_someone_else("demo", record.version)
+
+    world.store.before_put = weather
+    results = []
+    for wave in range(4):
+        results += await asyncio.gather(
+            *(world.upload(f"x = {wave}.{i}\n") for i in range(10)), return_exceptions=True
+        )
+    failing = False  # S3 answers again: the next uploads fill what the failures left
+    results += await asyncio.gather(*(world.upload(f"y = {i}\n") for i in range(10)))
+    stored = world.store.versions("demo")
+    assert stored == list(range(1, len(stored) + 1)), stored
+    ours = [v for v in results if isinstance(v, int)]
+    assert len(set(ours)) == len(ours)
+    assert all(not isinstance(r, Exception) or isinstance(r, errors.Unavailable) for r in results)
+
+
+async def test_uploads_finishing_together_are_recorded_together() -> None:
+    world = World()
+    versions = await asyncio.gather(*(world.upload(f"x = {i}\n") for i in range(20)))
+    assert sorted(versions) == list(range(1, 21))
+    assert sum(world.index.batches) == 20 and len(world.index.batches) < 20
+    assert sorted(world.index.docs) == [("demo", v) for v in range(1, 21)]
+    assert len(world.outbox.entries) == 20 and world.events == 20
+
+
+async def test_a_version_whose_put_failed_is_filled_by_the_next_upload() -> None:
+    world = World(puts_in_flight=4)
+    failed = False
+    both_sent = asyncio.Event()
+    sent: list[int] = []
+
+    async def second_fails_once(record: VersionRecord) -> None:
+        nonlocal failed
+        sent.append(record.version)
+        if len(sent) == 2:
+            both_sent.set()
+        await both_sent.wait()
+        if record.version == 1 and not failed:
+            failed = True
+            raise errors.Unavailable("S3: connection reset")
+
+    world.store.before_put = second_fails_once
+    results = await asyncio.gather(
+        world.upload("a = 1\n"), world.upload("b = 2\n"), return_exceptions=True
+    )
+    assert isinstance(results[0], errors.Unavailable) and results[1] == 2
+    assert world.store.versions("demo") == [2]  # a hole, for now
+    assert await world.upload("c = 3\n") == 1  # filled by the next upload
+    assert await world.upload("d = 4\n") == 3
+    assert world.store.versions("demo") == [1, 2, 3]
+
+
 async def test_bounded_retries_end_in_a_conflict_that_stored_nothing() -> None:
     world = World(max_version_attempts=3)
 
@@ -218,7 +327,8 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 async def test_a_caller_that_goes_away_before_its_put_stores_nothing() -> None:
-    world = World()
+    # one put of the project in flight at a time: the second upload waits for a slot
+    world = World(puts_in_flight=1)
     in_put = asyncio.Event()
     release = asyncio.Event()
 
