@@ -16,11 +16,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.polling import wait_until_blocking
 from worker_harness import (
+    SLOW_SCRIPT,
     STL_SCRIPT,
     WorkerProcess,
     keys,
     processes_of,
     read_text,
+    settings_for,
     submit,
     wait_marker,
     worker_env,
@@ -31,24 +33,8 @@ from cadpipe.adapters import s3
 from cadpipe.devstack import MotoS3
 from cadpipe.settings import NatsSettings, S3Settings
 from services.worker.bootstrap import start
-from services.worker.settings import Settings
 
 pytestmark = pytest.mark.freecad
-
-SLOW_SCRIPT = "import time\ntime.sleep({seconds})\n" + STL_SCRIPT
-
-
-def settings_for(
-    s3_settings: S3Settings, nats_settings: NatsSettings, scratch_root: str, **extra: Any
-) -> Settings:
-    return Settings(
-        **s3_settings.model_dump(),
-        nats_url=nats_settings.nats_url,
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        scratch_root=scratch_root,
-        **extra,
-    )
 
 
 def process_env(

@@ -11,31 +11,24 @@ from typing import Any
 
 import pytest
 from support.polling import wait_until
-from worker_harness import STL_SCRIPT, announce, keys, submit, upload, wait_marker
+from worker_harness import (
+    SLOW_SCRIPT,
+    STL_SCRIPT,
+    announce,
+    keys,
+    settings_for,
+    submit,
+    upload,
+    wait_marker,
+)
 
 from cadpipe import layout, messaging, started
 from cadpipe.adapters import s3
 from cadpipe.devstack import MotoS3, NatsServer
 from cadpipe.settings import NatsSettings, S3Settings
 from services.worker.bootstrap import start
-from services.worker.settings import Settings
 
 pytestmark = pytest.mark.freecad
-
-SLEEPY_SCRIPT = "import time\ntime.sleep({seconds})\n" + STL_SCRIPT
-
-
-def settings_for(
-    s3_settings: S3Settings, nats_settings: NatsSettings, scratch_root: str, **extra: Any
-) -> Settings:
-    return Settings(
-        **s3_settings.model_dump(),
-        nats_url=nats_settings.nats_url,
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        scratch_root=scratch_root,
-        **extra,
-    )
 
 
 async def test_another_owners_script_overtakes_a_flood(
@@ -51,7 +44,7 @@ async def test_another_owners_script_overtakes_a_flood(
     settings = settings_for(s3_settings, nats_settings, scratch_root, concurrency=1)
     async with start(settings):
         for version in range(1, 9):
-            body = SLEEPY_SCRIPT.format(seconds=1.5).encode()
+            body = SLOW_SCRIPT.format(seconds=1.5).encode()
             await submit(js, bucket, flood, version, body, owner="alice")
         await wait_marker(bucket, flood, 1, within=30)  # the flood is under way
         uploaded = time.monotonic()
@@ -163,7 +156,7 @@ async def test_a_nats_outage_spends_no_delivery(
     )
     async with start(settings):
         for version in range(1, 5):
-            body = SLEEPY_SCRIPT.format(seconds=1).encode()
+            body = SLOW_SCRIPT.format(seconds=1).encode()
             await submit(js, bucket, project, version, body, owner="erin")
         await asyncio.sleep(1.0)
         await asyncio.to_thread(nats_server.stop)
@@ -198,7 +191,7 @@ async def test_the_per_owner_cap_keeps_a_slot_for_others(
     )
     async with start(settings):
         for version in range(1, 4):
-            body = SLEEPY_SCRIPT.format(seconds=1).encode()
+            body = SLOW_SCRIPT.format(seconds=1).encode()
             await submit(js, bucket, flood, version, body, owner="alice")
         await asyncio.sleep(0.5)
         uploaded = time.monotonic()

@@ -21,7 +21,9 @@ from cadpipe import layout, messaging
 from cadpipe.adapters import s3
 from cadpipe.devstack import free_port
 from cadpipe.ownership import S3_OWNER_METADATA
+from cadpipe.settings import NatsSettings, S3Settings
 from cadpipe.v1 import events_pb2
+from services.worker.settings import Settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +37,23 @@ with open(os.path.join(os.environ["FREECAD_OUTPUT"], "tiny.stl"), "w") as f:
             "vertex 0 1 0\\nendloop\\nendfacet\\nendsolid t\\n")
 """
 """A script that finishes in milliseconds with one output (no FreeCAD needed)."""
+
+SLOW_SCRIPT = "import time\ntime.sleep({seconds})\n" + STL_SCRIPT
+"""STL_SCRIPT after a sleep of `seconds` (format it): a job that takes time and no CPU."""
+
+
+def settings_for(
+    s3_settings: S3Settings, nats_settings: NatsSettings, scratch_root: str, **extra: Any
+) -> Settings:
+    """An in-process worker's settings on the test's S3 and NATS, gRPC on a free port."""
+    return Settings(
+        **s3_settings.model_dump(),
+        nats_url=nats_settings.nats_url,
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        scratch_root=scratch_root,
+        **extra,
+    )
 
 
 def sample(name: str) -> bytes:
