@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cadpipe.adapters import s3
-from cadpipe.devstack import MotoS3, NatsServer
+from cadpipe.devstack import MotoS3, NatsServer, wait_for_port
 from cadpipe.settings import S3Settings
 
 
@@ -50,3 +53,27 @@ def backends() -> Iterator[Backends]:
         bucket = s3.Bucket(s3.make_client(settings), name)
         bucket.create_if_missing()
         yield Backends(moto, nats, settings, bucket)
+
+
+@contextmanager
+def process(
+    args: list[str], env: dict[str, str], port: int, *, timeout: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python {args}` (a service or a dev server) with env, quiet, once it listens on port;
+    terminated (then killed) on exit."""
+    child = subprocess.Popen(
+        [sys.executable, *args],
+        env={**os.environ, "LOG_LEVEL": "WARNING", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=timeout)
+        yield child
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

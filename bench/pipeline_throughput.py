@@ -30,16 +30,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import os
 import pathlib
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -47,10 +44,10 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.common import percentile, summary
+from bench.common import percentile, process, summary
 from cadpipe import layout, marker, messaging
 from cadpipe.adapters import s3
-from cadpipe.devstack import MotoS3, NatsServer, free_port, wait_for_port
+from cadpipe.devstack import MotoS3, NatsServer, free_port
 from cadpipe.settings import NatsSettings, S3Settings
 from cadpipe.v1 import events_pb2
 from services.worker.settings import Settings as WorkerSettings
@@ -130,26 +127,6 @@ def rss_mib(pid: int, *, tree: bool = False) -> float:
         except OSError:
             continue
     return total / 1024
-
-
-@contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    child = subprocess.Popen(
-        [sys.executable, *args],
-        env={**os.environ, "LOG_LEVEL": "WARNING", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=60)
-        yield child
-    finally:
-        child.terminate()
-        try:
-            child.wait(60)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 def wait_serving(port: int, timeout: float = 60.0) -> None:

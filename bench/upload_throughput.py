@@ -14,42 +14,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import grpc
 import httpx
 
-from bench.common import summary
+from bench.common import process, summary
 from cadpipe.adapters import s3
-from cadpipe.devstack import MotoS3, NatsServer, free_port, wait_for_port
+from cadpipe.devstack import MotoS3, NatsServer, free_port
 from cadpipe.settings import S3Settings
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 
 BASELINE = "boto3 put_object (baseline)"
 BASELINE_AGAIN = "boto3 put_object (baseline, again)"
 SCRIPT = "import FreeCAD\nimport Part\nshape = Part.makeBox(20, 20, 10)\n" + "# padding\n" * 100
-
-
-@contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], port: int) -> Iterator[None]:
-    child = subprocess.Popen(
-        [sys.executable, *args],
-        env={**os.environ, "LOG_LEVEL": "WARNING", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=30)
-        yield
-    finally:
-        child.terminate()
-        child.wait(30)
 
 
 async def drive(
@@ -135,9 +115,7 @@ def main(total: int, clients: int) -> None:
         process(["-m", "cadpipe.devstack", "s3", str(s3_port)], {}, s3_port),
         NatsServer() as nats,
     ):
-        bucket = s3.Bucket(
-            s3.make_client(S3Settings(**moto.s3_fields(bucket_name))), bucket_name
-        )
+        bucket = s3.Bucket(s3.make_client(S3Settings(**moto.s3_fields(bucket_name))), bucket_name)
         bucket.create_if_missing()
         scripts_env = {
             **s3_env,
