@@ -244,10 +244,10 @@ class Intake:
                     break
                 try:
                     messages = fetch.result()
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nothing to fetch: nats-py's TimeoutError or asyncio's
                     continue
                 except Exception as error:  # NATS away: probe it with back-off
-                    self.dependency_failed(f"fetching jobs failed: {error}")
+                    self.dependency_failed(f"fetching jobs failed: {error!r}")
                     continue
                 for message in messages:
                     await self._accept(message)

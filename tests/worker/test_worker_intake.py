@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+import nats.errors
 import pytest
 from support.polling import wait_until
 from worker_harness import (
@@ -27,6 +28,7 @@ from cadpipe.adapters import s3
 from cadpipe.devstack import MotoS3, NatsServer
 from cadpipe.settings import NatsSettings, S3Settings
 from services.worker.bootstrap import start
+from services.worker.intake import Intake, IntakeConfig
 
 pytestmark = pytest.mark.freecad
 
@@ -62,6 +64,36 @@ async def test_another_owners_script_overtakes_a_flood(
     # bob's ran before most of the flood
     finished_before = [m for m in flood_done if m["finished_at"] < marker["finished_at"]]
     assert len(finished_before) <= 1
+
+
+class EmptyQueue:
+    """A pull subscription with nothing to fetch: each fetch times out, as nats-py does in
+    either of its ways (its own TimeoutError, or asyncio's, with no message, from deeper in
+    fetch)."""
+
+    def __init__(self, intake: Intake, fetches: int) -> None:
+        self.intake, self.left, self.fetches = intake, fetches, 0
+
+    async def fetch(self, batch: int, timeout: float) -> list[Any]:
+        self.fetches += 1
+        if self.fetches >= self.left:
+            self.intake._stopping.set()
+        raise nats.errors.TimeoutError if self.fetches % 2 else TimeoutError()
+
+    async def unsubscribe(self) -> None:
+        pass
+
+
+async def test_an_idle_queue_is_not_an_outage(caplog: pytest.LogCaptureFixture) -> None:
+    config = IntakeConfig(
+        "c", ("s",), ack_wait_seconds=30, max_deliver=3, concurrency=1, fetch_timeout_seconds=0.01
+    )
+    intake = Intake(None, config, None)  # type: ignore[arg-type]  # neither is reached
+    queue = EmptyQueue(intake, fetches=6)
+    with caplog.at_level("WARNING", logger="services.worker.intake"):
+        await asyncio.wait_for(intake._fetch_forever(queue), 5)  # type: ignore[arg-type]
+    assert queue.fetches == 6
+    assert intake._healthy.is_set() and not caplog.records, [r.getMessage() for r in caplog.records]
 
 
 async def test_an_s3_outage_spends_no_delivery(
