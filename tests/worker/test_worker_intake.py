@@ -74,7 +74,7 @@ class EmptyQueue:
     def __init__(self, intake: Intake, fetches: int) -> None:
         self.intake, self.left, self.fetches = intake, fetches, 0
 
-    async def fetch(self, batch: int, timeout: float) -> list[Any]:
+    async def fetch(self, batch: int, timeout: float) -> list[Any]:  # noqa: ASYNC109 - nats-py's
         self.fetches += 1
         if self.fetches >= self.left:
             self.intake._stopping.set()
