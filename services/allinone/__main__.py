@@ -15,13 +15,14 @@ import sys
 from pydantic import Field
 
 from cadpipe.adapters import s3
-from cadpipe.devstack import MotoS3, NatsServer
+from cadpipe.devstack import MotoS3, NatsServer, port_in_use
 from cadpipe.grpc_server import stop_event_on_signals
 from cadpipe.logs import configure_logging
 from cadpipe.settings import MODEL_CONFIG, LoggingSettings, S3Settings, load_settings
 from services.allinone import stack
 
 logger = logging.getLogger("cadpipe.allinone")
+EX_UNAVAILABLE = 69  # sysexits.h: a service it needs is not available
 
 
 class AllInOneSettings(LoggingSettings):
@@ -108,10 +109,37 @@ def sign_in_link(api_url: str, token: str) -> str:
     return f"{api_url}/#token={token}" if token else f"{api_url}/"
 
 
+def busy_ports(settings: AllInOneSettings) -> list[str]:
+    """The ports `make run` needs that something else holds, each with the variable that moves
+    it: checked before anything starts (moto's server would wait forever for a port it cannot
+    bind, and a foreign server on NATS's port would be used as ours)."""
+    wanted = {
+        "HTTP_PORT": settings.http_port,
+        "SCRIPTS_GRPC_PORT": settings.scripts_grpc_port,
+        "WATCHER_GRPC_PORT": settings.watcher_grpc_port,
+        "WORKER_GRPC_PORT": settings.worker_grpc_port,
+        "GENERATOR_GRPC_PORT": settings.generator_grpc_port,
+        "S3_PORT": settings.s3_port,
+        "NATS_PORT": settings.nats_port,
+    }
+    if settings.metrics_port:
+        wanted.update({f"METRICS_PORT (+{i})": settings.metrics_port + i for i in range(5)})
+    return [f"{port} ({name})" for name, port in wanted.items() if port and port_in_use(port)]
+
+
 def main() -> None:
     # a person watching `make run` reads text; a pipe or a file gets JSON (LOG_FORMAT wins)
     configure_logging("allinone", default_format="text" if sys.stderr.isatty() else "json")
-    asyncio.run(run(load_settings(AllInOneSettings, "allinone")))
+    settings = load_settings(AllInOneSettings, "allinone")
+    busy = busy_ports(settings)
+    if busy:
+        logger.error(
+            "ports in use by another program: %s; stop it (an earlier make run?) or move "
+            "cadpipe with the variable named",
+            ", ".join(busy),
+        )
+        sys.exit(EX_UNAVAILABLE)
+    asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

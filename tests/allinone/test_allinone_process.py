@@ -24,7 +24,7 @@ import pytest
 from support.polling import wait_until_blocking
 from support.processes import REPO, child_env
 
-from cadpipe.devstack import free_port
+from cadpipe.devstack import free_port, port_in_use
 
 STOP_WITHIN_SECONDS = 5.0
 SAMPLE = REPO / "tests" / "samples" / "box_with_hole.py"
@@ -83,16 +83,6 @@ def _zombie(pid: int) -> bool:
     try:
         return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
-        return True
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
         return True
 
 
@@ -209,7 +199,7 @@ def test_ctrl_c_stops_everything_within_seconds_after_a_job(start_allinone: obje
     assert took < STOP_WITHIN_SECONDS, f"stopped after {took:.1f} s"
     assert running.process.returncode == 0
     assert alive(everything) == {}
-    assert port_is_free(running.nats_port)
+    assert not port_in_use(running.nats_port)
     assert not store.exists()
     # on a terminal, text for a person, not JSON
     lines = running.stderr.decode(errors="replace").splitlines()
@@ -223,7 +213,7 @@ def test_a_killed_allinone_leaves_no_nats_server_port_or_store(start_allinone: o
     running: AllInOne = start_allinone()  # type: ignore[operator]
     (nats_pid,) = running.nats_servers()
     store = running.nats_store(nats_pid)
-    assert not port_is_free(running.nats_port)
+    assert port_in_use(running.nats_port)
 
     running.process.kill()  # SIGKILL: no handler, no finally, no atexit
     running.process.wait(10)
@@ -233,8 +223,41 @@ def test_a_killed_allinone_leaves_no_nats_server_port_or_store(start_allinone: o
         within=5,
         what="nats-server gone",
     )
-    wait_until_blocking(lambda: port_is_free(running.nats_port), within=5, what="port free")
+    wait_until_blocking(lambda: not port_in_use(running.nats_port), within=5, what="port free")
     wait_until_blocking(lambda: not store.exists(), within=5, what="store removed")
     # in a pipe, JSON for the log collector
     first = running.stderr.decode().splitlines()[0]
     assert json.loads(first)["service"] == "allinone"
+
+
+def test_a_port_held_by_another_program_stops_it_at_once_with_its_name() -> None:
+    """Something else on S3's port (an earlier make run still stopping, a MinIO): it says
+    which port and which variable moves it, and exits 69 (moto's server used to wait for
+    ever for a port it could not bind)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        ports = {
+            name: str(free_port())
+            for name in (
+                "HTTP_PORT",
+                "SCRIPTS_GRPC_PORT",
+                "WATCHER_GRPC_PORT",
+                "WORKER_GRPC_PORT",
+                "GENERATOR_GRPC_PORT",
+                "NATS_PORT",
+            )
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "services.allinone"],
+            cwd=REPO,
+            env=child_env({**ports, "S3_PORT": str(taken), "METRICS_PORT": "0"}),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 69, done.stderr
+    assert f"{taken} (S3_PORT)" in done.stderr and "in use" in done.stderr
+    assert "Traceback" not in done.stderr
