@@ -142,13 +142,23 @@ class Watcher:
         if (project, version) not in self._pending:
             logger.info("version %d of %s is pending", version, project)
             self._statuses.publish(messages.project_status(project, stored))
-        self._track(stored)
+        self._track(stored, first_full_look_in=self._full_look_in(stored, now))
 
-    def _track(self, job: Job) -> None:
+    def _full_look_in(self, job: Job, now: dt.datetime) -> float:
+        if self._config.poll.full_interval is None:
+            return 0.0
+        return domain.next_full_look_in(
+            job, now=now, poll=self._config.poll, policy=self._config.policy
+        )
+
+    def _track(self, job: Job, *, first_full_look_in: float = 0.0) -> None:
+        """Starts checking a pending version: a light check at once; its first full look after
+        `first_full_look_in` (a version just uploaded cannot have left a log or a marker yet;
+        one taken over from another replica may have, long ago)."""
         key = (job.project, job.version)
         if key not in self._pending:
             now = time.monotonic()
-            self._pending[key] = _Pending(job=job, due=now, full_due=now)
+            self._pending[key] = _Pending(job=job, due=now, full_due=now + first_full_look_in)
             self._wake.set()
 
     def nudge(self, project: str, version: int, finished: bool = True) -> None:

@@ -13,6 +13,7 @@ from watcher_fakes import START, FakeClock, FakeEvents, FakeJobs, FakeResults
 from cadpipe import layout, started
 from cadpipe.marker import Marker
 from cadpipe.v1 import status_pb2
+from services.watcher import domain
 from services.watcher.broadcast import StatusBroadcast
 from services.watcher.domain import Found, LogObject, Look, Policy, PollPolicy
 from services.watcher.watching import Watcher, WatcherConfig
@@ -286,9 +287,23 @@ async def test_a_queued_version_costs_one_get_of_its_started_record_between_full
     world = World()
     watcher = world.watcher(config=LIGHT)
     await watcher.accept_upload("part", 1, uploaded_at=START)
-    assert await watcher.check("part", 1) is None  # the first check is a full look
-    assert await watcher.check("part", 1) is None  # then light ones, until the next is due
-    assert world.results.plans == [FULL_QUEUED, ONLY_STARTED]
+    # just uploaded: nothing but a start can be there yet; the first full look is 1 s away
+    assert await watcher.check("part", 1) is None
+    assert await watcher.check("part", 1) is None
+    assert await watcher.check("part", 1, full=True) is None
+    assert world.results.plans == [ONLY_STARTED, ONLY_STARTED, FULL_QUEUED]
+
+
+async def test_a_version_taken_over_from_another_replica_gets_a_full_look_at_once() -> None:
+    world = World()
+    await world.jobs.add(
+        domain.new_job("part", 1, uploaded_at=START), owner="gone", lease_until=START
+    )
+    watcher = world.watcher(config=LIGHT)
+    world.clock.advance(60)
+    await watcher.maintain()
+    assert await watcher.check("part", 1) is None
+    assert world.results.plans == [FULL_QUEUED]
 
 
 async def test_a_start_found_by_a_light_check_reads_the_marker_at_once() -> None:
@@ -308,12 +323,12 @@ async def test_a_finish_nudge_brings_a_full_look_and_a_start_nudge_a_light_one()
     world = World()
     watcher = world.watcher(config=LIGHT)
     await watcher.accept_upload("part", 1, uploaded_at=START)
-    assert await watcher.check("part", 1) is None  # full; the next full look is 1 s away
+    assert await watcher.check("part", 1) is None  # light; the first full look is 1 s away
     watcher.nudge("part", 1, False)
     assert await watcher.check("part", 1) is None
     watcher.nudge("part", 1, True)
     assert await watcher.check("part", 1) is None
-    assert world.results.plans == [FULL_QUEUED, ONLY_STARTED, FULL_QUEUED]
+    assert world.results.plans == [ONLY_STARTED, ONLY_STARTED, FULL_QUEUED]
 
 
 async def test_an_older_contract_error_log_is_seen_by_full_looks_only_and_decides() -> None:
