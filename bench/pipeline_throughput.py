@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import percentile, process, summary
 from cadpipe import layout, marker, messaging
@@ -127,6 +128,18 @@ def rss_mib(pid: int, *, tree: bool = False) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+def s3_requests(metrics_url: str) -> dict[str, float]:
+    """The service's S3 requests so far, by operation (its cadpipe_s3_requests_total)."""
+    counts: dict[str, float] = {}
+    text = httpx.get(metrics_url, timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "cadpipe_s3_requests_total":
+                operation = sample.labels.get("operation", "?")
+                counts[operation] = counts.get(operation, 0.0) + sample.value
+    return counts
 
 
 def wait_serving(port: int, timeout: float = 60.0) -> None:
@@ -318,6 +331,7 @@ async def drive(
     api_url: str,
     nats_url: str,
     bucket: s3.Bucket,
+    metrics: dict[str, str],
 ) -> None:
     scripts = {name: (SAMPLES / name).read_text() for name in MIX}
     nc = await messaging.connect(NatsSettings(nats_url=nats_url), name="bench-pipeline")
@@ -339,6 +353,7 @@ async def drive(
         bare_first, bare_wall_first = await asyncio.to_thread(
             bare_freecadcmd, args.versions, parallel, freecadcmd
         )
+        requests_before = {name: s3_requests(url) for name, url in metrics.items()}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         machine_before = machine_busy_seconds()
         burst_task = asyncio.ensure_future(
@@ -349,6 +364,10 @@ async def drive(
         burst, wall = await burst_task
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         machine = machine_busy_seconds() - machine_before
+        requests = {name: s3_requests(url) for name, url in metrics.items()}
+        for name, counts in requests.items():
+            for operation, before in requests_before[name].items():
+                counts[operation] = counts.get(operation, 0.0) - before
         after_rss = {name: rss_mib(pid, tree=name == "worker") for name, pid in pids.items()}
 
         bare_second, bare_wall_second = await asyncio.to_thread(
@@ -419,6 +438,12 @@ async def drive(
         f" {machine / args.versions:6.3f} (FreeCAD jobs, this client, and other users' work:"
         " the zygote does not wait for its jobs, so their CPU is in no service's tree)"
     )
+    print("S3 requests per version during the burst, by service (its S3 client; all go to moto):")
+    for name, counts in requests.items():
+        by_operation = ", ".join(
+            f"{op} {n / args.versions:.1f}" for op, n in sorted(counts.items()) if n
+        )
+        print(f"  {name:8} {sum(counts.values()) / args.versions:6.1f}  ({by_operation})")
     print("latency against offered load (open loop):")
     print(f"  {'offered/s':>10} {'achieved/s':>11} {'p50 s':>7} {'p95 s':>7} {'p99 s':>7}")
     for offered, achieved, p50, p95, p99 in loads:
@@ -436,6 +461,7 @@ async def drive(
 
 def main(args: argparse.Namespace) -> None:
     s3_port, scripts_port, watcher_port, worker_port, http_port = (free_port() for _ in range(5))
+    metrics_ports = {name: free_port() for name in ("scripts", "watcher", "worker")}
     bucket_name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
     moto = MotoS3(port=s3_port)  # for its addresses only: the server runs in a child process
     with (
@@ -448,12 +474,16 @@ def main(args: argparse.Namespace) -> None:
             **moto.env(bucket_name),
             "NATS_URL": nats.url,
             "GRPC_HOST": "127.0.0.1",
-            "METRICS_PORT": "0",
         }
         with (
             process(
                 ["-m", "services.scripts"],
-                {**common, "MONGODB_URI": "mongomock://scripts", "GRPC_PORT": str(scripts_port)},
+                {
+                    **common,
+                    "MONGODB_URI": "mongomock://scripts",
+                    "GRPC_PORT": str(scripts_port),
+                    "METRICS_PORT": str(metrics_ports["scripts"]),
+                },
                 scripts_port,
             ) as scripts,
             process(
@@ -463,11 +493,18 @@ def main(args: argparse.Namespace) -> None:
                     "MONGODB_URI": "mongomock://watcher",
                     "GRPC_PORT": str(watcher_port),
                     "SCRIPTS_ADDR": f"127.0.0.1:{scripts_port}",
+                    "METRICS_PORT": str(metrics_ports["watcher"]),
                 },
                 watcher_port,
             ) as watcher,
             process(
-                ["-m", "services.worker"], {**common, "GRPC_PORT": str(worker_port)}, worker_port
+                ["-m", "services.worker"],
+                {
+                    **common,
+                    "GRPC_PORT": str(worker_port),
+                    "METRICS_PORT": str(metrics_ports["worker"]),
+                },
+                worker_port,
             ) as worker,
             process(
                 ["-m", "services.gateway"],
@@ -493,7 +530,12 @@ def main(args: argparse.Namespace) -> None:
                 "moto": moto_process.pid,
                 "nats": nats.pid,
             }
-            asyncio.run(drive(args, pids, f"http://127.0.0.1:{http_port}", nats.url, bucket))
+            metrics = {
+                name: f"http://127.0.0.1:{port}/metrics" for name, port in metrics_ports.items()
+            }
+            asyncio.run(
+                drive(args, pids, f"http://127.0.0.1:{http_port}", nats.url, bucket, metrics)
+            )
 
 
 if __name__ == "__main__":

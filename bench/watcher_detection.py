@@ -5,7 +5,9 @@
 Detection latency: a version is uploaded (ScriptUploaded on JetStream), its worker "runs" for a
 random 0.3-1.0 s, then its marker is written to S3 (the clock starts when the PUT returns) and
 the clock stops when the JobFinished event arrives on NATS. Measured with the watcher's default
-settings, polling alone and with our worker's nudge (core NATS, right after the marker).
+settings, polling alone and with our worker's nudge (core NATS, right after the marker). No
+started record is written: polling alone is how a version of an older-contract worker is seen
+(at the watcher's full looks), the nudge how our worker's is.
 
 S3 cost: S3 requests the watcher sends per pending version per second (counted on its boto3
 client), for versions just uploaded and for versions pending for two minutes (the backoff).
@@ -175,7 +177,9 @@ async def main(runs: int, pending: int, seconds: float) -> None:
             await nc.flush()
 
             print(
-                f"watcher defaults: poll {settings.watcher_poll_interval_seconds * 1000:.0f} ms, "
+                f"watcher defaults: poll {settings.watcher_poll_interval_seconds * 1000:.0f} ms "
+                f"(queued {settings.watcher_queued_poll_interval_seconds * 1000:.0f} ms, "
+                f"full looks {settings.watcher_full_check_interval_seconds * 1000:.0f} ms), "
                 f"backoff {settings.watcher_poll_backoff_ratio:g} x age, "
                 f"max {settings.watcher_poll_max_interval_seconds:g} s; "
                 f"{runs} runs each, marker 0.3-1.0 s after the upload"

@@ -81,6 +81,8 @@ def watcher_config(settings: Settings) -> WatcherConfig:
             interval=settings.watcher_poll_interval_seconds,
             max_interval=settings.watcher_poll_max_interval_seconds,
             backoff_ratio=settings.watcher_poll_backoff_ratio,
+            queued_interval=settings.watcher_queued_poll_interval_seconds,
+            full_interval=settings.watcher_full_check_interval_seconds,
         ),
         lease=dt.timedelta(seconds=settings.watcher_lease_seconds),
         sweep_after=dt.timedelta(seconds=settings.watcher_sweep_after_seconds),

@@ -162,6 +162,9 @@ class Found:
     """The version's logs; read when there is no marker, or a marker that names no log."""
     started: StartedRecord | None = None
     """The started record; read while the job is queued."""
+    logs_read: bool = True
+    """False for a light look (Look.logs off): the logs were not listed, so their absence
+    says nothing and the look decides only from a marker or an expired started record."""
 
     @property
     def error_logs(self) -> list[LogObject]:
@@ -219,6 +222,8 @@ def decide(
             error=found.started.reason or "never started",
             exit_reason=QUEUE_TIMEOUT_REASON,
         )
+    if not found.logs_read:
+        return None  # a light look: the error log and the timeouts wait for a full one
     if found.started is not None:
         started_at: dt.datetime | None = found.started.at
     else:
@@ -381,14 +386,69 @@ def finish(job: Job, outcome: Outcome, *, detected_at: dt.datetime) -> Job:
     )
 
 
-# --- when to look again --------------------------------------------------------------------
+# --- when to look again, and at what ---------------------------------------------------
 
 
 @dataclass(frozen=True)
 class PollPolicy:
     interval: float
+    """Light checks of a young processing version (a GET of its marker)."""
     max_interval: float
     backoff_ratio: float
+    queued_interval: float | None = None
+    """Light checks of a queued version (a GET of its started record); the worker's start
+    nudge checks at once. None: `interval`."""
+    full_interval: float | None = None
+    """Full looks (marker, started record, the version's logs): how an older-contract worker,
+    which writes no started record and may leave only an _error_ log, is seen. None:
+    every check is a full look (as before light checks existed)."""
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one check reads in S3. A light look reads one exact key: the started record while
+    the version is queued, its marker once started. A full look reads the marker, the started
+    record while queued, and lists the version's logs while there is no marker."""
+
+    started: bool
+    marker: bool
+    logs: bool
+
+    @property
+    def full(self) -> bool:
+        return self.marker and self.logs
+
+
+def plan_look(job: Job, *, full: bool) -> Look:
+    queued = job.state == QUEUED
+    if full:
+        return Look(started=queued, marker=True, logs=True)
+    if queued:
+        return Look(started=True, marker=False, logs=False)
+    return Look(started=False, marker=True, logs=False)
+
+
+def _backoff(age: float, floor: float, poll: PollPolicy) -> float:
+    return min(max(floor, age * poll.backoff_ratio), max(poll.max_interval, floor))
+
+
+def _deadlines(
+    job: Job,
+    *,
+    now: dt.datetime,
+    policy: Policy,
+    error_log_seen_since: dt.datetime | None,
+) -> list[float]:
+    age = max(0.0, (now - job.uploaded_at).total_seconds())
+    if job.state == QUEUED:
+        deadlines = [policy.queue_timeout.total_seconds() - age]
+    else:
+        running = max(0.0, (now - job.clock_start).total_seconds())
+        deadlines = [policy.timeout.total_seconds() - running]
+    if error_log_seen_since is not None:
+        grace_left = policy.error_log_grace - (now - error_log_seen_since)
+        deadlines.append(grace_left.total_seconds())
+    return deadlines
 
 
 def next_check_in(
@@ -399,19 +459,34 @@ def next_check_in(
     policy: Policy,
     error_log_seen_since: dt.datetime | None = None,
 ) -> float:
-    """Seconds until the next check: `interval` while the version is young, then a fraction of
-    its age up to `max_interval`; never past its timeout (from the start; the queue limit while
-    queued) or the end of an error log's grace."""
+    """Seconds until the next light check: `interval` while the version is young
+    (`queued_interval` while it is queued), then a fraction of its age up to `max_interval`;
+    never past its timeout (from the start; the queue limit while queued) or the end of an
+    error log's grace."""
     age = max(0.0, (now - job.uploaded_at).total_seconds())
-    delay = min(max(poll.interval, age * poll.backoff_ratio), poll.max_interval)
-    if job.state == QUEUED:
-        deadlines = [policy.queue_timeout.total_seconds() - age]
-    else:
-        running = max(0.0, (now - job.clock_start).total_seconds())
-        deadlines = [policy.timeout.total_seconds() - running]
-    if error_log_seen_since is not None:
-        grace_left = policy.error_log_grace - (now - error_log_seen_since)
-        deadlines.append(grace_left.total_seconds())
+    floor = poll.interval
+    if job.state == QUEUED and poll.queued_interval is not None:
+        floor = poll.queued_interval
+    delay = _backoff(age, floor, poll)
+    deadlines = _deadlines(job, now=now, policy=policy, error_log_seen_since=error_log_seen_since)
+    return max(0.0, min(delay, *deadlines))
+
+
+def next_full_look_in(
+    job: Job,
+    *,
+    now: dt.datetime,
+    poll: PollPolicy,
+    policy: Policy,
+    error_log_seen_since: dt.datetime | None = None,
+) -> float:
+    """Seconds until the next full look: `full_interval`, then a fraction of the version's age
+    up to `max_interval`; never past its timeout or an error log's grace, which only a full
+    look decides."""
+    age = max(0.0, (now - job.uploaded_at).total_seconds())
+    floor = poll.interval if poll.full_interval is None else poll.full_interval
+    delay = _backoff(age, floor, poll)
+    deadlines = _deadlines(job, now=now, policy=policy, error_log_seen_since=error_log_seen_since)
     return max(0.0, min(delay, *deadlines))
 
 

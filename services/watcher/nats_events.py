@@ -36,7 +36,8 @@ from services.watcher import messages
 logger = logging.getLogger(__name__)
 
 UploadHandler = Callable[[events_pb2.ScriptUploaded], Awaitable[None]]
-NudgeHandler = Callable[[str, int], None]
+NudgeHandler = Callable[[str, int, bool], None]
+"""(project, version, finished): a worker finished the version, or (False) started it."""
 StatusHandler = Callable[[status_pb2.ProjectStatus], None]
 
 ACK_WAIT_SECONDS = 30.0
@@ -87,7 +88,7 @@ class NatsEvents:
             except Exception as error:  # a malformed nudge is only logged
                 logger.warning("ignored a malformed nudge on %s: %s", msg.subject, error)
                 return
-            on_nudge(event.project, event.version)
+            on_nudge(event.project, event.version, True)
 
         async def started(msg: Msg) -> None:
             try:
@@ -96,7 +97,7 @@ class NatsEvents:
             except Exception as error:  # a malformed nudge is only logged
                 logger.warning("ignored a malformed nudge on %s: %s", msg.subject, error)
                 return
-            on_nudge(event.project, event.version)
+            on_nudge(event.project, event.version, False)
             on_status(messages.status_from_started(event))
 
         async def uploaded(msg: Msg) -> None:

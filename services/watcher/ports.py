@@ -9,7 +9,7 @@ from typing import Protocol
 from cadpipe.marker import Marker, MarkerOutput
 from cadpipe.started import StartedRecord
 from cadpipe.v1 import events_pb2
-from services.watcher.domain import Found, Job, LogObject
+from services.watcher.domain import Found, Job, LogObject, Look
 
 
 class JobRepository(Protocol):
@@ -55,9 +55,9 @@ class JobRepository(Protocol):
 class ResultReader(Protocol):
     """What the workers left in S3."""
 
-    async def look(self, project: str, version: int, *, started: bool = False) -> Found:
-        """One check of a pending version: its marker, and what the marker leaves out; with
-        started, its started record too (while the job is queued)."""
+    async def look(self, project: str, version: int, look: Look) -> Found:
+        """One check of a pending version: what `look` asks for (its started record, its
+        marker, its logs), and what a marker found leaves out (its outputs, its logs)."""
         ...
 
     async def expire(self, project: str, version: int, record: StartedRecord) -> bool:

@@ -1,10 +1,11 @@
 """What the workers left in S3, read through cadpipe's Bucket on exact keys and prefixes.
 
-One check of a pending version costs a GET of its marker key and, while there is no marker (or
-one that names no log), a LIST of its own log prefix, logs/{p}/{p}_v{N}_: two requests, however
-many projects or objects the bucket holds. While the version is queued, a GET of its started
-record (started/{p}/{p}_v{N}.json) is added; once started, it is not read again. An
-older-contract (empty) marker adds a LIST of output/{p}/v{N}/, once, when it is found. The
+One check of a pending version reads what its domain.Look asks for, on exact keys and the
+version's own prefixes, however many projects or objects the bucket holds: a light look is one
+GET (the started record started/{p}/{p}_v{N}.json while queued, else the marker); a full look
+GETs the marker, the started record while queued, and, while there is no marker, LISTs the
+version's log prefix logs/{p}/{p}_v{N}_. A marker that names no log adds that LIST, and an
+older-contract (empty) marker a LIST of output/{p}/v{N}/, once, when it is found. The
 watcher's one write is the queue expiry, a conditional PUT of the started record. Each read is
 one blocking function run through AsyncBucket.run (a thread; S3 failures become
 cadpipe.errors.Unavailable).
@@ -18,7 +19,7 @@ from cadpipe import started as started_records
 from cadpipe.adapters.s3 import AsyncBucket
 from cadpipe.marker import Marker, MarkerOutput
 from cadpipe.started import StartedRecord
-from services.watcher.domain import Found, LogObject, log_object, output_from_listing
+from services.watcher.domain import Found, LogObject, Look, log_object, output_from_listing
 
 
 class S3Results:
@@ -31,12 +32,13 @@ class S3Results:
     async def ping(self) -> None:
         await self._call(self._bucket.ping)
 
-    async def look(self, project: str, version: int, *, started: bool = False) -> Found:
+    async def look(self, project: str, version: int, look: Look) -> Found:
         def blocking() -> Found:
-            stored = self._bucket.get(layout.marker_key(project, version))
+            stored = self._bucket.get(layout.marker_key(project, version)) if look.marker else None
             if stored is None:
-                record = self._started(project, version) if started else None
-                return Found(logs=tuple(self._logs(project, version)), started=record)
+                record = self._started(project, version) if look.started else None
+                logs = tuple(self._logs(project, version)) if look.logs else ()
+                return Found(logs=logs, started=record, logs_read=look.logs)
             found = markers.parse(stored.body)
             outputs = self._outputs(project, version) if found.legacy else ()
             logs = tuple(self._logs(project, version)) if not found.log_key else ()

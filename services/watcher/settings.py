@@ -1,11 +1,14 @@
 """The watcher's settings, read from the environment once, in main().
 
-Polling cost: each check of one pending version is one GET of its marker plus, while there is no
-marker, one LIST of that version's log prefix: two S3 requests, whatever the size of the bucket.
-A version is checked every `watcher_poll_interval_seconds` while it is young, then less often as
-it ages (a tenth of its age, at most `watcher_poll_max_interval_seconds` apart): the latency
-target holds for the parts most users submit, and a version stuck for minutes costs about one
-request a second instead of twenty. Our worker's nudge wakes the check at once anyway.
+Polling cost: a light check of one pending version is one GET on an exact key (its started
+record while it is queued, its marker once started); a full look adds the marker while queued
+and, while there is no marker, one LIST of that version's log prefix, whatever the size of the
+bucket. A started version is checked every `watcher_poll_interval_seconds` while it is young, a
+queued one every `watcher_queued_poll_interval_seconds`, then less often as they age (a tenth of
+the age, at most `watcher_poll_max_interval_seconds` apart); full looks, which see the older
+contract's markers and error logs, come every `watcher_full_check_interval_seconds`, backing off
+the same way. Our worker's nudges wake the check at once: a start nudge a light check, a finish
+nudge a full look.
 """
 
 from __future__ import annotations
@@ -38,6 +41,18 @@ class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings, Grpc
 
     watcher_poll_interval_seconds: float = Field(
         default=0.1, gt=0, description="Check interval of a young pending version"
+    )
+    watcher_queued_poll_interval_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="Check interval of a young queued version (a GET of its started record; "
+        "the worker's start nudge checks at once)",
+    )
+    watcher_full_check_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Interval of full looks at a young pending version (marker, started record, "
+        "its logs): how versions of older-contract workers are seen",
     )
     watcher_poll_max_interval_seconds: float = Field(
         default=2.0, gt=0, description="Check interval of a version pending for long"

@@ -59,9 +59,15 @@ class WatcherConfig:
 class _Pending:
     job: Job
     due: float  # time.monotonic() of the next check
+    full_due: float  # time.monotonic() from which the next check is a full look
     error_log_seen_since: dt.datetime | None = None
     checking: bool = False
     nudged: bool = False
+    nudged_full: bool = False
+
+    @property
+    def next_due(self) -> float:
+        return min(self.due, self.full_due)
 
 
 @dataclass
@@ -136,45 +142,74 @@ class Watcher:
         if (project, version) not in self._pending:
             logger.info("version %d of %s is pending", version, project)
             self._statuses.publish(messages.project_status(project, stored))
-        self._track(stored)
+        self._track(stored, first_full_look_in=self._full_look_in(stored, now))
 
-    def _track(self, job: Job) -> None:
+    def _full_look_in(self, job: Job, now: dt.datetime) -> float:
+        if self._config.poll.full_interval is None:
+            return 0.0
+        return domain.next_full_look_in(
+            job, now=now, poll=self._config.poll, policy=self._config.policy
+        )
+
+    def _track(self, job: Job, *, first_full_look_in: float = 0.0) -> None:
+        """Starts checking a pending version: a light check at once; its first full look after
+        `first_full_look_in` (a version just uploaded cannot have left a log or a marker yet;
+        one taken over from another replica may have, long ago)."""
         key = (job.project, job.version)
         if key not in self._pending:
-            self._pending[key] = _Pending(job=job, due=time.monotonic())
+            now = time.monotonic()
+            self._pending[key] = _Pending(job=job, due=now, full_due=now + first_full_look_in)
             self._wake.set()
 
-    def nudge(self, project: str, version: int) -> None:
+    def nudge(self, project: str, version: int, finished: bool = True) -> None:
         """Our worker says it started or finished this version: check it now (S3 still
-        decides)."""
+        decides). A finish brings a full look; a start a light one (its started record, then
+        its marker)."""
         pending = self._pending.get((project, version))
         if pending is None:
             return  # not ours, or not known yet (its uploaded event brings a check at once)
         if pending.checking:
-            pending.nudged = True  # the running check may have looked before the marker landed
+            # the running check may have looked before the record or the marker landed
+            pending.nudged = True
+            pending.nudged_full = pending.nudged_full or finished
         else:
-            pending.due = time.monotonic()
+            now = time.monotonic()
+            pending.due = now
+            if finished:
+                pending.full_due = now
         self._wake.set()
 
     # --- checking ----------------------------------------------------------------------------
 
-    async def check(self, project: str, version: int) -> Job | None:
+    async def check(self, project: str, version: int, *, full: bool | None = None) -> Job | None:
         """One check of a pending version. Returns the terminal job when this check decided it
-        (or found it decided elsewhere), None while it is still queued or processing."""
+        (or found it decided elsewhere), None while it is still queued or processing.
+
+        full: a full look (marker, started record, logs) or a light one (one exact key); by
+        default, full when its full look is due."""
         pending = self._pending.get((project, version))
         if pending is None:
             return None
         self.counters.checks += 1
-        queued = pending.job.state == domain.QUEUED
-        found = await self._results.look(project, version, started=queued)
+        if full is None:
+            full = self._config.poll.full_interval is None or pending.full_due <= time.monotonic()
+        look = domain.plan_look(pending.job, full=full)
+        found = await self._results.look(project, version, look)
         now = self._clock()
-        if queued and found.started is not None and not found.started.expired:
+        if look.started and found.started is not None and not found.started.expired:
             if not await self._start(pending, found.started):
                 return await self._jobs.get(project, version)
-        if found.marker is None and found.error_logs:
-            pending.error_log_seen_since = pending.error_log_seen_since or now
-        else:
-            pending.error_log_seen_since = None
+            if not look.marker:
+                # Started: its marker may be there already (a short job, a lost nudge).
+                found = await self._results.look(
+                    project, version, domain.plan_look(pending.job, full=False)
+                )
+                now = self._clock()
+        if found.logs_read:
+            if found.marker is None and found.error_logs:
+                pending.error_log_seen_since = pending.error_log_seen_since or now
+            else:
+                pending.error_log_seen_since = None
         outcome = domain.decide(
             pending.job,
             found,
@@ -183,22 +218,33 @@ class Watcher:
             error_log_seen_since=pending.error_log_seen_since,
         )
         if outcome is None:
-            delay = domain.next_check_in(
-                pending.job,
-                now=now,
-                poll=self._config.poll,
-                policy=self._config.policy,
-                error_log_seen_since=pending.error_log_seen_since,
-            )
-            pending.due = time.monotonic() + delay
+            self._schedule(pending, now, after_full_look=found.logs_read)
             return None
         if outcome.needs_expiry:
             expiry = StartedRecord("expired", now, reason=outcome.error)
             if not await self._results.expire(project, version, expiry):
                 # A worker (or another watcher) took the started record first: look again.
-                pending.due = time.monotonic()
+                pending.due = pending.full_due = time.monotonic()
                 return None
         return await self._decide(pending.job, outcome, now)
+
+    def _schedule(self, pending: _Pending, now: dt.datetime, *, after_full_look: bool) -> None:
+        """The next light check, and after a full look the next full one (a light look leaves
+        the full look's time as it was)."""
+        config = self._config
+        seen = pending.error_log_seen_since
+        moment = time.monotonic()
+        pending.due = moment + domain.next_check_in(
+            pending.job, now=now, poll=config.poll, policy=config.policy, error_log_seen_since=seen
+        )
+        if after_full_look:
+            pending.full_due = moment + domain.next_full_look_in(
+                pending.job,
+                now=now,
+                poll=config.poll,
+                policy=config.policy,
+                error_log_seen_since=seen,
+            )
 
     async def _start(self, pending: _Pending, record: StartedRecord) -> bool:
         """queued -> processing, by compare-and-set. False when the job is no longer pending
@@ -210,6 +256,8 @@ class Watcher:
         else:
             stored = await self._jobs.get(job.project, job.version)
             if stored is None or stored.terminal:
+                # Another replica decided it first (its lease overlapped ours).
+                self.counters.lost_races += 1
                 self._pending.pop((job.project, job.version), None)
                 return False
             job = stored
@@ -274,11 +322,15 @@ class Watcher:
             self.counters.check_failures += 1
             logger.warning("check of %s v%d failed: %s", key[0], key[1], error)
             pending.due = time.monotonic() + self._config.poll.max_interval
+            pending.full_due = max(pending.full_due, pending.due)
         finally:
             pending.checking = False
             if pending.nudged:
                 pending.nudged = False
                 pending.due = time.monotonic()
+                if pending.nudged_full:
+                    pending.nudged_full = False
+                    pending.full_due = pending.due
             self._wake.set()
 
     async def run(self) -> None:
@@ -301,13 +353,14 @@ class Watcher:
             for pending in list(self._pending.values()):
                 if pending.checking:
                     continue
-                if pending.due <= now:
+                due = pending.next_due
+                if due <= now:
                     pending.checking = True
                     task = asyncio.create_task(self._run_check(pending))
                     self._checks.add(task)
                     task.add_done_callback(self._checks.discard)
                 else:
-                    next_due = pending.due if next_due is None else min(next_due, pending.due)
+                    next_due = due if next_due is None else min(next_due, due)
             timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)

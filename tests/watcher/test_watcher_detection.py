@@ -310,6 +310,48 @@ async def _all_published(jobs: MongoJobs, project: str, versions: tuple[int, ...
     return all(j is not None and j.event_published for j in found)
 
 
+SLOW_POLLING = {
+    "watcher_poll_interval_seconds": 30.0,
+    "watcher_queued_poll_interval_seconds": 30.0,
+    "watcher_full_check_interval_seconds": 30.0,
+    "watcher_poll_max_interval_seconds": 30.0,
+}
+
+
+async def test_the_start_nudge_stores_the_start_and_the_finish_nudge_decides(
+    make_service: ServiceFactory,
+    js: Any,
+    bucket: Bucket,
+    job_events: JobEvents,
+    unique: str,
+) -> None:
+    """With every poll 30 s apart, our worker's two nudges alone move the version: the start
+    (a light check reads the started record) and the finish (a full look)."""
+    project = f"nudges-{unique}"
+    async with make_service(**SLOW_POLLING) as service:
+        await publish_upload(js, project, 1)
+        await wait_until(
+            lambda: service.running.watcher.counters.checks >= 1, what="the first check"
+        )
+        assert start_like_our_worker(bucket, project, 1)
+        await job_events.nc.publish(
+            messaging.worker_started_subject(project),
+            messaging.encode(events_pb2.WorkerStarted(project=project, version=1)),
+        )
+
+        async def processing() -> bool:
+            return (await status_of(service, project, 1)).state == "processing"
+
+        await wait_until(processing, within=3.0, what="the start stored")
+        finish_like_our_worker(bucket, project, 1, {"part.stl": STL})
+        await job_events.nc.publish(
+            messaging.worker_finished_subject(project),
+            messaging.encode(events_pb2.WorkerFinished(project=project, version=1)),
+        )
+        [event] = await job_events.wait_for(project, within=3.0)
+    assert event.status == "completed"
+
+
 async def test_the_worker_nudge_wakes_the_check_before_the_next_poll(
     make_service: ServiceFactory,
     js: Any,
@@ -320,7 +362,7 @@ async def test_the_worker_nudge_wakes_the_check_before_the_next_poll(
     """With polling slowed to 30 s (as the system we replace), the nudge alone brings the
     decision within a second."""
     project = f"nudge-{unique}"
-    slow = {"watcher_poll_interval_seconds": 30.0, "watcher_poll_max_interval_seconds": 30.0}
+    slow = SLOW_POLLING
     async with make_service(**slow) as service:
         await publish_upload(js, project, 1)
         await wait_until(lambda: (project, 1) in service.running.watcher.pending, what="pending")

@@ -325,6 +325,64 @@ def test_a_queued_job_is_checked_up_to_its_queue_limit() -> None:
     )
 
 
+LIGHT = PollPolicy(
+    interval=0.1, max_interval=2.0, backoff_ratio=0.1, queued_interval=0.5, full_interval=1.0
+)
+
+
+def test_a_queued_version_is_checked_less_often_than_a_started_one() -> None:
+    assert domain.next_check_in(job(), now=at(0.2), poll=LIGHT, policy=POLICY) == pytest.approx(0.5)
+    assert domain.next_check_in(job(), now=at(8), poll=LIGHT, policy=POLICY) == pytest.approx(0.8)
+    started_job = running(started_after=0.1)
+    assert domain.next_check_in(
+        started_job, now=at(0.2), poll=LIGHT, policy=POLICY
+    ) == pytest.approx(0.1)
+
+
+def test_full_looks_come_every_full_interval_then_back_off_and_never_pass_a_deadline() -> None:
+    assert domain.next_full_look_in(job(), now=at(0.2), poll=LIGHT, policy=POLICY) == 1.0
+    assert domain.next_full_look_in(job(), now=at(15), poll=LIGHT, policy=POLICY) == pytest.approx(
+        1.5
+    )
+    assert domain.next_full_look_in(job(), now=at(300), poll=LIGHT, policy=POLICY) == 2.0
+    assert domain.next_full_look_in(
+        running(), now=at(599.5), poll=LIGHT, policy=POLICY
+    ) == pytest.approx(0.5)
+    assert domain.next_full_look_in(
+        job(), now=at(100), poll=LIGHT, policy=POLICY, error_log_seen_since=at(99.7)
+    ) == pytest.approx(0.7)
+    # without a full interval every check is a full look, as before light checks
+    assert domain.next_full_look_in(job(), now=at(0.2), poll=POLL, policy=POLICY) == 0.1
+
+
+def test_a_light_look_reads_one_key_and_a_full_look_reads_the_logs_too() -> None:
+    assert domain.plan_look(job(), full=False) == domain.Look(
+        started=True, marker=False, logs=False
+    )
+    assert domain.plan_look(running(), full=False) == domain.Look(
+        started=False, marker=True, logs=False
+    )
+    assert domain.plan_look(job(), full=True) == domain.Look(started=True, marker=True, logs=True)
+    assert domain.plan_look(running(), full=True) == domain.Look(
+        started=False, marker=True, logs=True
+    )
+
+
+def test_a_light_look_decides_only_from_a_marker_or_an_expiry() -> None:
+    light = Found(logs_read=False)
+    # past both limits, but without the logs a light look cannot tell error from timeout
+    assert domain.decide(job(), light, now=at(1801), policy=POLICY) is None
+    assert domain.decide(running(), light, now=at(601), policy=POLICY) is None
+    marker = Found(marker=Marker(status="completed", exit_reason="ok"), logs_read=False)
+    decided = domain.decide(running(), marker, now=at(1), policy=POLICY)
+    assert decided is not None and decided.state == "completed"
+    expiry = started.expired(at(1800), waited_seconds=1800, limit_seconds=1800)
+    decided = domain.decide(
+        job(), Found(started=expiry, logs_read=False), now=at(1801), policy=POLICY
+    )
+    assert decided is not None and decided.exit_reason == "queue_timeout"
+
+
 # --- outputs, formats, logs ----------------------------------------------------------------
 
 

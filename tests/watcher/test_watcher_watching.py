@@ -13,8 +13,9 @@ from watcher_fakes import START, FakeClock, FakeEvents, FakeJobs, FakeResults
 from cadpipe import layout, started
 from cadpipe.marker import Marker
 from cadpipe.v1 import status_pb2
+from services.watcher import domain
 from services.watcher.broadcast import StatusBroadcast
-from services.watcher.domain import Found, LogObject, Policy, PollPolicy
+from services.watcher.domain import Found, LogObject, Look, Policy, PollPolicy
 from services.watcher.watching import Watcher, WatcherConfig
 
 CONFIG = WatcherConfig(
@@ -269,3 +270,97 @@ async def test_status_changes_reach_subscribers_of_that_project_only() -> None:
         assert [s.version async for s in a] == [2, 3]  # a slow stream keeps the newest
         assert [s.version async for s in b] == [9]
     assert statuses.watching == 0
+
+
+LIGHT = WatcherConfig(
+    policy=CONFIG.policy,
+    poll=PollPolicy(
+        interval=0.1, max_interval=2.0, backoff_ratio=0.1, queued_interval=0.5, full_interval=1.0
+    ),
+)
+ONLY_STARTED = Look(started=True, marker=False, logs=False)
+ONLY_MARKER = Look(started=False, marker=True, logs=False)
+FULL_QUEUED = Look(started=True, marker=True, logs=True)
+
+
+async def test_a_queued_version_costs_one_get_of_its_started_record_between_full_looks() -> None:
+    world = World()
+    watcher = world.watcher(config=LIGHT)
+    await watcher.accept_upload("part", 1, uploaded_at=START)
+    # just uploaded: nothing but a start can be there yet; the first full look is 1 s away
+    assert await watcher.check("part", 1) is None
+    assert await watcher.check("part", 1) is None
+    assert await watcher.check("part", 1, full=True) is None
+    assert world.results.plans == [ONLY_STARTED, ONLY_STARTED, FULL_QUEUED]
+
+
+async def test_a_version_taken_over_from_another_replica_gets_a_full_look_at_once() -> None:
+    world = World()
+    await world.jobs.add(
+        domain.new_job("part", 1, uploaded_at=START), owner="gone", lease_until=START
+    )
+    watcher = world.watcher(config=LIGHT)
+    world.clock.advance(60)
+    await watcher.maintain()
+    assert await watcher.check("part", 1) is None
+    assert world.results.plans == [FULL_QUEUED]
+
+
+async def test_a_start_found_by_a_light_check_reads_the_marker_at_once() -> None:
+    world = World()
+    watcher = world.watcher(config=LIGHT)
+    await watcher.accept_upload("part", 1, uploaded_at=START)
+    world.clock.advance(0.3)
+    worker_starts(world, after=0.1)
+    world.results.found[("part", 1)] = DONE  # a short job whose nudges were lost
+    decided = await watcher.check("part", 1, full=False)
+    assert decided is not None and decided.state == "completed"
+    assert world.results.plans == [ONLY_STARTED, ONLY_MARKER]
+    assert [e.status for e in world.events.published] == ["completed"]
+
+
+async def test_a_finish_nudge_brings_a_full_look_and_a_start_nudge_a_light_one() -> None:
+    world = World()
+    watcher = world.watcher(config=LIGHT)
+    await watcher.accept_upload("part", 1, uploaded_at=START)
+    assert await watcher.check("part", 1) is None  # light; the first full look is 1 s away
+    watcher.nudge("part", 1, False)
+    assert await watcher.check("part", 1) is None
+    watcher.nudge("part", 1, True)
+    assert await watcher.check("part", 1) is None
+    assert world.results.plans == [ONLY_STARTED, ONLY_STARTED, FULL_QUEUED]
+
+
+async def test_an_older_contract_error_log_is_seen_by_full_looks_only_and_decides() -> None:
+    world = World()
+    watcher = world.watcher(config=LIGHT)
+    await watcher.accept_upload("part", 1, uploaded_at=START)
+    key = layout.log_key("part", 1, "error", START)
+    parsed = layout.parse_log_key(key)
+    assert parsed is not None
+    world.results.found[("part", 1)] = Found(logs=(LogObject(key, parsed, 9),))
+    world.results.texts[key] = "RuntimeError: no shape\n"
+
+    world.clock.advance(1)
+    assert await watcher.check("part", 1, full=False) is None  # one GET: no log seen
+    assert await watcher.check("part", 1, full=True) is None  # the log, from now on
+    world.clock.advance(0.6)
+    assert await watcher.check("part", 1, full=False) is None  # a light look forgets nothing
+    world.clock.advance(0.6)
+    decided = await watcher.check("part", 1, full=True)
+    assert decided is not None and (decided.state, decided.log_key) == ("error", key)
+
+
+async def test_an_older_contract_marker_is_found_by_polling_alone() -> None:
+    world = World()
+    watcher = world.watcher(config=LIGHT)
+    await watcher.accept_upload("part", 1, uploaded_at=START)
+    running = asyncio.create_task(watcher.run())
+    try:
+        await wait_until(lambda: bool(world.results.looks), within=5, what="the first check")
+        world.results.found[("part", 1)] = DONE  # no started record, no nudge
+        await wait_until(lambda: bool(world.events.published), within=5, what="the decision")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert world.results.plans[-1] == FULL_QUEUED

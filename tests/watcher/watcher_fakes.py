@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from cadpipe.marker import Marker, MarkerOutput
 from cadpipe.started import StartedRecord
 from cadpipe.v1 import events_pb2
-from services.watcher.domain import PENDING_STATES, QUEUED, Found, Job, LogObject
+from services.watcher.domain import PENDING_STATES, QUEUED, Found, Job, LogObject, Look
 
 START = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.UTC)
 
@@ -126,13 +126,20 @@ class FakeResults:
         """Started records (written once: a worker's start or the watcher's expiry)."""
         self.texts: dict[str, str] = {}
         self.looks: list[tuple[str, int]] = []
+        self.plans: list[Look] = []
+        """What each look asked for (domain.Look), in order."""
         self.started_after_next_look: dict[tuple[str, int], StartedRecord] = {}
         """A worker's start that lands just after the watcher's next look (a race)."""
 
-    async def look(self, project: str, version: int, *, started: bool = False) -> Found:
+    async def look(self, project: str, version: int, look: Look) -> Found:
         self.looks.append((project, version))
+        self.plans.append(look)
         found = self.found.get((project, version), Found())
-        if started and found.marker is None:
+        if not look.marker:
+            found = replace(found, marker=None, outputs=())
+        if found.marker is None and not look.logs:
+            found = replace(found, logs=(), logs_read=False)
+        if look.started and found.marker is None:
             found = replace(found, started=self.started.get((project, version)))
         racing = self.started_after_next_look.pop((project, version), None)
         if racing is not None:
