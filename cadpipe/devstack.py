@@ -88,7 +88,18 @@ def _serialise_moto_object_requests() -> None:
                 return unlocked(self, request, full_url)
 
         S3Response._key_response = locked  # type: ignore[assignment,method-assign]
+        _list_moto_modules_once()
         _moto_patched = True
+
+
+def _list_moto_modules_once() -> None:
+    """moto's server routes each request by the Host header, listing its own package directory
+    (a listdir and ~150 isdir calls) every time, to learn its service names: a fifth of its
+    CPU per request. The list cannot change while the process runs: read it once."""
+    from moto import backends
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
 
 
 class MotoS3:

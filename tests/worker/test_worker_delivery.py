@@ -199,17 +199,15 @@ async def test_sigterm_hands_back_a_job_that_outlasts_the_drain_timeout(
     scratch_root: str,
 ) -> None:
     project = f"handback-{uuid.uuid4().hex[:8]}"
-    # One slot, as this test was written for (CONCURRENCY defaults to the cores now). With more,
-    # the nak'ed job can be delivered to another slot's fetch that stop() cancelled, whose
-    # pull request the server still holds: it then comes back only after ack_wait, not at once
-    # (services/worker/intake.py; reported for the branch that owns it).
+    # Two slots: the one fetcher holds a pull request for both, and a job handed back at stop
+    # must not be delivered to that request (it would come back only after ack_wait).
     env = process_env(
         moto_server,
         bucket,
         nats_settings,
         scratch_root,
         DRAIN_TIMEOUT_SECONDS="0.2",
-        CONCURRENCY="1",
+        CONCURRENCY="2",
     )
     worker = WorkerProcess(env).start()
     try:
