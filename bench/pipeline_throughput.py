@@ -45,7 +45,15 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import percentile, process, summary
+from bench.common import (
+    cpu_seconds,
+    machine_busy_seconds,
+    percentile,
+    process,
+    process_tree,
+    rss_mib,
+    summary,
+)
 from cadpipe import layout, marker, messaging
 from cadpipe.adapters import s3
 from cadpipe.devstack import MotoS3, NatsServer, free_port
@@ -67,67 +75,7 @@ except BaseException as error:
 """
 
 
-# --- processes and what they cost ------------------------------------------------------------
-
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        tree.setdefault(int(fields[1]), []).append(int(entry.name))
-    return tree
-
-
-def _tree(pid: int) -> list[int]:
-    children = _children()
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of the process and every descendant, the exited ones included (their
-    time is in their reaper's cutime/cstime)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for member in _tree(pid):
-        try:
-            with open(f"/proc/{member}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-    return total / ticks
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds every core of the machine spent busy (not idle or waiting on I/O), by
-    everything running on it: other users' processes too."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int, *, tree: bool = False) -> float:
-    total = 0
-    for member in _tree(pid) if tree else [pid]:
-        try:
-            with open(f"/proc/{member}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+# --- what the services were asked ------------------------------------------------------------
 
 
 def s3_requests(metrics_url: str) -> dict[str, float]:
@@ -335,7 +283,7 @@ async def drive(
 ) -> None:
     scripts = {name: (SAMPLES / name).read_text() for name in MIX}
     nc = await messaging.connect(NatsSettings(nats_url=nats_url), name="bench-pipeline")
-    parallel = WorkerSettings.model_fields["concurrency"].get_default(call_default_factory=True)
+    parallel = args.concurrency
     async with httpx.AsyncClient(
         base_url=api_url, timeout=120, limits=httpx.Limits(max_connections=64)
     ) as api:
@@ -360,7 +308,7 @@ async def drive(
             pipeline.burst(args.versions, args.clients, "bench-burst")
         )
         await asyncio.sleep(1.0)
-        worker_tree = len(_tree(pids["worker"]))
+        worker_tree = len(process_tree(pids["worker"]))
         burst, wall = await burst_task
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         machine = machine_busy_seconds() - machine_before
@@ -410,8 +358,9 @@ async def drive(
     rate = args.versions / wall
     print(
         f"\npipeline throughput: {args.versions} versions ({', '.join(MIX)} in turn), "
-        f"{args.clients} clients, worker concurrency {parallel} (its default on "
-        f"{os.cpu_count()} cores); every service in its own process"
+        f"{args.clients} clients, worker concurrency {parallel} (its default here: "
+        f"{WorkerSettings.model_fields['concurrency'].get_default(call_default_factory=True)}, "
+        f"on {os.cpu_count()} cores); every service in its own process"
     )
     print(
         summary(
@@ -503,6 +452,7 @@ def main(args: argparse.Namespace) -> None:
                     **common,
                     "GRPC_PORT": str(worker_port),
                     "METRICS_PORT": str(metrics_ports["worker"]),
+                    "CONCURRENCY": str(args.concurrency),
                 },
                 worker_port,
             ) as worker,
@@ -544,6 +494,13 @@ if __name__ == "__main__":
     )
     parser.add_argument("--versions", type=int, default=48, help="versions in the burst")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=WorkerSettings.model_fields["concurrency"].get_default(call_default_factory=True),
+        help="the worker's CONCURRENCY and bare freecadcmd's parallelism (default: the worker's"
+        " default, one per core)",
+    )
     parser.add_argument("--runs", type=int, default=10, help="single-version runs")
     parser.add_argument(
         "--loads",

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import grpc
 import httpx
 
-from bench.common import process, summary
+from bench.common import cpu_seconds, process, summary
 from cadpipe.adapters import s3
 from cadpipe.devstack import MotoS3, NatsServer, free_port
 from cadpipe.settings import S3Settings
@@ -49,9 +51,22 @@ async def drive(
     return latencies, time.perf_counter() - started
 
 
+@dataclass
+class Path:
+    latencies: list[float]
+    wall: float
+    cpu: dict[str, float]
+    """CPU seconds each process spent on the path's uploads."""
+
+
 async def measure(
-    total: int, clients: int, bucket: s3.Bucket, grpc_port: int, http_port: int
-) -> dict[str, tuple[list[float], float]]:
+    total: int,
+    clients: int,
+    bucket: s3.Bucket,
+    grpc_port: int,
+    http_port: int,
+    pids: dict[str, int],
+) -> dict[str, Path]:
     body = SCRIPT.encode()
 
     async def raw(i: int) -> None:
@@ -95,12 +110,21 @@ async def measure(
         "REST upload-script": via_rest,
         f"REST upload-script, {clients} projects": via_rest_projects,
     }
+
+    async def run(upload: Callable[[int], Awaitable[None]]) -> Path:
+        def cpu() -> dict[str, float]:  # the clients' process without its children (the servers)
+            return {name: cpu_seconds(pid, tree=name != "clients") for name, pid in pids.items()}
+
+        before = cpu()
+        latencies, wall = await drive(total, clients, upload)
+        return Path(latencies, wall, {name: s - before[name] for name, s in cpu().items()})
+
     for warm in paths.values():  # connections, first documents
         await drive(clients, clients, warm)
-    results = {name: await drive(total, clients, fn) for name, fn in paths.items()}
+    results = {name: await run(fn) for name, fn in paths.items()}
     # the baseline once more at the end: the shared machine's load and the dev servers' state
     # drift during a run, and each path is compared with the mean of the two
-    results[BASELINE_AGAIN] = await drive(total, clients, raw)
+    results[BASELINE_AGAIN] = await run(raw)
     await http.aclose()
     await channel.close()
     return results
@@ -112,7 +136,7 @@ def main(total: int, clients: int) -> None:
     moto = MotoS3(port=s3_port)  # for its addresses only: the server runs in a child process
     s3_env = moto.env(bucket_name)
     with (
-        process(["-m", "cadpipe.devstack", "s3", str(s3_port)], {}, s3_port),
+        process(["-m", "cadpipe.devstack", "s3", str(s3_port)], {}, s3_port) as moto_server,
         NatsServer() as nats,
     ):
         bucket = s3.Bucket(s3.make_client(S3Settings(**moto.s3_fields(bucket_name))), bucket_name)
@@ -135,21 +159,37 @@ def main(total: int, clients: int) -> None:
             "METRICS_PORT": "0",
         }
         with (
-            process(["-m", "services.scripts"], scripts_env, grpc_port),
-            process(["-m", "services.gateway"], gateway_env, http_port),
+            process(["-m", "services.scripts"], scripts_env, grpc_port) as scripts,
+            process(["-m", "services.gateway"], gateway_env, http_port) as gateway,
         ):
-            results = asyncio.run(measure(total, clients, bucket, grpc_port, http_port))
+            pids = {
+                "clients": os.getpid(),
+                "moto": moto_server.pid,
+                "scripts": scripts.pid,
+                "gateway": gateway.pid,
+            }
+            results = asyncio.run(measure(total, clients, bucket, grpc_port, http_port, pids))
 
     print(
         f"\nupload throughput: {total} uploads per path, {clients} concurrent clients, one project"
         " unless said;"
     )
     print("moto, script service and gateway in their own processes, on this 2-core machine")
-    base_rate = (total / results[BASELINE][1] + total / results[BASELINE_AGAIN][1]) / 2
+    base_rate = (total / results[BASELINE].wall + total / results[BASELINE_AGAIN].wall) / 2
     print(f"baseline: the mean of the first and the last, {base_rate:.1f} uploads/s")
-    for name, (latencies, wall) in results.items():
+    for name, path in results.items():
         print(
-            summary(name, latencies, wall) + f"  ratio to baseline {total / wall / base_rate:5.2f}"
+            summary(name, path.latencies, path.wall)
+            + f"  ratio to baseline {total / path.wall / base_rate:5.2f}"
+        )
+    print("\nCPU ms per upload, by process (the clients are this process):")
+    print(f"{'':<50}" + "".join(f"{name:>10}" for name in pids) + f"{'all':>10}")
+    for name, path in results.items():
+        per = {process: 1000 * seconds / total for process, seconds in path.cpu.items()}
+        print(
+            f"{name:<50}"
+            + "".join(f"{per[process]:10.2f}" for process in pids)
+            + f"{sum(per.values()):10.2f}"
         )
 
 

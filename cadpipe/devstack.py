@@ -326,7 +326,11 @@ def _index_mongomock_lookups() -> None:
     them), expiry runs at most once a second per collection (MongoDB's TTL monitor runs every
     60 s), and a unique index of plain values is checked through a hash of those fields, kept
     up to date on every write (a duplicate it reports is confirmed by a scan before it is
-    raised). Same answers, other costs.
+    raised). A filter of plain equalities on top-level fields (`{"project": p}`,
+    `{"sent_at": None}`) is answered through the same kind of hash, built on its first use: the
+    documents whose values equal the filter's, plus those whose values cannot be hashed (arrays,
+    subdocuments: they may match element-wise), in the collection's order, each still checked
+    with the whole filter. Same answers, other costs (tests/cadpipe/test_devstack_mongomock.py).
     """
     from mongomock import DuplicateKeyError, filtering, helpers
     from mongomock.collection import Collection
@@ -337,6 +341,17 @@ def _index_mongomock_lookups() -> None:
     def plain(value: object) -> bool:
         return isinstance(value, str | int) and not isinstance(value, bool)
 
+    def equalities(filter: Any) -> tuple[str, ...] | None:
+        """The fields of a filter made only of plain `field: value` (or None) pairs."""
+        if not isinstance(filter, dict) or not filter:
+            return None
+        for name, value in filter.items():
+            if not isinstance(name, str) or name[:1] == "$" or "." in name or name == "_id":
+                return None
+            if value is not None and not plain(value):
+                return None
+        return tuple(sorted(filter))
+
     def iter_documents(self: Any, filter: Any) -> Any:
         key = filter.get("_id") if isinstance(filter, dict) else None
         keys: list[Any] | None = None
@@ -344,6 +359,13 @@ def _index_mongomock_lookups() -> None:
             keys = [key]
         elif isinstance(key, dict) and list(key) == ["$in"] and all(map(plain, key["$in"])):
             keys = list(dict.fromkeys(key["$in"]))
+        elif (fields := equalities(filter)) is not None:
+            store = self._store
+            store._remove_expired_documents()
+            by_values, _ = hashed(store, fields)
+            ids = by_values.get(tuple(filter[name] for name in fields), set())
+            ids = ids | by_values.get(None, set())  # unhashable values: maybe a match
+            keys = sorted(ids, key=position(store).__getitem__)
         if keys is None:
             return scan(self, filter)
         store = self._store
@@ -373,14 +395,29 @@ def _index_mongomock_lookups() -> None:
         if fields not in indexes:
             by_values: dict[Any, set[Any]] = {}
             by_id: dict[Any, Any] = {}
-            for document in store._documents.values():
+            for key, document in store._documents.items():
                 values = entry(document, fields)
-                by_values.setdefault(values, set()).add(document["_id"])
-                by_id[document["_id"]] = values
+                by_values.setdefault(values, set()).add(key)
+                by_id[key] = values
             indexes[fields] = (by_values, by_id)
         return indexes[fields]  # type: ignore[no-any-return]
 
+    def position(store: Any) -> dict[Any, int]:
+        """{_id: rank} in the store's own (insertion) order, built once, kept on every write."""
+        if "_cadpipe_position" not in store.__dict__:
+            store._cadpipe_position = {key: n for n, key in enumerate(store._documents)}
+            store._cadpipe_next = len(store._documents)
+        return store._cadpipe_position  # type: ignore[no-any-return]
+
     def note(store: Any, key: Any, document: Any) -> None:
+        """Keeps the hashes (and the order) up to date: document None means deleted."""
+        ranks = store.__dict__.get("_cadpipe_position")
+        if ranks is not None:
+            if document is None:
+                ranks.pop(key, None)
+            elif key not in ranks:
+                ranks[key] = store._cadpipe_next
+                store._cadpipe_next += 1
         for fields, (by_values, by_id) in store.__dict__.get("_cadpipe_unique", {}).items():
             old = by_id.pop(key, None)
             if key in by_values.get(old, ()):
@@ -407,10 +444,16 @@ def _index_mongomock_lookups() -> None:
     def dropped(self: Any) -> None:
         drop(self)
         self.__dict__.pop("_cadpipe_unique", None)
+        self.__dict__.pop("_cadpipe_position", None)
 
     ensure_uniques = Collection._ensure_uniques
 
     def ensure_plain_uniques(self: Any, new_data: Any) -> None:
+        # called after every insert and in-place update: the changed document is noted here
+        if isinstance(new_data["_id"], dict):
+            self._store.__dict__.pop("_cadpipe_unique", None)  # rebuilt on its next use
+        else:
+            note(self._store, new_data["_id"], new_data)
         for index in self._store.indexes.values():
             if not index.get("unique") or index.get("sparse"):
                 continue
@@ -422,8 +465,6 @@ def _index_mongomock_lookups() -> None:
                 return ensure_uniques(self, new_data)  # type: ignore[no-any-return]
             self._store._remove_expired_documents()
             by_values, _ = hashed(self._store, fields)
-            # updates change documents in place: the changed one is noted here
-            note(self._store, new_data["_id"], new_data)
             if len(by_values.get(wanted, ())) > 1:
                 query = {name: helpers.get_value_by_dot(new_data, name) for name in fields}
                 if len(list(scan(self, query))) > 1:
