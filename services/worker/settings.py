@@ -16,15 +16,20 @@ GIB = 1024 * MIB
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers and taskset set),
-    capped to the concurrency limit: a FreeCAD job keeps one core busy, so one job per core
-    runs the most versions per second without jobs waiting on each other for CPU
-    (bench.pipeline_throughput)."""
+    """The cores this process may run on (its CPU affinity, which containers and taskset set)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, min(cores, 64))
+    return max(1, cores)
+
+
+def default_concurrency() -> int:
+    """One job more than the cores the worker may use, up to the concurrency limit. A FreeCAD
+    job keeps a core busy, but it holds its slot also while its script is fetched and its
+    outputs, report, log and marker are stored; with one job per core those waits leave the
+    cores idle. One more job fills them (bench.pipeline_throughput, docs/performance.md)."""
+    return min(usable_cores() + 1, 64)
 
 
 class Settings(S3Settings, NatsSettings, GrpcServerSettings):
@@ -54,10 +59,11 @@ class Settings(S3Settings, NatsSettings, GrpcServerSettings):
         default=512 * 1024, ge=4096, description="stdout or stderr kept in the log (head + tail)"
     )
     concurrency: int = Field(
-        default_factory=usable_cores,
+        default_factory=default_concurrency,
         ge=1,
         le=64,
-        description="Jobs run at once per worker; default: the cores this process may use",
+        description="Jobs run at once per worker; default: the cores this process may use, plus "
+        "one",
     )
 
     freecadcmd: str = Field(

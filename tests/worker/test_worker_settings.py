@@ -21,3 +21,12 @@ def test_best_effort_isolation_needs_the_unsafe_development_flag() -> None:
 
 def test_outputs_are_capped_in_total_by_default() -> None:
     assert Settings(**REQUIRED).max_output_bytes == 256 * 1024 * 1024
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 2), (2, 3), (8, 9), (64, 64), (200, 64)])
+def test_concurrency_defaults_to_one_job_more_than_the_cores_it_may_use(
+    monkeypatch: pytest.MonkeyPatch, cores: int, expected: int
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
+    assert Settings(**REQUIRED).concurrency == expected
+    assert Settings(**REQUIRED, concurrency=1).concurrency == 1
