@@ -391,7 +391,7 @@ def _index_mongomock_lookups() -> None:
 
     def hashed(store: Any, fields: tuple[str, ...]) -> tuple[dict[Any, set[Any]], dict[Any, Any]]:
         """{field values: {_id}} and {_id: field values} of the store, built once."""
-        indexes = store.__dict__.setdefault("_cadpipe_unique", {})
+        indexes = store.__dict__.setdefault("_cadpipe_hashes", {})
         if fields not in indexes:
             by_values: dict[Any, set[Any]] = {}
             by_id: dict[Any, Any] = {}
@@ -418,7 +418,7 @@ def _index_mongomock_lookups() -> None:
             elif key not in ranks:
                 ranks[key] = store._cadpipe_next
                 store._cadpipe_next += 1
-        for fields, (by_values, by_id) in store.__dict__.get("_cadpipe_unique", {}).items():
+        for fields, (by_values, by_id) in store.__dict__.get("_cadpipe_hashes", {}).items():
             old = by_id.pop(key, None)
             if key in by_values.get(old, ()):
                 by_values[old].discard(key)
@@ -443,7 +443,7 @@ def _index_mongomock_lookups() -> None:
 
     def dropped(self: Any) -> None:
         drop(self)
-        self.__dict__.pop("_cadpipe_unique", None)
+        self.__dict__.pop("_cadpipe_hashes", None)
         self.__dict__.pop("_cadpipe_position", None)
 
     ensure_uniques = Collection._ensure_uniques
@@ -451,7 +451,7 @@ def _index_mongomock_lookups() -> None:
     def ensure_plain_uniques(self: Any, new_data: Any) -> None:
         # called after every insert and in-place update: the changed document is noted here
         if isinstance(new_data["_id"], dict):
-            self._store.__dict__.pop("_cadpipe_unique", None)  # rebuilt on its next use
+            self._store.__dict__.pop("_cadpipe_hashes", None)  # rebuilt on its next use
         else:
             note(self._store, new_data["_id"], new_data)
         for index in self._store.indexes.values():
