@@ -9,8 +9,8 @@ the same run, bare `freecadcmd` over the same scripts with the same parallelism 
 
 moto's S3 server, nats-server, the script service, the watcher, the worker and the gateway each
 run in their own process (the script service and the watcher each with their own in-process
-mongomock), with their default settings: the worker's concurrency is its default, one job per
-core plus one (--concurrency sets it, and bare freecadcmd's parallelism with it). This process
+mongomock), with their default settings: the worker's concurrency is its default, one FreeCAD
+job per core (--concurrency sets it, and bare freecadcmd's parallelism with it). This process
 is only the clients and bare freecadcmd. Prints:
 
 * single-version latency (one upload at a time: REST upload -> completion event), as
@@ -500,7 +500,7 @@ if __name__ == "__main__":
         type=int,
         default=WorkerSettings.model_fields["concurrency"].get_default(call_default_factory=True),
         help="the worker's CONCURRENCY and bare freecadcmd's parallelism (default: the worker's"
-        " default, one per core plus one)",
+        " default, one per core)",
     )
     parser.add_argument("--runs", type=int, default=10, help="single-version runs")
     parser.add_argument(

@@ -5,9 +5,11 @@ it is not redelivered, and a worker that dies stops doing so, so its jobs are.
 
 Fetched messages wait in a small buffer (`intake_buffer`) from which free slots take them in
 turns between owners (domain/fairness.py), so one owner's flood delays others by at most one job
-per slot. When S3 or NATS fail, the job in hand goes back to the buffer, its delivery unspent,
-and the intake takes no work until its dependency check passes again, probing with exponential
-back-off (docs/worker.md, "Fair intake" and "Outages")."""
+per slot. A slot is one of the worker's cores (`concurrency`): a job holds it until FreeCAD is
+done, then stores its results without it, so the next job starts meanwhile (at most
+`jobs_in_flight` jobs in all). When S3 or NATS fail, the job in hand goes back to the buffer,
+its delivery unspent, and the intake takes no work until its dependency check passes again,
+probing with exponential back-off (docs/worker.md, "Fair intake" and "Outages")."""
 
 from __future__ import annotations
 
@@ -44,7 +46,11 @@ class IntakeConfig:
     ack_wait_seconds: float
     max_deliver: int
     concurrency: int
+    """Jobs running FreeCAD at once: the slots the buffer's jobs are dispatched to."""
     fetch_timeout_seconds: float
+    jobs_in_flight: int = 0
+    """Jobs held at once, those storing their results included; 0: `concurrency` (a job
+    holds its slot until it is finished)."""
     buffer: int = 16
     """Messages held here at most, running ones included (the window fairness sees)."""
     fair: bool = True
@@ -114,6 +120,19 @@ JobObserver = Callable[[str, str, float | None, int], None]
 """Told (outcome, exit reason, seconds run, attempt) once per delivery (worker metrics)."""
 
 
+class _Slot:
+    """A job's hold on one of the intake's slots, given back once: when FreeCAD is done, or
+    when the job ends, whichever comes first."""
+
+    def __init__(self, on_free: Callable[[], None]) -> None:
+        self._on_free: Callable[[], None] | None = on_free
+
+    def free(self) -> None:
+        if self._on_free is not None:
+            on_free, self._on_free = self._on_free, None
+            on_free()
+
+
 class Intake:
     def __init__(
         self,
@@ -141,6 +160,8 @@ class Intake:
         self._running: Counter[str] = Counter()
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
+        self._slots_taken = 0
+        """Jobs holding a slot: those in self._jobs that have not yet said FreeCAD is done."""
         self._recovering: asyncio.Task[None] | None = None
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._request_expires = 0.0
@@ -162,10 +183,12 @@ class Intake:
             asyncio.create_task(self._keep_waiting_alive(), name="worker-waiting-heartbeat"),
         ]
         logger.info(
-            "taking jobs from %s (consumer %s, %d at a time, %s, buffer %d)",
+            "taking jobs from %s (consumer %s, %d running FreeCAD at a time, %d in flight, %s, "
+            "buffer %d)",
             ", ".join(self._config.filter_subjects),
             self._config.consumer_name,
             self._config.concurrency,
+            max(self._config.jobs_in_flight, self._config.concurrency),
             "owners in turn" if self._config.fair else "first come first served",
             self._config.buffer,
         )
@@ -301,22 +324,31 @@ class Intake:
     # --- dispatching ---------------------------------------------------------------------
 
     async def _dispatch_forever(self) -> None:
+        in_flight = max(self._config.jobs_in_flight, self._config.concurrency)
         while not self._stopping.is_set():
             while (
                 self._healthy.is_set()
                 and not self._stopping.is_set()
-                and len(self._jobs) < self._config.concurrency
+                and self._slots_taken < self._config.concurrency
+                and len(self._jobs) < in_flight
             ):
                 waiting = self._waiting.take(self._running)
                 if waiting is None:
                     break
                 self._running[waiting.owner] += 1
-                task = asyncio.create_task(self._process(waiting))
+                self._slots_taken += 1
+                slot = _Slot(self._slot_freed)
+                task = asyncio.create_task(self._process(waiting, slot.free))
                 self._jobs.add(task)
-                task.add_done_callback(functools.partial(self._job_done, waiting))
+                task.add_done_callback(functools.partial(self._job_done, waiting, slot))
             await self._wait_for(self._dispatch_wake)
 
-    def _job_done(self, waiting: Waiting[Delivery], task: asyncio.Task[None]) -> None:
+    def _slot_freed(self) -> None:
+        self._slots_taken -= 1
+        self._notify()
+
+    def _job_done(self, waiting: Waiting[Delivery], slot: _Slot, task: asyncio.Task[None]) -> None:
+        slot.free()
         self._jobs.discard(task)
         self._running[waiting.owner] -= 1
         if self._running[waiting.owner] <= 0:
@@ -357,7 +389,7 @@ class Intake:
 
     # --- one job -------------------------------------------------------------------------
 
-    async def _process(self, waiting: Waiting[Delivery]) -> None:
+    async def _process(self, waiting: Waiting[Delivery], free_slot: Callable[[], None]) -> None:
         delivery = waiting.item
         job, message, attempt = delivery.job, delivery.message, delivery.attempt
         # every line about this job carries the upload's request id and the version
@@ -369,7 +401,7 @@ class Intake:
         ):
             heartbeat = asyncio.create_task(self._heartbeat(message))
             try:
-                marker = await self._service.handle(job, attempt)
+                marker = await self._service.handle(job, attempt, core_done=free_slot)
             except ScriptMissing as error:
                 logger.error("dropping the event of %s: %s", job.name, error)
                 self._on_job("dropped", "", None, attempt)

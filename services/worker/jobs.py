@@ -1,6 +1,9 @@
 """Running one version: script from S3 into a scratch directory, the sandbox, then outputs,
 report, log and (last) the processed marker into S3. The ports are small protocols so that the
-unit tests drive this with fakes."""
+unit tests drive this with fakes.
+
+The intake gives each job one of the worker's cores; the job says when FreeCAD is done with it
+(`core_done`), and stores its results after that while another job's FreeCAD runs."""
 
 from __future__ import annotations
 
@@ -109,7 +112,9 @@ class JobService:
         self._config = config
         self._clock = clock
 
-    async def handle(self, job: Job, attempt: int) -> Marker | None:
+    async def handle(
+        self, job: Job, attempt: int, core_done: Callable[[], None] = lambda: None
+    ) -> Marker | None:
         """Finishes the version, exactly once as far as the bucket shows: a version with a
         marker is left alone (a redelivery after the marker was written). Before the script
         runs, the started record is written (If-None-Match: *): losing it to the watcher's
@@ -118,8 +123,8 @@ class JobService:
         again, since those runs never got to an end (their worker died or was stopped
         mid-job); a version no run ever started is run (its deliveries went to outages).
         Returns the marker written, or None when there was one already. Raises when S3 or
-        the sandbox fails: the caller retries."""
-        started_at, started = self._clock(), time.monotonic()
+        the sandbox fails: the caller retries. `core_done` is called once FreeCAD is done (or
+        will not run): what is left, storing, needs no core."""
         marker_key = layout.marker_key(job.project, job.version)
         # Both at once: one round trip to S3 instead of two on every job's path.
         finished, script = await asyncio.gather(
@@ -130,15 +135,17 @@ class JobService:
             return None
         if script is None:
             raise ScriptMissing(f"{job.script_key} is not in the bucket")
+        started_at, started = self._clock(), time.monotonic()
         first_start = await self._take(job, attempt, started_at)
         if attempt >= self._config.max_deliver and not first_start:
+            core_done()
             marker = await self._give_up(job, attempt)
         else:
             try:
                 await self._notifier.worker_started(job.project, job.version)
             except Exception as error:  # a nudge is best effort; the watcher polls
                 logger.warning("could not tell the watcher %s started: %s", job.name, error)
-            marker = await self._run(job, attempt, script, started_at, started)
+            marker = await self._run(job, attempt, script, started_at, started, core_done)
         try:
             await self._notifier.worker_finished(job.project, job.version)
         except Exception as error:  # a nudge is best effort; the watcher polls
@@ -169,9 +176,11 @@ class JobService:
         script: bytes,
         started_at: dt.datetime,
         started: float,
+        core_done: Callable[[], None],
     ) -> Marker:
         if job.sha256 and hashlib.sha256(script).hexdigest() != job.sha256:
             # Scripts are immutable once written: a different body is not the one uploaded.
+            core_done()
             verdict = Verdict(
                 "worker_error", f"{job.script_key} does not match the sha256 of its upload"
             )
@@ -194,6 +203,7 @@ class JobService:
                     job_file=jobdir.job_file,
                 )
             )
+            core_done()  # FreeCAD is done: storing its results needs no core
             return await self._collect(job, attempt, jobdir, outcome, started_at, started)
         finally:
             await asyncio.to_thread(jobdir.remove)

@@ -16,20 +16,13 @@ GIB = 1024 * MIB
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers and taskset set)."""
+    """The cores this process may run on (its CPU affinity, which containers and taskset set),
+    capped to the concurrency limit: a FreeCAD job keeps one core busy, so one job per core."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores)
-
-
-def default_concurrency() -> int:
-    """One job more than the cores the worker may use, up to the concurrency limit. A FreeCAD
-    job keeps a core busy, but it holds its slot also while its script is fetched and its
-    outputs, report, log and marker are stored; with one job per core those waits leave the
-    cores idle. One more job fills them (bench.pipeline_throughput, docs/performance.md)."""
-    return min(usable_cores() + 1, 64)
+    return max(1, min(cores, 64))
 
 
 class Settings(S3Settings, NatsSettings, GrpcServerSettings):
@@ -59,11 +52,18 @@ class Settings(S3Settings, NatsSettings, GrpcServerSettings):
         default=512 * 1024, ge=4096, description="stdout or stderr kept in the log (head + tail)"
     )
     concurrency: int = Field(
-        default_factory=default_concurrency,
+        default_factory=usable_cores,
         ge=1,
         le=64,
-        description="Jobs run at once per worker; default: the cores this process may use, plus "
-        "one",
+        description="FreeCAD jobs run at once per worker; default: the cores this process may use",
+    )
+    jobs_in_flight: int = Field(
+        default=0,
+        ge=0,
+        le=128,
+        description="Jobs a worker holds at once: those running FreeCAD (at most `concurrency`) "
+        "and those fetching their script or storing their results, which hold no core; "
+        "0: twice `concurrency`",
     )
 
     freecadcmd: str = Field(
@@ -164,6 +164,17 @@ class Settings(S3Settings, NatsSettings, GrpcServerSettings):
                 "SANDBOX_ISOLATION=best_effort is for development only: without root a job can "
                 "read the worker's environment (its S3 and NATS credentials) through /proc and "
                 "use the network; set SANDBOX_UNSAFE_DEVELOPMENT_ONLY=true to run it anyway"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _jobs_in_flight_cover_the_cores(self) -> Settings:
+        if self.jobs_in_flight == 0:
+            self.jobs_in_flight = 2 * self.concurrency
+        if self.jobs_in_flight < self.concurrency:
+            raise ValueError(
+                f"JOBS_IN_FLIGHT ({self.jobs_in_flight}) must be at least CONCURRENCY "
+                f"({self.concurrency}): only jobs in flight can run FreeCAD"
             )
         return self
 

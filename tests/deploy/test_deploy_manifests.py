@@ -462,7 +462,8 @@ def test_the_worker_pod_fits_its_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     tmp = next(v for v in spec["volumes"] if v["name"] == "tmp")
     scratch = quantity(tmp["emptyDir"]["sizeLimit"])
     assert quantity(resources["limits"]["ephemeral-storage"]) >= scratch
-    assert scratch >= settings.concurrency * settings.max_file_size_bytes
+    # every job in flight holds its scratch directory, those storing their results included
+    assert scratch >= settings.jobs_in_flight * settings.max_file_size_bytes
     assert settings.sandbox_isolation == "strict"
 
 

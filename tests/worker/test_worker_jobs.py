@@ -381,3 +381,30 @@ async def test_when_two_runs_overlap_the_first_marker_stands(scratch: ScratchRoo
     sandbox = Overlapped(SandboxOutcome(exit_code=0), files={"a.stl": b"a"})
     await service(storage, sandbox, scratch, FakeNotifier()).handle(job(), attempt=2)
     assert storage.objects[layout.marker_key("box", 1)][0] == b'{"schema": "cadpipe.marker/1"}'
+
+
+@pytest.mark.parametrize("case", ["ran", "gave_up", "other_script"])
+async def test_the_core_is_given_back_once_freecad_is_done_before_anything_is_stored(
+    scratch: ScratchRoot, case: str
+) -> None:
+    """What the intake's next job waits for: the core, given back after the sandbox (or in
+    place of it), before the outputs, the log and the marker are stored."""
+    storage = FakeStorage()
+    stored_script(storage)
+    if case == "gave_up":
+        started_before(storage)
+    sandbox = FakeSandbox(SandboxOutcome(exit_code=0), files={"a.stl": b"a"})
+    given_back: list[tuple[int, list[str]]] = []
+
+    def core_done() -> None:
+        given_back.append((len(sandbox.jobs), list(storage.writes)))
+
+    sha = "0" * 64 if case == "other_script" else None
+    attempt = 3 if case == "gave_up" else 1
+    marker = await service(storage, sandbox, scratch, FakeNotifier()).handle(
+        job(sha256=sha), attempt=attempt, core_done=core_done
+    )
+    assert marker is not None and storage.writes[-1] == layout.marker_key("box", 1)
+    runs = 1 if case == "ran" else 0
+    # once, after the sandbox ran (or did not), when only the started record was written
+    assert given_back == [(runs, [layout.started_key("box", 1)] if case != "gave_up" else [])]

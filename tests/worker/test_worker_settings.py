@@ -23,10 +23,17 @@ def test_outputs_are_capped_in_total_by_default() -> None:
     assert Settings(**REQUIRED).max_output_bytes == 256 * 1024 * 1024
 
 
-@pytest.mark.parametrize(("cores", "expected"), [(1, 2), (2, 3), (8, 9), (64, 64), (200, 64)])
-def test_concurrency_defaults_to_one_job_more_than_the_cores_it_may_use(
+@pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 2), (8, 8), (200, 64)])
+def test_freecad_jobs_default_to_the_cores_and_twice_as_many_are_held(
     monkeypatch: pytest.MonkeyPatch, cores: int, expected: int
 ) -> None:
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
-    assert Settings(**REQUIRED).concurrency == expected
-    assert Settings(**REQUIRED, concurrency=1).concurrency == 1
+    settings = Settings(**REQUIRED)
+    assert (settings.concurrency, settings.jobs_in_flight) == (expected, 2 * expected)
+    chosen = Settings(**REQUIRED, concurrency=1, jobs_in_flight=1)
+    assert (chosen.concurrency, chosen.jobs_in_flight) == (1, 1)
+
+
+def test_fewer_jobs_in_flight_than_freecad_jobs_is_refused() -> None:
+    with pytest.raises(pydantic.ValidationError, match="JOBS_IN_FLIGHT"):
+        Settings(**REQUIRED, concurrency=4, jobs_in_flight=2)
