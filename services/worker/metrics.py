@@ -10,7 +10,7 @@
         event naming no script)
     cadpipe_worker_job_duration_seconds{outcome}   script fetch to marker, completed and error
     cadpipe_worker_redeliveries_total              deliveries of a version after its first
-    cadpipe_worker_jobs_running                    jobs running now (at scrape)
+    cadpipe_worker_jobs_running                    jobs in flight now: running FreeCAD or storing
     cadpipe_worker_jobs_waiting                    jobs fetched and waiting for a slot (at scrape)
     cadpipe_worker_intake_paused                   1 while S3 or NATS is down and no work is taken
 """
@@ -45,7 +45,9 @@ class WorkerMetrics:
             registry=registry,
         )
         self.running = Gauge(
-            "cadpipe_worker_jobs_running", "Jobs running on this worker", registry=registry
+            "cadpipe_worker_jobs_running",
+            "Jobs in flight on this worker: running FreeCAD, or storing their results",
+            registry=registry,
         )
         self.waiting = Gauge(
             "cadpipe_worker_jobs_waiting",
