@@ -83,6 +83,7 @@ def watcher_config(settings: Settings) -> WatcherConfig:
             backoff_ratio=settings.watcher_poll_backoff_ratio,
             queued_interval=settings.watcher_queued_poll_interval_seconds,
             full_interval=settings.watcher_full_check_interval_seconds,
+            queued_reads_per_second=settings.watcher_queued_reads_per_second,
         ),
         lease=dt.timedelta(seconds=settings.watcher_lease_seconds),
         sweep_after=dt.timedelta(seconds=settings.watcher_sweep_after_seconds),

@@ -402,6 +402,22 @@ class PollPolicy:
     """Full looks (marker, started record, the version's logs): how an older-contract worker,
     which writes no started record and may leave only an _error_ log, is seen. None:
     every check is a full look (as before light checks existed)."""
+    queued_reads_per_second: float | None = None
+    """S3 reads per second, about, for all queued versions together, whatever their number:
+    half for light checks (1 read), half for full looks (3 reads); each queued version's
+    intervals stretch to share them. None: no such bound (each version's own intervals)."""
+
+
+FULL_LOOK_READS = 3
+"""What a full look of a queued version reads: its started record, its marker, its logs."""
+
+
+def _queued_floor(floor: float, reads_each: int, queued: int, poll: PollPolicy) -> float:
+    """A queued version's interval, stretched so that `queued` of them share half of
+    `queued_reads_per_second` for checks of `reads_each` reads."""
+    if not poll.queued_reads_per_second or queued <= 0:
+        return floor
+    return max(floor, queued * reads_each / (poll.queued_reads_per_second / 2))
 
 
 @dataclass(frozen=True)
@@ -458,15 +474,19 @@ def next_check_in(
     poll: PollPolicy,
     policy: Policy,
     error_log_seen_since: dt.datetime | None = None,
+    queued: int = 0,
 ) -> float:
     """Seconds until the next light check: `interval` while the version is young
-    (`queued_interval` while it is queued), then a fraction of its age up to `max_interval`;
-    never past its timeout (from the start; the queue limit while queued) or the end of an
-    error log's grace."""
+    (`queued_interval` while it is queued, longer when many are: `queued` versions share
+    `queued_reads_per_second`), then a fraction of its age up to `max_interval`; never past its
+    timeout (from the start; the queue limit while queued) or the end of an error log's
+    grace."""
     age = max(0.0, (now - job.uploaded_at).total_seconds())
     floor = poll.interval
-    if job.state == QUEUED and poll.queued_interval is not None:
-        floor = poll.queued_interval
+    if job.state == QUEUED:
+        if poll.queued_interval is not None:
+            floor = poll.queued_interval
+        floor = _queued_floor(floor, 1, queued, poll)
     delay = _backoff(age, floor, poll)
     deadlines = _deadlines(job, now=now, policy=policy, error_log_seen_since=error_log_seen_since)
     return max(0.0, min(delay, *deadlines))
@@ -479,12 +499,15 @@ def next_full_look_in(
     poll: PollPolicy,
     policy: Policy,
     error_log_seen_since: dt.datetime | None = None,
+    queued: int = 0,
 ) -> float:
-    """Seconds until the next full look: `full_interval`, then a fraction of the version's age
-    up to `max_interval`; never past its timeout or an error log's grace, which only a full
-    look decides."""
+    """Seconds until the next full look: `full_interval` (longer for a queued version when
+    many are queued), then a fraction of the version's age up to `max_interval`; never past
+    its timeout or an error log's grace, which only a full look decides."""
     age = max(0.0, (now - job.uploaded_at).total_seconds())
     floor = poll.interval if poll.full_interval is None else poll.full_interval
+    if job.state == QUEUED:
+        floor = _queued_floor(floor, FULL_LOOK_READS, queued, poll)
     delay = _backoff(age, floor, poll)
     deadlines = _deadlines(job, now=now, policy=policy, error_log_seen_since=error_log_seen_since)
     return max(0.0, min(delay, *deadlines))

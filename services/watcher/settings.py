@@ -8,7 +8,9 @@ queued one every `watcher_queued_poll_interval_seconds`, then less often as they
 the age, at most `watcher_poll_max_interval_seconds` apart); full looks, which see the older
 contract's markers and error logs, come every `watcher_full_check_interval_seconds`, backing off
 the same way. Our worker's nudges wake the check at once: a start nudge a light check, a finish
-nudge a full look.
+nudge a full look. However many versions are queued, their checks together read about
+`watcher_queued_reads_per_second` keys a second: each queued version's intervals stretch to
+share them.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ class Settings(S3Settings, MongoSettings, NatsSettings, GrpcServerSettings, Grpc
         gt=0,
         description="Interval of full looks at a young pending version (marker, started record, "
         "its logs): how versions of older-contract workers are seen",
+    )
+    watcher_queued_reads_per_second: float = Field(
+        default=20.0,
+        gt=0,
+        description="S3 reads per second, about, spent on all queued versions together: each "
+        "one's checks come less often as more are queued, so polling does not grow with the "
+        "queue (the worker's start nudge still checks a version at once)",
     )
     watcher_poll_max_interval_seconds: float = Field(
         default=2.0, gt=0, description="Check interval of a version pending for long"

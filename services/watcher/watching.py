@@ -104,6 +104,9 @@ class Watcher:
         self._clock = clock
         self._on_decided = on_decided
         self._pending: dict[JobKey, _Pending] = {}
+        self._queued = 0
+        """Pending versions still queued, as the last round of the poll loop counted them:
+        they share the polling budget for queued versions (PollPolicy)."""
         self._wake = asyncio.Event()
         self._checks: set[asyncio.Task[None]] = set()
         self._limit = asyncio.Semaphore(config.max_concurrent_checks)
@@ -148,7 +151,7 @@ class Watcher:
         if self._config.poll.full_interval is None:
             return 0.0
         return domain.next_full_look_in(
-            job, now=now, poll=self._config.poll, policy=self._config.policy
+            job, now=now, poll=self._config.poll, policy=self._config.policy, queued=self._queued
         )
 
     def _track(self, job: Job, *, first_full_look_in: float = 0.0) -> None:
@@ -159,6 +162,8 @@ class Watcher:
         if key not in self._pending:
             now = time.monotonic()
             self._pending[key] = _Pending(job=job, due=now, full_due=now + first_full_look_in)
+            # counted at once, so that a burst of uploads spreads its first full looks
+            self._queued += job.state == domain.QUEUED
             self._wake.set()
 
     def nudge(self, project: str, version: int, finished: bool = True) -> None:
@@ -235,7 +240,12 @@ class Watcher:
         seen = pending.error_log_seen_since
         moment = time.monotonic()
         pending.due = moment + domain.next_check_in(
-            pending.job, now=now, poll=config.poll, policy=config.policy, error_log_seen_since=seen
+            pending.job,
+            now=now,
+            poll=config.poll,
+            policy=config.policy,
+            error_log_seen_since=seen,
+            queued=self._queued,
         )
         if after_full_look:
             pending.full_due = moment + domain.next_full_look_in(
@@ -244,6 +254,7 @@ class Watcher:
                 poll=config.poll,
                 policy=config.policy,
                 error_log_seen_since=seen,
+                queued=self._queued,
             )
 
     async def _start(self, pending: _Pending, record: StartedRecord) -> bool:
@@ -350,7 +361,9 @@ class Watcher:
             self._wake.clear()
             now = time.monotonic()
             next_due: float | None = None
+            queued = 0
             for pending in list(self._pending.values()):
+                queued += pending.job.state == domain.QUEUED
                 if pending.checking:
                     continue
                 due = pending.next_due
@@ -361,6 +374,7 @@ class Watcher:
                     task.add_done_callback(self._checks.discard)
                 else:
                     next_due = due if next_due is None else min(next_due, due)
+            self._queued = queued
             timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)

@@ -339,6 +339,48 @@ def test_a_queued_version_is_checked_less_often_than_a_started_one() -> None:
     ) == pytest.approx(0.1)
 
 
+BUDGET = PollPolicy(
+    interval=0.1,
+    max_interval=2.0,
+    backoff_ratio=0.1,
+    queued_interval=0.5,
+    full_interval=1.0,
+    queued_reads_per_second=20.0,
+)
+
+
+def test_queued_versions_share_a_read_budget_whatever_their_number() -> None:
+    """Light checks (1 read) and full looks (3 reads) of n queued versions stretch so that
+    together they read about queued_reads_per_second keys a second."""
+    for queued in (1, 5, 40, 400):
+        light = domain.next_check_in(job(), now=at(0.2), poll=BUDGET, policy=POLICY, queued=queued)
+        full = domain.next_full_look_in(
+            job(), now=at(0.2), poll=BUDGET, policy=POLICY, queued=queued
+        )
+        reads_per_second = queued * (1 / light + domain.FULL_LOOK_READS / full)
+        assert reads_per_second <= 20.0 + 1e-9 or (light, full) == (0.5, 1.0), queued
+    # few queued: the intervals of before
+    assert domain.next_check_in(job(), now=at(0.2), poll=BUDGET, policy=POLICY, queued=3) == 0.5
+    assert domain.next_full_look_in(job(), now=at(0.2), poll=BUDGET, policy=POLICY, queued=3) == 1.0
+    # many: stretched past max_interval, as the budget asks
+    assert domain.next_check_in(
+        job(), now=at(0.2), poll=BUDGET, policy=POLICY, queued=40
+    ) == pytest.approx(4.0)
+    assert domain.next_full_look_in(
+        job(), now=at(0.2), poll=BUDGET, policy=POLICY, queued=40
+    ) == pytest.approx(12.0)
+
+
+def test_the_read_budget_stretches_neither_started_versions_nor_deadlines() -> None:
+    started_job = running(started_after=0.1)
+    assert domain.next_check_in(
+        started_job, now=at(0.2), poll=BUDGET, policy=POLICY, queued=400
+    ) == pytest.approx(0.1)
+    assert domain.next_check_in(
+        job(), now=at(1799.5), poll=BUDGET, policy=POLICY, queued=400
+    ) == pytest.approx(0.5)
+
+
 def test_full_looks_come_every_full_interval_then_back_off_and_never_pass_a_deadline() -> None:
     assert domain.next_full_look_in(job(), now=at(0.2), poll=LIGHT, policy=POLICY) == 1.0
     assert domain.next_full_look_in(job(), now=at(15), poll=LIGHT, policy=POLICY) == pytest.approx(

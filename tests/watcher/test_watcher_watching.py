@@ -364,3 +364,42 @@ async def test_an_older_contract_marker_is_found_by_polling_alone() -> None:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     assert world.results.plans[-1] == FULL_QUEUED
+
+
+def reads(plans: list[Look]) -> int:
+    return sum(int(p.started) + int(p.marker) + int(p.logs) for p in plans)
+
+
+@pytest.mark.parametrize("budget", [None, 20.0])
+async def test_a_deep_queue_is_polled_within_the_read_budget(budget: float | None) -> None:
+    """100 versions queued at once and nothing starting for 2 s: beyond each version's first
+    check, the running loop reads about `queued_reads_per_second` keys a second in all; with
+    no budget each version keeps its own intervals (0.5 s light, 1 s full), ten times that."""
+    world = World()
+    config = WatcherConfig(
+        policy=CONFIG.policy,
+        poll=PollPolicy(
+            interval=0.1,
+            max_interval=2.0,
+            backoff_ratio=0.1,
+            queued_interval=0.5,
+            full_interval=1.0,
+            queued_reads_per_second=budget,
+        ),
+    )
+    watcher = world.watcher(config=config)
+    for version in range(1, 101):
+        await watcher.accept_upload("deep", version, uploaded_at=world.clock())
+    running = asyncio.create_task(watcher.run())
+    try:
+        await wait_until(lambda: len(world.results.plans) >= 100, within=5, what="first checks")
+        first = len(world.results.plans)
+        await asyncio.sleep(2.0)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    later = reads(world.results.plans[first:])
+    if budget is None:
+        assert later > 400, later
+    else:
+        assert later <= budget * 2.0 * 1.5, later
