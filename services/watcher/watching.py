@@ -236,26 +236,21 @@ class Watcher:
     def _schedule(self, pending: _Pending, now: dt.datetime, *, after_full_look: bool) -> None:
         """The next light check, and after a full look the next full one (a light look leaves
         the full look's time as it was)."""
-        config = self._config
-        seen = pending.error_log_seen_since
         moment = time.monotonic()
-        pending.due = moment + domain.next_check_in(
-            pending.job,
-            now=now,
-            poll=config.poll,
-            policy=config.policy,
-            error_log_seen_since=seen,
-            queued=self._queued,
-        )
-        if after_full_look:
-            pending.full_due = moment + domain.next_full_look_in(
+
+        def after(interval: Callable[..., float]) -> float:
+            return moment + interval(
                 pending.job,
                 now=now,
-                poll=config.poll,
-                policy=config.policy,
-                error_log_seen_since=seen,
+                poll=self._config.poll,
+                policy=self._config.policy,
+                error_log_seen_since=pending.error_log_seen_since,
                 queued=self._queued,
             )
+
+        pending.due = after(domain.next_check_in)
+        if after_full_look:
+            pending.full_due = after(domain.next_full_look_in)
 
     async def _start(self, pending: _Pending, record: StartedRecord) -> bool:
         """queued -> processing, by compare-and-set. False when the job is no longer pending
