@@ -61,9 +61,9 @@ class Settings(S3Settings, NatsSettings, GrpcServerSettings):
         default=0,
         ge=0,
         le=128,
-        description="Jobs a worker holds at once: those running FreeCAD (at most `concurrency`) "
-        "and those fetching their script or storing their results, which hold no core; "
-        "0: twice `concurrency`",
+        description="Jobs a worker holds at once: those holding a core (at most `concurrency`: "
+        "from fetching the script until FreeCAD exits) and those storing their results after, "
+        "which hold none; 0: twice `concurrency`",
     )
 
     freecadcmd: str = Field(
