@@ -58,6 +58,11 @@ class IntakeConfig:
     backoff_initial_seconds: float = 0.5
     backoff_max_seconds: float = 8.0
 
+    @property
+    def in_flight(self) -> int:
+        """Jobs held at once: never fewer than the slots."""
+        return max(self.jobs_in_flight, self.concurrency)
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -188,7 +193,7 @@ class Intake:
             ", ".join(self._config.filter_subjects),
             self._config.consumer_name,
             self._config.concurrency,
-            max(self._config.jobs_in_flight, self._config.concurrency),
+            self._config.in_flight,
             "owners in turn" if self._config.fair else "first come first served",
             self._config.buffer,
         )
@@ -324,13 +329,12 @@ class Intake:
     # --- dispatching ---------------------------------------------------------------------
 
     async def _dispatch_forever(self) -> None:
-        in_flight = max(self._config.jobs_in_flight, self._config.concurrency)
         while not self._stopping.is_set():
             while (
                 self._healthy.is_set()
                 and not self._stopping.is_set()
                 and self._slots_taken < self._config.concurrency
-                and len(self._jobs) < in_flight
+                and len(self._jobs) < self._config.in_flight
             ):
                 waiting = self._waiting.take(self._running)
                 if waiting is None:
