@@ -61,6 +61,7 @@ from cadpipe.devstack import MotoS3, NatsServer, free_port
 from cadpipe.settings import NatsSettings, S3Settings
 from cadpipe.v1 import events_pb2
 from services.worker.settings import Settings as WorkerSettings
+from services.worker.settings import usable_cores
 
 SAMPLES = pathlib.Path(__file__).parent.parent / "tests" / "samples"
 MIX = ("box_with_hole.py", "cylinder_template.py", "bracket.py", "raises.py")
@@ -360,8 +361,7 @@ async def drive(
     print(
         f"\npipeline throughput: {args.versions} versions ({', '.join(MIX)} in turn), "
         f"{args.clients} clients, worker concurrency {parallel} (its default here: "
-        f"{WorkerSettings.model_fields['concurrency'].get_default(call_default_factory=True)}, "
-        f"on {os.cpu_count()} cores); every service in its own process"
+        f"{usable_cores()}, on {os.cpu_count()} cores); every service in its own process"
     )
     print(
         summary(
@@ -498,7 +498,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=WorkerSettings.model_fields["concurrency"].get_default(call_default_factory=True),
+        default=usable_cores(),
         help="the worker's CONCURRENCY and bare freecadcmd's parallelism (default: the worker's"
         " default, one per core)",
     )
