@@ -4,8 +4,10 @@ messages."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
+from watcher_fakes import LIGHT_POLL
 
 from cadpipe import errors, layout, started
 from cadpipe.marker import Marker, MarkerOutput
@@ -325,9 +327,7 @@ def test_a_queued_job_is_checked_up_to_its_queue_limit() -> None:
     )
 
 
-LIGHT = PollPolicy(
-    interval=0.1, max_interval=2.0, backoff_ratio=0.1, queued_interval=0.5, full_interval=1.0
-)
+LIGHT = LIGHT_POLL
 
 
 def test_a_queued_version_is_checked_less_often_than_a_started_one() -> None:
@@ -339,14 +339,7 @@ def test_a_queued_version_is_checked_less_often_than_a_started_one() -> None:
     ) == pytest.approx(0.1)
 
 
-BUDGET = PollPolicy(
-    interval=0.1,
-    max_interval=2.0,
-    backoff_ratio=0.1,
-    queued_interval=0.5,
-    full_interval=1.0,
-    queued_reads_per_second=20.0,
-)
+BUDGET = replace(LIGHT_POLL, queued_reads_per_second=20.0)
 
 
 def test_queued_versions_share_a_read_budget_whatever_their_number() -> None:

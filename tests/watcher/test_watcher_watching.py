@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 from support.polling import wait_until
-from watcher_fakes import START, FakeClock, FakeEvents, FakeJobs, FakeResults
+from watcher_fakes import LIGHT_POLL, START, FakeClock, FakeEvents, FakeJobs, FakeResults
 
 from cadpipe import layout, started
 from cadpipe.marker import Marker
@@ -272,12 +273,7 @@ async def test_status_changes_reach_subscribers_of_that_project_only() -> None:
     assert statuses.watching == 0
 
 
-LIGHT = WatcherConfig(
-    policy=CONFIG.policy,
-    poll=PollPolicy(
-        interval=0.1, max_interval=2.0, backoff_ratio=0.1, queued_interval=0.5, full_interval=1.0
-    ),
-)
+LIGHT = WatcherConfig(policy=CONFIG.policy, poll=LIGHT_POLL)
 ONLY_STARTED = Look(started=True, marker=False, logs=False)
 ONLY_MARKER = Look(started=False, marker=True, logs=False)
 FULL_QUEUED = Look(started=True, marker=True, logs=True)
@@ -377,15 +373,7 @@ async def test_a_deep_queue_is_polled_within_the_read_budget(budget: float | Non
     no budget each version keeps its own intervals (0.5 s light, 1 s full), ten times that."""
     world = World()
     config = WatcherConfig(
-        policy=CONFIG.policy,
-        poll=PollPolicy(
-            interval=0.1,
-            max_interval=2.0,
-            backoff_ratio=0.1,
-            queued_interval=0.5,
-            full_interval=1.0,
-            queued_reads_per_second=budget,
-        ),
+        policy=CONFIG.policy, poll=replace(LIGHT_POLL, queued_reads_per_second=budget)
     )
     watcher = world.watcher(config=config)
     for version in range(1, 101):

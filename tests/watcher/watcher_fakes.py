@@ -8,9 +8,22 @@ from dataclasses import dataclass, field, replace
 from cadpipe.marker import Marker, MarkerOutput
 from cadpipe.started import StartedRecord
 from cadpipe.v1 import events_pb2
-from services.watcher.domain import PENDING_STATES, QUEUED, Found, Job, LogObject, Look
+from services.watcher.domain import (
+    PENDING_STATES,
+    QUEUED,
+    Found,
+    Job,
+    LogObject,
+    Look,
+    PollPolicy,
+)
 
 START = dt.datetime(2026, 11, 24, 10, 0, 0, tzinfo=dt.UTC)
+
+LIGHT_POLL = PollPolicy(
+    interval=0.1, max_interval=2.0, backoff_ratio=0.1, queued_interval=0.5, full_interval=1.0
+)
+"""The services' default cadences: light checks between full looks, no read budget."""
 
 
 class FakeClock:
