@@ -355,22 +355,21 @@ def _index_mongomock_lookups() -> None:
     def iter_documents(self: Any, filter: Any) -> Any:
         key = filter.get("_id") if isinstance(filter, dict) else None
         keys: list[Any] | None = None
+        fields = None
         if plain(key):
             keys = [key]
         elif isinstance(key, dict) and list(key) == ["$in"] and all(map(plain, key["$in"])):
             keys = list(dict.fromkeys(key["$in"]))
-        elif (fields := equalities(filter)) is not None:
-            store = self._store
-            store._remove_expired_documents()
+        elif (fields := equalities(filter)) is None:
+            return scan(self, filter)
+        store = self._store
+        store._remove_expired_documents()
+        if fields is not None:
             by_values, _ = hashed(store, fields)
             ids = by_values.get(tuple(filter[name] for name in fields), set())
             ids = ids | by_values.get(None, set())  # unhashable values: maybe a match
             keys = sorted(ids, key=position(store).__getitem__)
-        if keys is None:
-            return scan(self, filter)
-        store = self._store
-        store._remove_expired_documents()
-        found = (store._documents.get(k) for k in keys)
+        found = (store._documents.get(k) for k in keys or ())
         return iter([d for d in found if d is not None and filtering.filter_applies(filter, d)])
 
     expire = CollectionStore._remove_expired_documents
