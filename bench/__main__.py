@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 BENCHMARKS = (
+    "s3_put",
     "upload_throughput",
     "worker_overhead",
     "fairness",

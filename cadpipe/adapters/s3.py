@@ -23,6 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cadpipe import errors
+from cadpipe.adapters.s3_put import DirectPut
 from cadpipe.settings import S3Settings
 
 T = TypeVar("T")
@@ -102,6 +103,8 @@ class Bucket:
     def __init__(self, client: Any, name: str) -> None:
         self.client = client
         self.name = name
+        self._put_object = DirectPut(client, name)
+        """The puts: the same request as client.put_object at a third of its CPU (s3_put)."""
 
     def ping(self) -> None:
         """Raises when the bucket cannot be reached."""
@@ -118,13 +121,8 @@ class Bucket:
     ) -> bool:
         """Writes key only if no object holds it (If-None-Match: *). False when one already does."""
         try:
-            self.client.put_object(
-                Bucket=self.name,
-                Key=key,
-                Body=body,
-                ContentType=content_type,
-                Metadata=metadata or {},
-                IfNoneMatch="*",
+            self._put_object(
+                key, body, content_type=content_type, metadata=metadata or {}, if_none_match=True
             )
         except ClientError as error:
             if _status(error) in _CONFLICT_STATUSES:
@@ -135,9 +133,7 @@ class Bucket:
     def put(
         self, key: str, body: bytes, *, content_type: str, metadata: dict[str, str] | None = None
     ) -> None:
-        self.client.put_object(
-            Bucket=self.name, Key=key, Body=body, ContentType=content_type, Metadata=metadata or {}
-        )
+        self._put_object(key, body, content_type=content_type, metadata=metadata or {})
 
     def upload_file(self, key: str, path: str, *, content_type: str) -> None:
         self.client.upload_file(path, self.name, key, ExtraArgs={"ContentType": content_type})

@@ -1,0 +1,80 @@
+"""CPU and time of one small conditional put, the request every upload makes: boto3's
+client.put_object beside cadpipe's Bucket.put_if_absent (cadpipe.adapters.s3_put), to the same
+moto server, alternating rounds in one run.
+
+    .venv/bin/python -m bench.s3_put [--puts N] [--rounds R]
+
+moto runs in its own process, so this process's CPU time is the client side's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+
+from bench.common import process
+from bench.upload_throughput import SCRIPT
+from cadpipe.adapters import s3
+from cadpipe.devstack import MotoS3, free_port
+from cadpipe.settings import S3Settings
+
+METADATA = {"sha256": "0" * 64, "uploaded-at": "2026-12-07T13:00:00.000+00:00", "upload-id": "u"}
+
+
+def measure(put: Callable[[str], None], puts: int) -> tuple[float, float]:
+    """(CPU ms, wall ms) per put, each put to a new key."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(puts):
+        put(f"bench/{uuid.uuid4().hex}.py")
+    return (
+        1000 * (time.process_time() - cpu) / puts,
+        1000 * (time.perf_counter() - wall) / puts,
+    )
+
+
+def main(puts: int, rounds: int) -> None:
+    port = free_port()
+    name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
+    body = SCRIPT.encode()
+    with process(["-m", "cadpipe.devstack", "s3", str(port)], {}, port):
+        bucket = s3.Bucket(s3.make_client(S3Settings(**MotoS3(port=port).s3_fields(name))), name)
+        bucket.create_if_missing()
+        paths: dict[str, Callable[[str], None]] = {
+            "boto3 client.put_object(IfNoneMatch='*')": lambda key: bucket.client.put_object(
+                Bucket=name,
+                Key=key,
+                Body=body,
+                ContentType="text/x-python",
+                Metadata=METADATA,
+                IfNoneMatch="*",
+            ),
+            "cadpipe Bucket.put_if_absent": lambda key: bucket.put_if_absent(
+                key, body, content_type="text/x-python", metadata=METADATA
+            ) and None,
+        }
+        figures: dict[str, list[tuple[float, float]]] = {label: [] for label in paths}
+        for put in paths.values():  # connections, first requests
+            measure(put, 20)
+        for _ in range(rounds):
+            for label, put in paths.items():
+                figures[label].append(measure(put, puts))
+
+    print(f"\none conditional put of {len(body)} bytes to moto, {rounds} rounds of {puts}")
+    print(f"{'':<45}{'CPU ms/put':>12}{'wall ms/put':>13}   (median of rounds)")
+    for label, rows in figures.items():
+        cpu = statistics.median(row[0] for row in rows)
+        wall = statistics.median(row[1] for row in rows)
+        print(f"{label:<45}{cpu:12.3f}{wall:13.3f}")
+    base, ours = (statistics.median(r[0] for r in rows) for rows in figures.values())
+    print(f"CPU ratio cadpipe / boto3: {ours / base:.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--puts", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    main(args.puts, args.rounds)
