@@ -1,9 +1,10 @@
 """A thin S3 adapter: the handful of bucket operations cadpipe needs, with S3's answers turned
 into plain Python values. Works against AWS S3, MinIO and moto's server alike.
 
-`Bucket` is blocking (boto3); `AsyncBucket` is the same bucket for async code, the one way
-services reach S3 from the event loop: every call runs in a thread, and S3's failures
-(botocore's errors) become cadpipe.errors.Unavailable.
+`Bucket` is blocking (boto3; its puts build their request themselves, with botocore's signer
+and the client's connections: s3_put.py says why); `AsyncBucket` is the same bucket for async
+code, the one way services reach S3 from the event loop: every call runs in a thread, and S3's
+failures (botocore's errors) become cadpipe.errors.Unavailable.
 """
 
 from __future__ import annotations

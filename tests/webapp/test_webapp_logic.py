@@ -57,6 +57,55 @@ def test_an_upload_goes_through_the_sequence_to_model_ready(logic: Any) -> None:
     ]
 
 
+def test_finished_steps_say_they_are_done_and_only_the_current_one_has_an_ellipsis(
+    logic: Any,
+) -> None:
+    ready = logic(
+        "L.steps({kind: 'upload', uploading: false, version: 2, status: {state: 'completed'}})"
+    )
+    assert labels(ready) == [
+        ("Uploaded", "done"),
+        ("Ran in FreeCAD", "done"),
+        ("Model ready", "done"),
+    ]
+    processing = logic(
+        "L.steps({kind: 'upload', uploading: false, version: 2, status: {state: 'processing'}})"
+    )
+    assert labels(processing)[:2] == [("Uploaded", "done"), ("FreeCAD processing…", "active")]
+    refused = logic("L.steps({kind: 'upload', uploading: false, version: 0, failure: 'bad'})")
+    assert labels(refused) == [("Upload failed", "error")]
+    # a prompt that made no script: its one step is the failure, not "Script generated"
+    not_made = logic(
+        "L.steps({kind: 'generate', uploading: false, version: 0, failure: 'no template',"
+        " generation: {state: 'failed', round: 1, max_rounds: 3, message: 'no template'}})"
+    )
+    assert labels(not_made) == [("Generation failed", "error")]
+    # every finished step, along every sequence, reads as finished; every step under way has "…"
+    sequences = logic(
+        "[{kind: 'upload', uploading: false, version: 3, status: {state: 'error', error: 'E'}},"
+        " {kind: 'upload', uploading: false, version: 3, status: {state: 'timeout'}},"
+        " {kind: 'upload', uploading: false, version: 3, status: {state: 'queued'}},"
+        " {kind: 'generate', uploading: false, version: 5, status: {state: 'processing'},"
+        "  generation: {state: 'repairing', round: 3, max_rounds: 3}},"
+        " {kind: 'generate', uploading: false, version: 5, status: {state: 'completed'},"
+        "  generation: {state: 'verifying', round: 2, max_rounds: 3}},"
+        " {kind: 'generate', uploading: false, version: 6, status: {state: 'completed'},"
+        "  generation: {state: 'succeeded', round: 2, max_rounds: 3}},"
+        "].map(L.steps)"
+    )
+    for sequence in sequences:
+        for label, state in labels(sequence):
+            if state in ("done", "error"):
+                assert "…" not in label, sequence
+            if state == "active":
+                assert label.endswith("…"), sequence
+    assert labels(sequences[3])[:3] == [
+        ("Script generated", "done"),
+        ("Repaired, round 1 of 2", "done"),
+        ("Repairing, round 2 of 2…", "active"),
+    ]
+
+
 def test_an_error_ends_the_sequence_with_the_tracebacks_last_line(logic: Any) -> None:
     result = logic(
         "L.steps({kind: 'upload', version: 3, status: {state: 'error', error: "
