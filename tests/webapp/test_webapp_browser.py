@@ -95,9 +95,13 @@ def test_upload_becomes_a_model_live_and_downloads_are_its_formats(
     expect(page.locator("#script")).to_have_value(re.compile("FREECAD_OUTPUT"))
     page.get_by_role("button", name="Submit as new version").click()
 
-    expect(step(page, "Uploading…")).to_have_attribute("data-state", "done")
+    expect(step(page, "Uploaded")).to_have_attribute("data-state", "done")
     expect(step(page, "Model ready")).to_have_attribute(
         "data-state", "done", timeout=MODEL_READY
+    )
+    # every step is finished, and each one says so (what a screen reader reads, too)
+    expect(page.locator("#steps li.step")).to_have_text(
+        ["Uploaded (done)", "Ran in FreeCAD (done)", "Model ready (done)"]
     )
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
 

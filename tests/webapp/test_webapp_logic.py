@@ -43,7 +43,7 @@ def test_an_upload_goes_through_the_sequence_to_model_ready(logic: Any) -> None:
         "L.steps({kind: 'upload', uploading: false, version: 2, status: {state: 'queued'}})"
     )
     assert labels(queued) == [
-        ("Uploading…", "done"),
+        ("Uploaded", "done"),
         ("Waiting for a worker…", "active"),
         ("Model ready", "pending"),
     ]
@@ -51,8 +51,8 @@ def test_an_upload_goes_through_the_sequence_to_model_ready(logic: Any) -> None:
         "L.steps({kind: 'upload', uploading: false, version: 2, status: {state: 'completed'}})"
     )
     assert labels(ready) == [
-        ("Uploading…", "done"),
-        ("FreeCAD processing…", "done"),
+        ("Uploaded", "done"),
+        ("Ran in FreeCAD", "done"),
         ("Model ready", "done"),
     ]
 
@@ -115,7 +115,7 @@ def test_an_error_ends_the_sequence_with_the_tracebacks_last_line(logic: Any) ->
     timeout = logic("L.steps({kind: 'upload', version: 3, status: {state: 'timeout'}})")
     assert labels(timeout)[-1] == ("Timed out", "error")
     refused = logic("L.steps({kind: 'upload', uploading: false, version: 0, failure: 'bad'})")
-    assert refused == [{"label": "Uploading…", "state": "error", "detail": "bad"}]
+    assert refused == [{"label": "Upload failed", "state": "error", "detail": "bad"}]
 
 
 def test_a_generation_shows_its_repair_rounds(logic: Any) -> None:
@@ -124,7 +124,7 @@ def test_a_generation_shows_its_repair_rounds(logic: Any) -> None:
         " generation: {state: 'repairing', round: 2, max_rounds: 3, message: 'box too small'}})"
     )
     assert labels(result)[:2] == [
-        ("Generating script…", "done"),
+        ("Script generated", "done"),
         ("Repairing, round 1 of 2…", "active"),
     ]
     assert result[1]["detail"] == "box too small"

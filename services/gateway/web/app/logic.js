@@ -23,7 +23,8 @@ export function progressOf(generation) {
   };
 }
 
-/** The step list of the version being worked on.
+/** The step list of the version being worked on. A step under way says so with "…"
+ *  ("Uploading…"); once done it says what it did ("Uploaded"); a step that failed, that it failed.
  *  work: {kind: "upload"|"generate", uploading: bool, version: N, generation: progress|null,
  *         status: ProjectStatus of the version|null, failure: string|null}
  *  Returns [{label, state: "done"|"active"|"error"|"pending", detail?}]. */
@@ -32,10 +33,14 @@ export function steps(work) {
   const gen = work.generation;
   if (work.kind === "generate") {
     const generating = !gen || gen.state === "queued" || gen.state === "generating";
-    out.push({ label: "Generating script…", state: generating && !work.failure ? "active" : "done" });
+    // a generation that failed before it made a script: its step is "Generation failed" below
+    if (!work.failure) {
+      out.push({ label: generating ? "Generating script…" : "Script generated", state: generating ? "active" : "done" });
+    }
     for (const round of repairRounds(gen)) {
+      const of = `round ${round.round}${round.max ? ` of ${round.max}` : ""}`;
       out.push({
-        label: `Repairing, round ${round.round}${round.max ? ` of ${round.max}` : ""}…`,
+        label: round.current ? `Repairing, ${of}…` : `Repaired, ${of}`,
         state: round.current ? "active" : "done",
         detail: round.message || "",
       });
@@ -45,22 +50,22 @@ export function steps(work) {
   const state = status ? status.state : "";
   const uploaded = work.version > 0 && !work.uploading;
   if (work.failure && !uploaded) {
-    if (work.kind === "upload") out.push({ label: "Uploading…", state: "error", detail: work.failure });
+    if (work.kind === "upload") out.push({ label: "Upload failed", state: "error", detail: work.failure });
     else out.push({ label: "Generation failed", state: "error", detail: work.failure });
     return out;
   }
   out.push({
-    label: "Uploading…",
+    label: uploaded ? "Uploaded" : "Uploading…",
     state: uploaded ? "done" : work.uploading || work.kind === "upload" ? "active" : "pending",
   });
   if (state === "error") {
-    out.push({ label: "FreeCAD processing…", state: "done" });
+    out.push({ label: "Ran in FreeCAD", state: "done" });
     out.push({ label: "Error", state: "error", detail: lastLine(status.error) });
   } else if (state === "timeout") {
-    out.push({ label: "FreeCAD processing…", state: "done" });
+    out.push({ label: "Ran in FreeCAD", state: "done" });
     out.push({ label: "Timed out", state: "error", detail: status.error || "" });
   } else if (state === "completed") {
-    out.push({ label: "FreeCAD processing…", state: "done" });
+    out.push({ label: "Ran in FreeCAD", state: "done" });
     if (gen && gen.state === "verifying") {
       out.push({ label: "Checking the geometry…", state: "active" });
     } else if (!gen || gen.state !== "failed") {
