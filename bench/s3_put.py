@@ -42,18 +42,23 @@ def main(puts: int, rounds: int) -> None:
     with process(["-m", "cadpipe.devstack", "s3", str(port)], {}, port):
         bucket = s3.Bucket(s3.make_client(S3Settings(**MotoS3(port=port).s3_fields(name))), name)
         bucket.create_if_missing()
-        paths: dict[str, Callable[[str], None]] = {
-            "boto3 client.put_object(IfNoneMatch='*')": lambda key: bucket.client.put_object(
+
+        def client_put(key: str) -> None:
+            bucket.client.put_object(
                 Bucket=name,
                 Key=key,
                 Body=body,
                 ContentType="text/x-python",
                 Metadata=METADATA,
                 IfNoneMatch="*",
-            ),
-            "cadpipe Bucket.put_if_absent": lambda key: bucket.put_if_absent(
-                key, body, content_type="text/x-python", metadata=METADATA
-            ) and None,
+            )
+
+        def cadpipe_put(key: str) -> None:
+            bucket.put_if_absent(key, body, content_type="text/x-python", metadata=METADATA)
+
+        paths: dict[str, Callable[[str], None]] = {
+            "boto3 client.put_object(IfNoneMatch='*')": client_put,
+            "cadpipe Bucket.put_if_absent": cadpipe_put,
         }
         figures: dict[str, list[tuple[float, float]]] = {label: [] for label in paths}
         for put in paths.values():  # connections, first requests

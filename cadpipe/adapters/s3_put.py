@@ -98,9 +98,7 @@ class DirectPut:
                 if attempt < self._attempts:
                     self._back_off(attempt)
                     continue
-                self._events.emit(
-                    "after-call-error.s3.PutObject", exception=error, context=context
-                )
+                self._events.emit("after-call-error.s3.PutObject", exception=error, context=context)
                 raise
             if response.status_code in _RETRY_STATUSES and attempt < self._attempts:
                 self._back_off(attempt)
@@ -120,9 +118,7 @@ class DirectPut:
         request = AWSRequest("PUT", url, data=body, headers=dict(headers))
         credentials = self._credentials()
         if credentials is not None:  # None: unsigned, as a client with UNSIGNED would send
-            S3SigV4Auth(credentials.get_frozen_credentials(), "s3", self._region).add_auth(
-                request
-            )
+            S3SigV4Auth(credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
         return self._http.send(request.prepare())
 
     def _back_off(self, attempt: int) -> None:

@@ -80,7 +80,9 @@ def direct(client: Any, session: Session, sleeps: list[float]) -> DirectPut:
 def test_the_payload_and_the_condition_are_signed(client: Any) -> None:
     session = Session(200)
     put = direct(client, session, [])
-    put("in/p_v1.py", b"body", content_type="text/x-python", metadata={"m": "v"}, if_none_match=True)
+    put(
+        "in/p_v1.py", b"body", content_type="text/x-python", metadata={"m": "v"}, if_none_match=True
+    )
     (request,) = session.sent
     assert request.method == "PUT"
     assert request.url == f"{client.meta.endpoint_url}/bkt/in/p_v1.py"
