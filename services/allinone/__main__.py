@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 
 from pydantic import Field
 
@@ -127,11 +128,27 @@ def busy_ports(settings: AllInOneSettings) -> list[str]:
     return [f"{port} ({name})" for name, port in wanted.items() if port and port_in_use(port)]
 
 
+PORTS_SETTLE_SECONDS = 2.0
+"""How long a port found taken is looked at again before `make run` refuses to start: an
+outgoing connection can hold one of its default ports for a moment (50051-50054 lie in Linux's
+ephemeral range, 32768-60999, from which outgoing connections take their local port)."""
+
+
+def ports_still_busy(
+    settings: AllInOneSettings, within: float = PORTS_SETTLE_SECONDS, poll: float = 0.2
+) -> list[str]:
+    """busy_ports, once the ports taken have had `within` seconds to be let go."""
+    deadline = time.monotonic() + within
+    while (busy := busy_ports(settings)) and time.monotonic() < deadline:
+        time.sleep(poll)
+    return busy
+
+
 def main() -> None:
     # a person watching `make run` reads text; a pipe or a file gets JSON (LOG_FORMAT wins)
     configure_logging("allinone", default_format="text" if sys.stderr.isatty() else "json")
     settings = load_settings(AllInOneSettings, "allinone")
-    busy = busy_ports(settings)
+    busy = ports_still_busy(settings)
     if busy:
         logger.error(
             "ports in use by another program: %s; stop it (an earlier make run?) or move "

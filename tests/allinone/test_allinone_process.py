@@ -232,8 +232,9 @@ def test_a_killed_allinone_leaves_no_nats_server_port_or_store(start_allinone: o
 
 def test_a_port_held_by_another_program_stops_it_at_once_with_its_name() -> None:
     """Something else on S3's port (an earlier make run still stopping, a MinIO): it says
-    which port and which variable moves it, and exits 69 (moto's server used to wait for
-    ever for a port it could not bind)."""
+    which port and which variable moves it, and exits 69 before starting anything, once the
+    port has stayed taken for PORTS_SETTLE_SECONDS (moto's server used to wait for ever for a
+    port it could not bind)."""
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
