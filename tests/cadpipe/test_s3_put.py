@@ -90,6 +90,7 @@ def test_the_payload_and_the_condition_are_signed(client: Any) -> None:
     headers = {name.lower(): value for name, value in request.headers.items()}
     assert headers["x-amz-content-sha256"] == hashlib.sha256(b"body").hexdigest()
     assert headers["if-none-match"] == "*" and headers["x-amz-meta-m"] == "v"
+    assert headers["content-length"] == "4"  # S3 refuses a PUT without it (no chunked bodies)
     authorization = headers["authorization"]
     assert authorization.startswith("AWS4-HMAC-SHA256 Credential=")
     assert f"/{client.meta.region_name}/s3/aws4_request" in authorization
