@@ -96,9 +96,7 @@ def test_upload_becomes_a_model_live_and_downloads_are_its_formats(
     page.get_by_role("button", name="Submit as new version").click()
 
     expect(step(page, "Uploaded")).to_have_attribute("data-state", "done")
-    expect(step(page, "Model ready")).to_have_attribute(
-        "data-state", "done", timeout=MODEL_READY
-    )
+    expect(step(page, "Model ready")).to_have_attribute("data-state", "done", timeout=MODEL_READY)
     # every step is finished, and each one says so (what a screen reader reads, too)
     expect(page.locator("#steps li.step")).to_have_text(
         ["Uploaded (done)", "Ran in FreeCAD (done)", "Model ready (done)"]
@@ -172,15 +170,46 @@ def test_an_older_version_is_edited_and_resubmitted_as_the_next(
 
     row = page.locator("#versions button[data-version='3']")
     expect(row).to_contain_text("edited from v1")
-    expect(step(page, "Model ready")).to_have_attribute(
-        "data-state", "done", timeout=MODEL_READY
-    )
+    expect(step(page, "Model ready")).to_have_attribute("data-state", "done", timeout=MODEL_READY)
     page.get_by_role("tab", name="Changes").click()
     expect(page.locator("#diff-view .add").first).to_contain_text("# edited in the browser")
     with api(live) as client:
         v3 = client.get(f"/projects/{project}/script/3").json()
     assert v3["content"] == edited
     assert v3["script"]["metadata"] == {"source": "edited", "parent_version": "1"}
+    assert console_errors == []
+
+
+SLOW_STATUSES = """
+const realFetch = window.fetch;
+window.fetch = (url, options) => String(url).includes("/status?version=")
+  ? new Promise((resolve) => setTimeout(resolve, 1500)).then(() => realFetch(url, options))
+  : realFetch(url, options);
+"""
+"""The versions' statuses answered late, as by a loaded gateway."""
+
+
+def test_a_version_picked_while_the_page_loads_stays_picked(
+    page: Page, live: LiveStack, console_errors: list[str]
+) -> None:
+    """The rows are clickable once the list has loaded, before the statuses: the page used to
+    select the latest when they came, over the version the person had picked (which made the
+    edit test above flaky on a loaded machine)."""
+    project = project_name("pick")
+    upload(live, project, "x = 1\n")
+    upload(live, project, "x = 2\n")
+    page.add_init_script(SLOW_STATUSES)
+    sign_in(page, live)
+    page.goto(f"{live.url}/projects/{project}")
+    page.locator("#versions button[data-version='1']").click()
+    # both statuses have come (the page has finished loading): v1 is still the one shown
+    for version in (1, 2):
+        badge = page.locator(f"#versions button[data-version='{version}'] .badge")
+        expect(badge).not_to_have_text("…", timeout=10_000)
+    expect(page.locator("#version-title")).to_contain_text("Version 1")
+    expect(page.locator("#versions button[aria-current='true']")).to_have_attribute(
+        "data-version", "1"
+    )
     assert console_errors == []
 
 

@@ -163,6 +163,9 @@ export function projectView(main, project, options) {
       state.work = { kind: "upload", uploading: false, version: latest, generation: null, status: latestStatus, failure: null };
     }
     renderSteps();
+    // the rows are clickable as soon as the list has loaded, before the statuses: a version
+    // picked meanwhile stays picked (the latest is only the default)
+    if (state.selected) return;
     if (state.versions.length) select(state.versions[state.versions.length - 1].version);
     else {
       fill(stageMessage, "No versions yet: type a prompt or drop a script.");
