@@ -1,13 +1,16 @@
 """Upload throughput: 16 concurrent clients on one project, through REST (gateway -> script
 service) and through gRPC (script service), and through REST on as many projects as clients,
-beside raw boto3 put_object to the same moto server as the baseline (measured first and again
-last; the ratios are to the mean of the two), all in one run.
+beside raw boto3 put_object to the same moto server as the baseline, all in one run.
 
-    .venv/bin/python -m bench.upload_throughput [--uploads N] [--clients C]
+    .venv/bin/python -m bench.upload_throughput [--uploads N] [--clients C] [--rounds R]
+                                                [--rest-client aiohttp|httpx]
 
 moto's S3 server, the script service and the gateway each run in their own process, as they
-would deployed; this process is only the clients. Prints uploads/s, p50/p95/p99 latency and
-each path's throughput as a ratio of the baseline's.
+would deployed; this process is only the clients. The machine is shared and its load drifts
+within seconds, so the paths run in rounds, each round between two runs of the baseline, and
+a path's ratio is its uploads/s over the mean of the baseline's just before and after it; the
+median over the rounds is printed beside each round's. Also prints p50/p95/p99 latency and
+each process's CPU per upload.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,7 +35,6 @@ from cadpipe.settings import S3Settings
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 
 BASELINE = "boto3 put_object (baseline)"
-BASELINE_AGAIN = "boto3 put_object (baseline, again)"
 SCRIPT = "import FreeCAD\nimport Part\nshape = Part.makeBox(20, 20, 10)\n" + "# padding\n" * 100
 
 
@@ -106,7 +109,10 @@ async def measure(
     http_port: int,
     pids: dict[str, int],
     rest_client: str,
-) -> dict[str, Path]:
+    rounds: int,
+) -> tuple[list[Path], list[dict[str, Path]]]:
+    """The baseline's runs (one before the first round and one after each) and each round's
+    runs of the other paths."""
     body = SCRIPT.encode()
 
     async def raw(i: int) -> None:
@@ -152,16 +158,19 @@ async def measure(
 
     for warm in paths.values():  # connections, first documents
         await drive(clients, clients, warm)
-    results = {name: await run(fn) for name, fn in paths.items()}
-    # the baseline once more at the end: the shared machine's load and the dev servers' state
-    # drift during a run, and each path is compared with the mean of the two
-    results[BASELINE_AGAIN] = await run(raw)
+    # The shared machine's load drifts within seconds: each round runs every path once, between
+    # two runs of the baseline, and each path is compared with the mean of those two.
+    baselines = [await run(raw)]
+    measured: list[dict[str, Path]] = []
+    for _ in range(rounds):
+        measured.append({name: await run(fn) for name, fn in paths.items() if fn is not raw})
+        baselines.append(await run(raw))
     await rest.close()
     await channel.close()
-    return results
+    return baselines, measured
 
 
-def main(total: int, clients: int, rest_client: str) -> None:
+def main(total: int, clients: int, rest_client: str, rounds: int) -> None:
     s3_port, grpc_port, http_port = free_port(), free_port(), free_port()
     bucket_name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
     moto = MotoS3(port=s3_port)  # for its addresses only: the server runs in a child process
@@ -199,29 +208,60 @@ def main(total: int, clients: int, rest_client: str) -> None:
                 "scripts": scripts.pid,
                 "gateway": gateway.pid,
             }
-            results = asyncio.run(
-                measure(total, clients, bucket, grpc_port, http_port, pids, rest_client)
+            baselines, measured = asyncio.run(
+                measure(total, clients, bucket, grpc_port, http_port, pids, rest_client, rounds)
             )
 
+    report(total, clients, rest_client, pids, baselines, measured)
+
+
+def report(
+    total: int,
+    clients: int,
+    rest_client: str,
+    pids: dict[str, int],
+    baselines: list[Path],
+    measured: list[dict[str, Path]],
+) -> None:
+    def rate(path: Path) -> float:
+        return total / path.wall
+
     print(
-        f"\nupload throughput: {total} uploads per path, {clients} concurrent clients, one project"
-        " unless said;"
+        f"\nupload throughput: {len(measured)} rounds of {total} uploads per path, {clients}"
+        " concurrent clients, one project unless said;"
     )
     print(
         "moto, script service and gateway in their own processes, on this 2-core machine;"
         f" REST clients: {rest_client}"
     )
-    base_rate = (total / results[BASELINE].wall + total / results[BASELINE_AGAIN].wall) / 2
-    print(f"baseline: the mean of the first and the last, {base_rate:.1f} uploads/s")
-    for name, path in results.items():
-        print(
-            summary(name, path.latencies, path.wall)
-            + f"  ratio to baseline {total / path.wall / base_rate:5.2f}"
-        )
-    print("\nCPU ms per upload, by process (the clients are this process):")
+    print(
+        "baseline runs, uploads/s: "
+        + ", ".join(f"{rate(path):.1f}" for path in baselines)
+        + " (one before each round and one after the last)"
+    )
+    print("ratio: a path's uploads/s over the mean of the baseline runs before and after it")
+    paths = {BASELINE: baselines, **{name: [r[name] for r in measured] for name in measured[0]}}
+    for name, runs in paths.items():
+        latencies = [latency for path in runs for latency in path.latencies]
+        text = summary(name, latencies, sum(path.wall for path in runs))
+        if name != BASELINE:
+            ratios = [
+                rate(path) / ((rate(baselines[i]) + rate(baselines[i + 1])) / 2)
+                for i, path in enumerate(runs)
+            ]
+            text += (
+                f"  ratio {statistics.median(ratios):5.2f} (median of "
+                + ", ".join(f"{ratio:.2f}" for ratio in ratios)
+                + ")"
+            )
+        print(text)
+    print("\nCPU ms per upload, by process (the clients are this process), over all rounds:")
     print(f"{'':<50}" + "".join(f"{name:>10}" for name in pids) + f"{'all':>10}")
-    for name, path in results.items():
-        per = {process: 1000 * seconds / total for process, seconds in path.cpu.items()}
+    for name, runs in paths.items():
+        per = {
+            process: 1000 * sum(path.cpu[process] for path in runs) / (total * len(runs))
+            for process in pids
+        }
         print(
             f"{name:<50}"
             + "".join(f"{per[process]:10.2f}" for process in pids)
@@ -239,5 +279,6 @@ if __name__ == "__main__":
         default="aiohttp",
         help="the REST paths' HTTP client (default aiohttp: the lighter load generator)",
     )
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    main(args.uploads, args.clients, args.rest_client)
+    main(args.uploads, args.clients, args.rest_client, args.rounds)
