@@ -27,6 +27,7 @@ from urllib.parse import quote
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -94,8 +95,8 @@ class DirectPut:
         for attempt in range(1, self._attempts + 1):
             try:
                 response = self._send(url, headers, body)
-            except _RETRY_TRANSPORT as error:
-                if attempt < self._attempts:
+            except BotoCoreError as error:
+                if isinstance(error, _RETRY_TRANSPORT) and attempt < self._attempts:
                     self._back_off(attempt)
                     continue
                 self._events.emit("after-call-error.s3.PutObject", exception=error, context=context)

@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
-from botocore.exceptions import ClientError, EndpointConnectionError, ParamValidationError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    ParamValidationError,
+    SSLError,
+)
 
 from cadpipe.adapters import s3
 from cadpipe.adapters.s3_put import DirectPut
@@ -122,3 +127,9 @@ def test_transport_errors_are_retried_then_raised_and_reported(client: Any) -> N
         direct(client, session, sleeps)("k", b"x", content_type="t", metadata={})
     assert len(session.sent) == 3 and sleeps == [0.5, 1.0]
     assert seen == ["after-call-error.s3.PutObject"]  # once per call, as the client does
+
+    seen.clear()
+    refused = Session(SSLError(endpoint_url="https://s3", error="bad certificate"))
+    with pytest.raises(SSLError):  # not worth retrying, but still counted
+        direct(client, refused, [])("k", b"x", content_type="t", metadata={})
+    assert len(refused.sent) == 1 and seen == ["after-call-error.s3.PutObject"]
