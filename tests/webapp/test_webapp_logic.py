@@ -60,14 +60,7 @@ def test_an_upload_goes_through_the_sequence_to_model_ready(logic: Any) -> None:
 def test_finished_steps_say_they_are_done_and_only_the_current_one_has_an_ellipsis(
     logic: Any,
 ) -> None:
-    ready = logic(
-        "L.steps({kind: 'upload', uploading: false, version: 2, status: {state: 'completed'}})"
-    )
-    assert labels(ready) == [
-        ("Uploaded", "done"),
-        ("Ran in FreeCAD", "done"),
-        ("Model ready", "done"),
-    ]
+    # a completed upload's labels: in the test above
     processing = logic(
         "L.steps({kind: 'upload', uploading: false, version: 2, status: {state: 'processing'}})"
     )
