@@ -221,6 +221,62 @@ def test_a_version_picked_while_the_page_loads_stays_picked(
     assert console_errors == []
 
 
+HELD_VERSIONS = """
+const realFetch = window.fetch;
+let release;
+const released = new Promise((resolve) => { release = resolve; });
+window.__releaseVersions = release;
+window.__held = { armed: false, asked: false, seen: null };
+window.fetch = (url, options) => {
+  const reply = realFetch(url, options);
+  const held = window.__held;
+  if (!held.armed || held.asked || !String(url).includes("/scripts?")) return reply;
+  held.asked = true;
+  return reply.then((response) => released.then(() => {
+    const json = response.json.bind(response);
+    // once the page is done with this reply (a task after it has read it): what the list shows
+    response.json = () => json().finally(() => setTimeout(() => {
+      const rows = [...document.querySelectorAll("#versions button.version")];
+      const current = document.querySelector("#versions button[aria-current='true']");
+      const selected = current && current.dataset.version;
+      held.seen = { listed: rows.map((b) => b.dataset.version), selected };
+    }, 0));
+    return response;
+  }));
+};
+"""
+"""Once armed, the page's next versions list is answered only when the test releases it: an
+older list arriving after a newer one, as when the events of a multi-round generation reload the
+list while an earlier reload is still on its way."""
+
+
+def test_a_versions_list_answered_late_does_not_hide_the_newest_version(
+    page: Page, live: LiveStack, console_errors: list[str]
+) -> None:
+    """Each event of a version the page does not know reloads the list: when an earlier reload
+    answered after a later one, the page used to show the older list, without the newest
+    version (selected or not) until the next event."""
+    project = project_name("late")
+    upload(live, project, "x = 1\n")
+    page.add_init_script(HELD_VERSIONS)
+    sign_in(page, live)
+    page.goto(f"{live.url}/projects/{project}")
+    expect(page.locator("#versions button[data-version='1'] .badge")).not_to_have_text("…")
+    page.evaluate("window.__held.armed = true")
+    upload(live, project, "x = 2\n")  # its event reloads the list: held, without v3
+    page.wait_for_function("window.__held.asked")
+    upload(live, project, "x = 3\n")  # its event reloads the list again: answered at once
+    newest = page.locator("#versions button[data-version='3']")
+    newest.click()
+    expect(newest).to_have_attribute("aria-current", "true")
+    page.evaluate("window.__releaseVersions()")
+    page.wait_for_function("window.__held.seen")
+    seen = page.evaluate("window.__held.seen")
+    assert seen == {"listed": ["3", "2", "1"], "selected": "3"}, seen
+    expect(page.locator("#version-title")).to_contain_text("Version 3")
+    assert console_errors == []
+
+
 def test_another_identitys_project_is_not_listed_and_is_not_found(
     page: Page, live: LiveStack, console_errors: list[str]
 ) -> None:

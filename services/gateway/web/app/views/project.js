@@ -42,6 +42,8 @@ export function projectView(main, project, options) {
     detailsTab: "script",
     gone: false,
     loadToken: 0,
+    versionsAsked: 0,
+    versionsShown: 0,
   };
   let viewer = null;
   let closeEvents = () => {};
@@ -189,6 +191,9 @@ export function projectView(main, project, options) {
   }
 
   async function loadVersions() {
+    // each event of an unknown version reloads the list, and the replies may cross: a list asked
+    // for before the one shown is older, and dropped (it would hide the newest versions)
+    const asked = ++state.versionsAsked;
     const all = [];
     let token = "";
     do {
@@ -196,6 +201,8 @@ export function projectView(main, project, options) {
       all.push(...page.scripts);
       token = page.next_page_token;
     } while (token);
+    if (asked < state.versionsShown) return;
+    state.versionsShown = asked;
     state.versions = all;
     renderHistory();
     // statuses of the newest versions (older ones on selection)
