@@ -11,8 +11,9 @@ This builds the same request itself: path-style URL, the caller's headers, signe
 botocore's own SigV4 signer over the payload's SHA-256 (so S3 refuses a body changed on the
 way: the integrity the checksum gave), and sends it through the client's own HTTP session
 (its connection pool, proxies, CA bundle and timeouts). It retries as botocore's standard mode
-does and raises botocore's exceptions, so callers cannot tell the difference; and it emits the
-client's after-call events, so cadpipe.metrics counts and times it as any other S3 call.
+does, follows a bucket to its region, and raises botocore's exceptions, so callers cannot tell
+the difference; and it emits the client's after-call events, so cadpipe.metrics counts and
+times it as any other S3 call.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest, AWSResponse
@@ -58,7 +59,8 @@ class DirectPut:
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._bucket_url = f"{client.meta.endpoint_url.rstrip('/')}/{quote(bucket, safe='')}"
+        self._bucket = quote(bucket, safe="")
+        self._endpoint = client.meta.endpoint_url.rstrip("/")
         self._region = client.meta.region_name
         self._events = client.meta.events
         self._attempts = max(1, int((client.meta.config.retries or {}).get("max_attempts", 3)))
@@ -90,11 +92,11 @@ class DirectPut:
             headers[f"x-amz-meta-{name}"] = value
         if if_none_match:
             headers["If-None-Match"] = "*"
-        url = f"{self._bucket_url}/{quote(key, safe='/~')}"
+        path = f"{self._bucket}/{quote(key, safe='/~')}"
         context: dict[str, Any] = {"cadpipe_started": time.perf_counter()}
         for attempt in range(1, self._attempts + 1):
             try:
-                response = self._send(url, headers, body)
+                response = self._send(f"{self._endpoint}/{path}", headers, body)
             except BotoCoreError as error:
                 if isinstance(error, _RETRY_TRANSPORT) and attempt < self._attempts:
                     self._back_off(attempt)
@@ -103,6 +105,8 @@ class DirectPut:
                 raise
             if response.status_code in _RETRY_STATUSES and attempt < self._attempts:
                 self._back_off(attempt)
+                continue
+            if self._redirected(response) and attempt < self._attempts:
                 continue
             self._events.emit(
                 "after-call.s3.PutObject",
@@ -121,6 +125,18 @@ class DirectPut:
         if credentials is not None:  # None: unsigned, as a client with UNSIGNED would send
             S3SigV4Auth(credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
         return self._http.send(request.prepare())
+
+    def _redirected(self, response: AWSResponse) -> bool:
+        """A bucket in another region than the client's: S3 names it (x-amz-bucket-region)
+        on its refusal, and the next tries sign for it (and, on AWS's own endpoints, go to
+        it), as botocore's client does."""
+        region = response.headers.get("x-amz-bucket-region")
+        if response.status_code not in (301, 400) or not region or region == self._region:
+            return False
+        self._region = region
+        if (urlsplit(self._endpoint).hostname or "").endswith(".amazonaws.com"):
+            self._endpoint = f"https://s3.{region}.amazonaws.com"
+        return True
 
     def _back_off(self, attempt: int) -> None:
         self._sleep(min(_MAX_BACKOFF_SECONDS, self._jitter() * 2 ** (attempt - 1)))

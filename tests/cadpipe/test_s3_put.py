@@ -51,7 +51,9 @@ def test_non_ascii_metadata_is_refused_before_anything_is_sent(bucket: s3.Bucket
 class Session:
     """An HTTP session that records the prepared requests and answers from a script."""
 
-    def __init__(self, *answers: int | Exception, body: bytes = b"") -> None:
+    def __init__(
+        self, *answers: int | tuple[int, dict[str, str]] | Exception, body: bytes = b""
+    ) -> None:
         self.answers = list(answers)
         self.body = body
         self.sent: list[AWSPreparedRequest] = []
@@ -61,8 +63,9 @@ class Session:
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        raw = _Raw(self.body if answer >= 300 else b"")
-        return AWSResponse(request.url, answer, {"x-amz-request-id": "r"}, raw)
+        status, headers = answer if isinstance(answer, tuple) else (answer, {})
+        raw = _Raw(self.body if status >= 300 else b"")
+        return AWSResponse(request.url, status, {"x-amz-request-id": "r", **headers}, raw)
 
 
 class _Raw:
@@ -133,3 +136,28 @@ def test_transport_errors_are_retried_then_raised_and_reported(client: Any) -> N
     with pytest.raises(SSLError):  # not worth retrying, but still counted
         direct(client, refused, [])("k", b"x", content_type="t", metadata={})
     assert len(refused.sent) == 1 and seen == ["after-call-error.s3.PutObject"]
+
+
+def scope(request: AWSPreparedRequest) -> str:
+    return str(request.headers["Authorization"]).split("Credential=")[1].split(",")[0]
+
+
+def test_a_bucket_in_another_region_is_followed_there(s3_settings: S3Settings) -> None:
+    elsewhere = (301, {"x-amz-bucket-region": "eu-west-1"})
+    on_aws = s3.make_client(S3Settings(**{**s3_settings.model_dump(), "s3_endpoint_url": None}))
+    session = Session(elsewhere, 200)
+    direct(on_aws, session, [])("k", b"x", content_type="t", metadata={})
+    first, second = session.sent
+    assert first.url == "https://s3.amazonaws.com/bkt/k" and "/us-east-1/s3/" in scope(first)
+    assert second.url == "https://s3.eu-west-1.amazonaws.com/bkt/k"
+    assert "/eu-west-1/s3/" in scope(second)
+
+    # another endpoint (MinIO, moto) stays where it is; only the signature follows
+    wrong_region = (400, {"x-amz-bucket-region": "eu-west-1"})
+    session = Session(wrong_region, 200, 200)
+    put = direct(s3.make_client(s3_settings), session, [])
+    put("k", b"x", content_type="t", metadata={})
+    put("k2", b"x", content_type="t", metadata={})  # and the next puts go there at once
+    urls = [request.url.rsplit("/", 2)[0] for request in session.sent]
+    assert urls == [s3_settings.s3_endpoint_url] * 3
+    assert ["/eu-west-1/s3/" in scope(request) for request in session.sent] == [False, True, True]
