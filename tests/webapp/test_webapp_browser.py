@@ -277,6 +277,80 @@ def test_a_versions_list_answered_late_does_not_hide_the_newest_version(
     assert console_errors == []
 
 
+HELD_UNTIL_SUBMIT = """
+const realFetch = window.fetch;
+let release;
+const released = new Promise((resolve) => { release = resolve; });
+window.__releaseVersions = release;
+window.__held = { armed: false, asked: 0, answered: 0, seen: null };
+window.fetch = (url, options) => {
+  const held = window.__held;
+  if (String(url).includes("/upload-script")) held.armed = false;
+  const reply = realFetch(url, options);
+  if (!held.armed || !String(url).includes("/scripts?")) return reply;
+  held.asked += 1;
+  return reply.then((response) => released.then(() => {
+    const json = response.json.bind(response);
+    // once the page is done with the last held reply: what the list shows
+    response.json = () => json().finally(() => setTimeout(() => {
+      if (++held.answered < held.asked) return;
+      const rows = [...document.querySelectorAll("#versions button.version")];
+      const current = document.querySelector("#versions button[aria-current='true']");
+      const selected = current && current.dataset.version;
+      held.seen = { listed: rows.map((b) => b.dataset.version), selected };
+    }, 0));
+    return response;
+  }));
+};
+"""
+"""Once armed, every versions list the page asks for before it submits a script is answered only
+when the test releases them (all at once); the lists asked for from the submit on are answered
+at once."""
+
+
+def test_a_versions_list_asked_before_a_submit_does_not_hide_the_submitted_version(
+    page: Page, live: LiveStack, console_errors: list[str]
+) -> None:
+    """The page adds the version it has just submitted to its list itself: a list reload asked
+    for before the submit and answered after it used to replace that list, and the submitted
+    version (selected) vanished until its next event."""
+    project = project_name("submit")
+    upload(live, project, "x = 1\n")
+    page.add_init_script(HELD_UNTIL_SUBMIT)
+    sign_in(page, live)
+    page.goto(f"{live.url}/projects/{project}")
+    expect(page.locator("#versions button[data-version='1'] .badge")).not_to_have_text("…")
+    page.get_by_role("button", name="Edit v1").click()
+    expect(page.locator("#based-on")).to_contain_text("Editing v1")
+    page.evaluate("window.__held.armed = true")
+    upload(live, project, "x = 2\n")  # its events reload the list: held, without v3
+    with api(live) as client:  # all of v2's events have come (no reload of v2 after the submit)
+        deadline = time.monotonic() + MODEL_READY / 1000
+        while client.get(f"/projects/{project}/status?version=2").json()["state"] not in (
+            "completed",
+            "error",
+            "timeout",
+        ):
+            assert time.monotonic() < deadline, "v2 never ended"
+            time.sleep(0.1)
+    page.wait_for_function("() => window.__held.asked")
+    page.locator("#script").fill("x = 3\n")
+    page.get_by_role("button", name="Submit as new version").click()
+    submitted = page.locator("#versions button[data-version='3']")
+    expect(submitted).to_have_attribute("aria-current", "true")
+    page.evaluate("window.__releaseVersions()")
+    page.wait_for_function("() => window.__held.seen")
+    seen = page.evaluate("window.__held.seen")
+    assert seen["listed"][0] == "3" and seen["selected"] == "3", seen
+    # once everything has settled the list is whole: v2, known to the page from the held lists
+    # only, included
+    for version in (3, 2, 1):
+        expect(page.locator(f"#versions button[data-version='{version}']")).to_be_visible()
+    expect(submitted).to_have_attribute("aria-current", "true")
+    expect(page.locator("#version-title")).to_contain_text("Version 3")
+    assert console_errors == []
+
+
 def test_another_identitys_project_is_not_listed_and_is_not_found(
     page: Page, live: LiveStack, console_errors: list[str]
 ) -> None:

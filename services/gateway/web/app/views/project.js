@@ -325,8 +325,12 @@ export function projectView(main, project, options) {
       state.work.uploading = false;
       state.work.status = state.statuses.get(version) || null;
       if (!state.versions.some((v) => v.version === version)) {
+        // a list asked for before the upload lacks this version: it is dropped as older than
+        // this one, and a list asked for now brings any other version it would have shown
         state.versions.push(reply.script);
         state.versions.sort((a, b) => a.version - b.version);
+        state.versionsShown = ++state.versionsAsked;
+        loadVersions().catch(() => {});
       }
       state.editFrom = 0;
       fill(basedOn);
