@@ -264,13 +264,13 @@ def test_a_versions_list_answered_late_does_not_hide_the_newest_version(
     expect(page.locator("#versions button[data-version='1'] .badge")).not_to_have_text("…")
     page.evaluate("window.__held.armed = true")
     upload(live, project, "x = 2\n")  # its event reloads the list: held, without v3
-    page.wait_for_function("window.__held.asked")
+    page.wait_for_function("() => window.__held.asked")
     upload(live, project, "x = 3\n")  # its event reloads the list again: answered at once
     newest = page.locator("#versions button[data-version='3']")
     newest.click()
     expect(newest).to_have_attribute("aria-current", "true")
     page.evaluate("window.__releaseVersions()")
-    page.wait_for_function("window.__held.seen")
+    page.wait_for_function("() => window.__held.seen")
     seen = page.evaluate("window.__held.seen")
     assert seen == {"listed": ["3", "2", "1"], "selected": "3"}, seen
     expect(page.locator("#version-title")).to_contain_text("Version 3")
