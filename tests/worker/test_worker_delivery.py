@@ -77,16 +77,36 @@ async def serving(port: int) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def running_job_uid(root: str, project: str) -> int | None:
+    """The uid the project's job runs as, once its sandbox is set up (job.json comes first,
+    the sandbox directory and its owner after) and a process of that uid runs."""
+    for job_dir in job_dirs(root, project):
+        try:
+            uid = os.stat(os.path.join(job_dir, "sandbox")).st_uid
+        except FileNotFoundError:
+            continue
+        if uid == os.geteuid() or processes_of(uid):  # the same uid: no privileges to drop
+            return uid
+    return None
+
+
 async def start_slow_job(
     js: Any, bucket: s3.Bucket, root: str, project: str, seconds: float
-) -> None:
-    """Submits version 1 of a script that sleeps, and returns once a worker has started it."""
+) -> int:
+    """Submits version 1 of a script that sleeps, and returns the uid its job runs as, once a
+    worker has started it."""
     await submit(js, bucket, project, 1, SLOW_SCRIPT.format(seconds=seconds).encode())
+    found: list[int] = []
+
+    def started() -> bool:
+        uid = running_job_uid(root, project)
+        found.extend(() if uid is None else (uid,))
+        return bool(found)
+
     await asyncio.to_thread(
-        lambda: wait_until_blocking(
-            lambda: job_dirs(root, project), within=10, what="the job did not start"
-        )
+        lambda: wait_until_blocking(started, within=10, what="the job did not start")
     )
+    return found[0]
 
 
 async def test_two_workers_run_each_of_twenty_versions_exactly_once(
@@ -137,9 +157,8 @@ async def test_a_worker_killed_mid_job_hands_the_job_to_another(
     env = process_env(moto_server, bucket, nats_settings, scratch_root, ACK_WAIT_SECONDS="1.5")
     first = WorkerProcess(env).start()
     try:
-        await start_slow_job(js, bucket, scratch_root, project, seconds=2)
+        sandbox_uid = await start_slow_job(js, bucket, scratch_root, project, seconds=2)
         assert first.process is not None
-        sandbox_uid = os.stat(os.path.join(job_dirs(scratch_root, project)[0], "sandbox")).st_uid
         zygotes = children(first.process.pid)
         first.signal(signal.SIGKILL)
         first.wait(10)
