@@ -226,16 +226,20 @@ const realFetch = window.fetch;
 let release;
 const released = new Promise((resolve) => { release = resolve; });
 window.__releaseVersions = release;
-window.__held = { armed: false, asked: false, seen: null };
+window.__held = { armed: false, once: false, asked: 0, answered: 0, seen: null };
 window.fetch = (url, options) => {
-  const reply = realFetch(url, options);
   const held = window.__held;
-  if (!held.armed || held.asked || !String(url).includes("/scripts?")) return reply;
-  held.asked = true;
+  if (String(url).includes("/upload-script")) held.armed = false;
+  const reply = realFetch(url, options);
+  const holding = held.armed && !(held.once && held.asked);
+  if (!holding || !String(url).includes("/scripts?")) return reply;
+  held.asked += 1;
   return reply.then((response) => released.then(() => {
     const json = response.json.bind(response);
-    // once the page is done with this reply (a task after it has read it): what the list shows
+    // once the page is done with the last held reply (a task after it has read it): what the
+    // list shows
     response.json = () => json().finally(() => setTimeout(() => {
+      if (++held.answered < held.asked) return;
       const rows = [...document.querySelectorAll("#versions button.version")];
       const current = document.querySelector("#versions button[aria-current='true']");
       const selected = current && current.dataset.version;
@@ -245,9 +249,10 @@ window.fetch = (url, options) => {
   }));
 };
 """
-"""Once armed, the page's next versions list is answered only when the test releases it: an
-older list arriving after a newer one, as when the events of a multi-round generation reload the
-list while an earlier reload is still on its way."""
+"""Once armed, the versions lists the page asks for are answered only when the test releases
+them (all at once): with `once`, only the first of them; none asked for from the page's next
+script submit on. An older list then arrives after a newer one, as when the events of a
+multi-round generation reload the list while an earlier reload is still on its way."""
 
 
 def test_a_versions_list_answered_late_does_not_hide_the_newest_version(
@@ -262,7 +267,7 @@ def test_a_versions_list_answered_late_does_not_hide_the_newest_version(
     sign_in(page, live)
     page.goto(f"{live.url}/projects/{project}")
     expect(page.locator("#versions button[data-version='1'] .badge")).not_to_have_text("…")
-    page.evaluate("window.__held.armed = true")
+    page.evaluate("Object.assign(window.__held, {armed: true, once: true})")
     upload(live, project, "x = 2\n")  # its event reloads the list: held, without v3
     page.wait_for_function("() => window.__held.asked")
     upload(live, project, "x = 3\n")  # its event reloads the list again: answered at once
@@ -277,37 +282,6 @@ def test_a_versions_list_answered_late_does_not_hide_the_newest_version(
     assert console_errors == []
 
 
-HELD_UNTIL_SUBMIT = """
-const realFetch = window.fetch;
-let release;
-const released = new Promise((resolve) => { release = resolve; });
-window.__releaseVersions = release;
-window.__held = { armed: false, asked: 0, answered: 0, seen: null };
-window.fetch = (url, options) => {
-  const held = window.__held;
-  if (String(url).includes("/upload-script")) held.armed = false;
-  const reply = realFetch(url, options);
-  if (!held.armed || !String(url).includes("/scripts?")) return reply;
-  held.asked += 1;
-  return reply.then((response) => released.then(() => {
-    const json = response.json.bind(response);
-    // once the page is done with the last held reply: what the list shows
-    response.json = () => json().finally(() => setTimeout(() => {
-      if (++held.answered < held.asked) return;
-      const rows = [...document.querySelectorAll("#versions button.version")];
-      const current = document.querySelector("#versions button[aria-current='true']");
-      const selected = current && current.dataset.version;
-      held.seen = { listed: rows.map((b) => b.dataset.version), selected };
-    }, 0));
-    return response;
-  }));
-};
-"""
-"""Once armed, every versions list the page asks for before it submits a script is answered only
-when the test releases them (all at once); the lists asked for from the submit on are answered
-at once."""
-
-
 def test_a_versions_list_asked_before_a_submit_does_not_hide_the_submitted_version(
     page: Page, live: LiveStack, console_errors: list[str]
 ) -> None:
@@ -316,7 +290,7 @@ def test_a_versions_list_asked_before_a_submit_does_not_hide_the_submitted_versi
     version (selected) vanished until its next event."""
     project = project_name("submit")
     upload(live, project, "x = 1\n")
-    page.add_init_script(HELD_UNTIL_SUBMIT)
+    page.add_init_script(HELD_VERSIONS)
     sign_in(page, live)
     page.goto(f"{live.url}/projects/{project}")
     expect(page.locator("#versions button[data-version='1'] .badge")).not_to_have_text("…")
