@@ -3,9 +3,9 @@
 `client.put_object` validates its parameters against the service model, resolves the endpoint
 through the rule set, emits some two dozen events and computes a CRC32 checksum it sends as an
 aws-chunked trailer. For the one request cadpipe makes most (every upload is a conditional
-put of a few kilobytes) that was most of the script service's CPU per upload: `python -m
-bench.s3_put` measures about 1.6 ms of CPU per client.put_object against about 0.6 ms for
-this, and a third of the time on the wire.
+put of a few kilobytes) that was a third of the script service's CPU per upload: `python -m
+bench.s3_put` measures 1.8-2.1 ms of CPU per client.put_object against 0.7-1.0 ms for this,
+and about 60 % of its time per put.
 
 This builds the same request itself: path-style URL, the caller's headers, signed with
 botocore's own SigV4 signer over the payload's SHA-256 (so S3 refuses a body changed on the
