@@ -255,18 +255,24 @@ script submit on. An older list then arrives after a newer one, as when the even
 multi-round generation reload the list while an earlier reload is still on its way."""
 
 
+def open_with_held_lists(page: Page, live: LiveStack, prefix: str) -> str:
+    """A new project at v1, open in the page with HELD_VERSIONS installed (not yet armed)."""
+    project = project_name(prefix)
+    upload(live, project, "x = 1\n")
+    page.add_init_script(HELD_VERSIONS)
+    sign_in(page, live)
+    page.goto(f"{live.url}/projects/{project}")
+    expect(page.locator("#versions button[data-version='1'] .badge")).not_to_have_text("…")
+    return project
+
+
 def test_a_versions_list_answered_late_does_not_hide_the_newest_version(
     page: Page, live: LiveStack, console_errors: list[str]
 ) -> None:
     """Each event of a version the page does not know reloads the list: when an earlier reload
     answered after a later one, the page used to show the older list, without the newest
     version (selected or not) until the next event."""
-    project = project_name("late")
-    upload(live, project, "x = 1\n")
-    page.add_init_script(HELD_VERSIONS)
-    sign_in(page, live)
-    page.goto(f"{live.url}/projects/{project}")
-    expect(page.locator("#versions button[data-version='1'] .badge")).not_to_have_text("…")
+    project = open_with_held_lists(page, live, "late")
     page.evaluate("Object.assign(window.__held, {armed: true, once: true})")
     upload(live, project, "x = 2\n")  # its event reloads the list: held, without v3
     page.wait_for_function("() => window.__held.asked")
@@ -288,12 +294,7 @@ def test_a_versions_list_asked_before_a_submit_does_not_hide_the_submitted_versi
     """The page adds the version it has just submitted to its list itself: a list reload asked
     for before the submit and answered after it used to replace that list, and the submitted
     version (selected) vanished until its next event."""
-    project = project_name("submit")
-    upload(live, project, "x = 1\n")
-    page.add_init_script(HELD_VERSIONS)
-    sign_in(page, live)
-    page.goto(f"{live.url}/projects/{project}")
-    expect(page.locator("#versions button[data-version='1'] .badge")).not_to_have_text("…")
+    project = open_with_held_lists(page, live, "submit")
     page.get_by_role("button", name="Edit v1").click()
     expect(page.locator("#based-on")).to_contain_text("Editing v1")
     page.evaluate("window.__held.armed = true")
