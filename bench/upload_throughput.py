@@ -55,16 +55,15 @@ async def drive(
     return latencies, time.perf_counter() - started
 
 
+@dataclass(frozen=True)
 class RestClients:
     """The REST paths' HTTP clients, one connection per client: aiohttp (its parser in C, ~0.5
     ms of CPU per request here) or httpx (~1.5-2.5 ms). They share the machine's two cores with
     the services they measure, so the lighter one leaves the system under test more of them."""
 
-    def __init__(
-        self, upload: Callable[[str], Awaitable[None]], close: Callable[[], Awaitable[None]]
-    ) -> None:
-        self.upload = upload
-        self.close = close
+    upload: Callable[[str], Awaitable[None]]
+    """Uploads the script to the project named."""
+    close: Callable[[], Awaitable[None]]
 
     @classmethod
     def open(cls, kind: str, base_url: str, clients: int) -> RestClients:
