@@ -327,15 +327,16 @@ def test_a_queued_job_is_checked_up_to_its_queue_limit() -> None:
     )
 
 
-LIGHT = LIGHT_POLL
-
-
 def test_a_queued_version_is_checked_less_often_than_a_started_one() -> None:
-    assert domain.next_check_in(job(), now=at(0.2), poll=LIGHT, policy=POLICY) == pytest.approx(0.5)
-    assert domain.next_check_in(job(), now=at(8), poll=LIGHT, policy=POLICY) == pytest.approx(0.8)
+    assert domain.next_check_in(
+        job(), now=at(0.2), poll=LIGHT_POLL, policy=POLICY
+    ) == pytest.approx(0.5)
+    assert domain.next_check_in(job(), now=at(8), poll=LIGHT_POLL, policy=POLICY) == pytest.approx(
+        0.8
+    )
     started_job = running(started_after=0.1)
     assert domain.next_check_in(
-        started_job, now=at(0.2), poll=LIGHT, policy=POLICY
+        started_job, now=at(0.2), poll=LIGHT_POLL, policy=POLICY
     ) == pytest.approx(0.1)
 
 
@@ -375,16 +376,16 @@ def test_the_read_budget_stretches_neither_started_versions_nor_deadlines() -> N
 
 
 def test_full_looks_come_every_full_interval_then_back_off_and_never_pass_a_deadline() -> None:
-    assert domain.next_full_look_in(job(), now=at(0.2), poll=LIGHT, policy=POLICY) == 1.0
-    assert domain.next_full_look_in(job(), now=at(15), poll=LIGHT, policy=POLICY) == pytest.approx(
-        1.5
-    )
-    assert domain.next_full_look_in(job(), now=at(300), poll=LIGHT, policy=POLICY) == 2.0
+    assert domain.next_full_look_in(job(), now=at(0.2), poll=LIGHT_POLL, policy=POLICY) == 1.0
     assert domain.next_full_look_in(
-        running(), now=at(599.5), poll=LIGHT, policy=POLICY
+        job(), now=at(15), poll=LIGHT_POLL, policy=POLICY
+    ) == pytest.approx(1.5)
+    assert domain.next_full_look_in(job(), now=at(300), poll=LIGHT_POLL, policy=POLICY) == 2.0
+    assert domain.next_full_look_in(
+        running(), now=at(599.5), poll=LIGHT_POLL, policy=POLICY
     ) == pytest.approx(0.5)
     assert domain.next_full_look_in(
-        job(), now=at(100), poll=LIGHT, policy=POLICY, error_log_seen_since=at(99.7)
+        job(), now=at(100), poll=LIGHT_POLL, policy=POLICY, error_log_seen_since=at(99.7)
     ) == pytest.approx(0.7)
     # without a full interval every check is a full look, as before light checks
     assert domain.next_full_look_in(job(), now=at(0.2), poll=POLL, policy=POLICY) == 0.1
