@@ -8,7 +8,7 @@
         failed: the job waits in the worker, its delivery unspent, until S3 answers), expired
         (the watcher ended the version for waiting too long; acked, never run), dropped (an
         event naming no script)
-    cadpipe_worker_job_duration_seconds{outcome}   start (its started record) to marker, completed and error
+    cadpipe_worker_job_duration_seconds{outcome}   started record to marker, completed and error
     cadpipe_worker_redeliveries_total              deliveries of a version after its first
     cadpipe_worker_jobs_running                    jobs in flight now: running FreeCAD or storing
     cadpipe_worker_jobs_waiting                    jobs fetched and waiting for a slot (at scrape)
