@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from cadpipe.adapters import s3
 from cadpipe.devstack import MotoS3, NatsServer, wait_for_port
@@ -57,15 +58,21 @@ def backends() -> Iterator[Backends]:
 
 @contextmanager
 def process(
-    args: list[str], env: dict[str, str], port: int, *, timeout: float = 60.0
+    args: list[str],
+    env: dict[str, str],
+    port: int,
+    *,
+    timeout: float = 60.0,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python {args}` (a service or a dev server) with env, quiet, once it listens on port;
-    terminated (then killed) on exit."""
+    terminated (then killed) on exit. cwd: where `-m` finds its package (another checkout)."""
     child = subprocess.Popen(
         [sys.executable, *args],
         env={**os.environ, "LOG_LEVEL": "WARNING", **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=cwd,
     )
     try:
         wait_for_port(port, timeout=timeout)
