@@ -37,7 +37,7 @@ from pathlib import Path
 import grpc
 
 from bench.common import cpu_seconds, process
-from bench.upload_throughput import SCRIPT, RestClients, drive
+from bench.upload_throughput import SCRIPT, RestClients, drive, gateway_env, scripts_env
 from cadpipe.adapters import s3
 from cadpipe.devstack import MotoS3, NatsServer, free_port
 from cadpipe.settings import S3Settings
@@ -74,17 +74,11 @@ def start_side(
     stack: contextlib.ExitStack, name: str, tree: Path, backend_env: dict[str, str], moto_pid: int
 ) -> Side:
     grpc_port, http_port = free_port(), free_port()
-    common = {"PYTHONPATH": str(tree), "METRICS_PORT": "0"}
+    checkout = {"PYTHONPATH": str(tree)}  # with cwd: `-m` imports the tree's own packages
     scripts = stack.enter_context(
         process(
             ["-m", "services.scripts"],
-            {
-                **backend_env,
-                **common,
-                "MONGODB_URI": f"mongomock://ab-{name}",
-                "GRPC_HOST": "127.0.0.1",
-                "GRPC_PORT": str(grpc_port),
-            },
+            {**scripts_env(backend_env, grpc_port, f"mongomock://ab-{name}"), **checkout},
             grpc_port,
             cwd=tree,
         )
@@ -92,15 +86,7 @@ def start_side(
     gateway = stack.enter_context(
         process(
             ["-m", "services.gateway"],
-            {
-                **common,
-                "HTTP_HOST": "127.0.0.1",
-                "HTTP_PORT": str(http_port),
-                "SCRIPTS_ADDR": f"127.0.0.1:{grpc_port}",
-                "WATCHER_ADDR": "",
-                "MONITORING_ADDR": "",
-                "AUTH_MODE": "none",
-            },
+            {**gateway_env(http_port, grpc_port), **checkout},
             http_port,
             cwd=tree,
         )

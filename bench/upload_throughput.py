@@ -169,6 +169,30 @@ async def measure(
     return baselines, measured
 
 
+def scripts_env(backend_env: dict[str, str], grpc_port: int, mongodb_uri: str) -> dict[str, str]:
+    """The script service's environment on 127.0.0.1 (backend_env: S3's and NATS's)."""
+    return {
+        **backend_env,
+        "MONGODB_URI": mongodb_uri,
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(grpc_port),
+        "METRICS_PORT": "0",
+    }
+
+
+def gateway_env(http_port: int, grpc_port: int) -> dict[str, str]:
+    """The gateway's environment on 127.0.0.1, in front of the script service alone."""
+    return {
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(http_port),
+        "SCRIPTS_ADDR": f"127.0.0.1:{grpc_port}",
+        "WATCHER_ADDR": "",
+        "MONITORING_ADDR": "",
+        "AUTH_MODE": "none",
+        "METRICS_PORT": "0",
+    }
+
+
 def main(total: int, clients: int, rest_client: str, rounds: int) -> None:
     s3_port, grpc_port, http_port = free_port(), free_port(), free_port()
     bucket_name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
@@ -180,26 +204,16 @@ def main(total: int, clients: int, rest_client: str, rounds: int) -> None:
     ):
         bucket = s3.Bucket(s3.make_client(S3Settings(**moto.s3_fields(bucket_name))), bucket_name)
         bucket.create_if_missing()
-        scripts_env = {
-            **s3_env,
-            "MONGODB_URI": "mongomock://bench",
-            "NATS_URL": nats.url,
-            "GRPC_HOST": "127.0.0.1",
-            "GRPC_PORT": str(grpc_port),
-            "METRICS_PORT": "0",
-        }
-        gateway_env = {
-            "HTTP_HOST": "127.0.0.1",
-            "HTTP_PORT": str(http_port),
-            "SCRIPTS_ADDR": f"127.0.0.1:{grpc_port}",
-            "WATCHER_ADDR": "",
-            "MONITORING_ADDR": "",
-            "AUTH_MODE": "none",
-            "METRICS_PORT": "0",
-        }
+        backend_env = {**s3_env, "NATS_URL": nats.url}
         with (
-            process(["-m", "services.scripts"], scripts_env, grpc_port) as scripts,
-            process(["-m", "services.gateway"], gateway_env, http_port) as gateway,
+            process(
+                ["-m", "services.scripts"],
+                scripts_env(backend_env, grpc_port, "mongomock://bench"),
+                grpc_port,
+            ) as scripts,
+            process(
+                ["-m", "services.gateway"], gateway_env(http_port, grpc_port), http_port
+            ) as gateway,
         ):
             pids = {
                 "clients": os.getpid(),
