@@ -1,6 +1,7 @@
 """CPU and time of one small conditional put, the request every upload makes: boto3's
-client.put_object beside cadpipe's Bucket.put_if_absent (cadpipe.adapters.s3_put), to the same
-moto server, alternating rounds in one run.
+client.put_object beside cadpipe's puts (cadpipe.adapters.s3_put, through obstore), to the
+same moto server, alternating rounds in one run: one put at a time, and 16 in flight from an
+event loop (boto3 in threads, as async code had to call it, against AsyncBucket's puts).
 
     .venv/bin/python -m bench.s3_put [--puts N] [--rounds R]
 
@@ -10,10 +11,11 @@ moto runs in its own process, so this process's CPU time is the client side's al
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bench.common import process
 from bench.upload_throughput import SCRIPT
@@ -29,6 +31,28 @@ def measure(put: Callable[[str], None], puts: int) -> tuple[float, float]:
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(puts):
         put(f"bench/{uuid.uuid4().hex}.py")
+    return (
+        1000 * (time.process_time() - cpu) / puts,
+        1000 * (time.perf_counter() - wall) / puts,
+    )
+
+
+def measure_in_flight(
+    put: Callable[[str], Awaitable[object]], puts: int, in_flight: int = 16
+) -> tuple[float, float]:
+    """(CPU ms, wall ms) per put, `in_flight` at a time from one event loop."""
+
+    async def run() -> None:
+        keys = iter(range(puts))
+
+        async def one_after_another() -> None:
+            for _ in keys:
+                await put(f"bench/{uuid.uuid4().hex}.py")
+
+        await asyncio.gather(*(one_after_another() for _ in range(in_flight)))
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    asyncio.run(run())
     return (
         1000 * (time.process_time() - cpu) / puts,
         1000 * (time.perf_counter() - wall) / puts,
@@ -56,16 +80,33 @@ def main(puts: int, rounds: int) -> None:
         def cadpipe_put(key: str) -> None:
             bucket.put_if_absent(key, body, content_type="text/x-python", metadata=METADATA)
 
-        paths: dict[str, Callable[[str], None]] = {
-            "boto3 client.put_object(IfNoneMatch='*')": client_put,
-            "cadpipe Bucket.put_if_absent": cadpipe_put,
+        async_bucket = s3.AsyncBucket(bucket, threads=16)
+
+        async def client_put_in_thread(key: str) -> None:
+            await async_bucket.run(lambda: client_put(key))
+
+        async def cadpipe_put_on_loop(key: str) -> None:
+            await async_bucket.put_if_absent(
+                key, body, content_type="text/x-python", metadata=METADATA
+            )
+
+        paths: dict[str, Callable[[int], tuple[float, float]]] = {
+            "boto3 client.put_object(IfNoneMatch='*')": lambda n: measure(client_put, n),
+            "cadpipe Bucket.put_if_absent": lambda n: measure(cadpipe_put, n),
+            "16 in flight: boto3, each in a thread": lambda n: measure_in_flight(
+                client_put_in_thread, n
+            ),
+            "16 in flight: AsyncBucket.put_if_absent": lambda n: measure_in_flight(
+                cadpipe_put_on_loop, n
+            ),
         }
         figures: dict[str, list[tuple[float, float]]] = {label: [] for label in paths}
-        for put in paths.values():  # connections, first requests
-            measure(put, 20)
+        for run in paths.values():  # connections, first requests
+            run(20)
         for _ in range(rounds):
-            for label, put in paths.items():
-                figures[label].append(measure(put, puts))
+            for label, run in paths.items():
+                figures[label].append(run(puts))
+        async_bucket.close()
 
     print(f"\none conditional put of {len(body)} bytes to moto, {rounds} rounds of {puts}")
     print(f"{'':<45}{'CPU ms/put':>12}{'wall ms/put':>13}   (median of rounds)")
@@ -73,8 +114,11 @@ def main(puts: int, rounds: int) -> None:
         cpu = statistics.median(row[0] for row in rows)
         wall = statistics.median(row[1] for row in rows)
         print(f"{label:<45}{cpu:12.3f}{wall:13.3f}")
-    base, ours = (statistics.median(r[0] for r in rows) for rows in figures.values())
-    print(f"CPU ratio cadpipe / boto3: {ours / base:.2f}")
+    cpu = [statistics.median(r[0] for r in rows) for rows in figures.values()]
+    print(
+        f"CPU ratio cadpipe / boto3: {cpu[1] / cpu[0]:.2f} one at a time, "
+        f"{cpu[3] / cpu[2]:.2f} 16 in flight"
+    )
 
 
 if __name__ == "__main__":

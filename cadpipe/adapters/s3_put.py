@@ -1,75 +1,66 @@
-"""PutObject without the boto3 client's call machinery, for the bucket's puts.
+"""PutObject through obstore (the Rust object_store crate), for the bucket's puts.
 
-`client.put_object` validates its parameters against the service model, resolves the endpoint
-through the rule set, emits some two dozen events and computes a CRC32 checksum it sends as an
-aws-chunked trailer. For the one request cadpipe makes most (every upload is a conditional
-put of a few kilobytes) that was a third of the script service's CPU per upload: `python -m
-bench.s3_put` measures 1.8-2.1 ms of CPU per client.put_object against 0.7-1.0 ms for this,
-and about 60 % of its time per put.
+Every upload is a conditional put of a few kilobytes, and every job stores its outputs, its
+marker and its started record with puts: it is the request cadpipe makes most. boto3's
+`client.put_object` spends ~1.8 ms of CPU on one (parameter validation against the service
+model, endpoint rules, two dozen events, a CRC32 trailer, then botocore's signer, urllib3 and
+http.client), and async code adds the hop to a thread. obstore signs and sends it in Rust, on
+its own runtime, awaited from the event loop without a thread: `python -m bench.s3_put`.
 
-This builds the same request itself: path-style URL, the caller's headers, signed with
-botocore's own SigV4 signer over the payload's SHA-256 (so S3 refuses a body changed on the
-way: the integrity the checksum gave), and sends it through the client's own HTTP session
-(its connection pool, proxies, CA bundle and timeouts). It retries as botocore's standard mode
-does, follows a bucket to its region, and raises botocore's exceptions, so callers cannot tell
-the difference; and it emits the client's after-call events, so cadpipe.metrics counts and
-times it as any other S3 call.
+Only the puts go this way; the bucket's other calls (reads, listings, presigned URLs,
+multipart uploads) stay on boto3. The two clients cannot disagree about the bucket: the puts'
+store is made from the boto3 client's own endpoint and credentials (its chain: environment,
+profile, IRSA, instance roles; asked again every few minutes, so refreshed credentials are
+used), and it signs for the region S3 names for the bucket (HeadBucket's x-amz-bucket-region),
+so a wrong AWS_REGION does not break the puts alone. The payload's SHA-256 is signed (S3
+refuses a body changed on the way); failures are retried with backoff as botocore's standard
+mode does (3 tries); S3's refusals and transport failures are raised as botocore's exceptions
+and reported through the client's after-call events, so callers and cadpipe.metrics see a put
+as they see any other S3 call.
 """
 
 from __future__ import annotations
 
-import random
+import datetime as dt
+import os
+import re
+import threading
 import time
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping
-from typing import Any
-from urllib.parse import quote, urlsplit
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlsplit
 
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest, AWSResponse
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ParamValidationError,
-    ReadTimeoutError,
-)
+import obstore
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, ParamValidationError
+from obstore.exceptions import AlreadyExistsError, PreconditionError
+from obstore.store import S3Store
 
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_RETRY_TRANSPORT = (
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
-_MAX_BACKOFF_SECONDS = 20.0  # botocore's standard mode: rand() * 2^(attempt - 1), at most 20 s
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, S3Credential
+
+CREDENTIALS_TTL = dt.timedelta(minutes=5)
+"""How long the puts' store keeps credentials before asking boto3's chain again."""
+_AWS_HOST = re.compile(r"(^|\.)amazonaws\.com(\.cn)?$")
+_HTTP_STATUS = re.compile(r"\b(?:status code|status):? (\d{3})\b", re.IGNORECASE)
 
 
-class DirectPut:
-    """PutObject to `bucket` through boto3 `client`'s endpoint, credentials and connections."""
+class _Response(NamedTuple):
+    """What the client's after-call event handlers read of a response."""
 
-    def __init__(
-        self,
-        client: Any,
-        bucket: str,
-        *,
-        http: Any = None,
-        sleep: Callable[[float], None] = time.sleep,
-        jitter: Callable[[], float] = random.random,
-    ) -> None:
-        self._bucket = quote(bucket, safe="")
-        self._endpoint = client.meta.endpoint_url.rstrip("/")
-        self._region = client.meta.region_name
+    status_code: int
+
+
+class ObjectPuts:
+    """PutObject to `bucket` with boto3 `client`'s endpoint and credentials."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
         self._events = client.meta.events
         self._attempts = max(1, int((client.meta.config.retries or {}).get("max_attempts", 3)))
-        # botocore keeps these only behind its client's private names; bench.s3_put and the
-        # adapter tests against moto's server would fail first if that changed
-        self._credentials = client._get_credentials
-        self._http = http or client._endpoint.http_session
-        self._sleep = sleep
-        self._jitter = jitter
+        self._store: S3Store | None = None
+        self._making = threading.Lock()
 
     def __call__(
         self,
@@ -81,81 +72,156 @@ class DirectPut:
         if_none_match: bool = False,
     ) -> None:
         """Stores body at key (only where no object holds it, with `if_none_match`). Raises
-        ClientError for S3's refusals (412 for a held key) and botocore's transport errors
+        ClientError for S3's refusals (412 for a held key) and a BotoCoreError for the rest,
         once the retries are spent."""
-        headers = {"Content-Type": content_type}
-        for name, value in metadata.items():
-            if not (name.isascii() and value.isascii()):  # as botocore's client refuses it
-                raise ParamValidationError(
-                    report=f"Non ascii characters found in S3 metadata for key {name!r}"
-                )
-            headers[f"x-amz-meta-{name}"] = value
-        if if_none_match:
-            headers["If-None-Match"] = "*"
-        path = f"{self._bucket}/{quote(key, safe='/~')}"
-        context: dict[str, Any] = {"cadpipe_started": time.perf_counter()}
-        for attempt in range(1, self._attempts + 1):
-            try:
-                response = self._send(f"{self._endpoint}/{path}", headers, body)
-            except BotoCoreError as error:
-                if isinstance(error, _RETRY_TRANSPORT) and attempt < self._attempts:
-                    self._back_off(attempt)
-                    continue
-                self._events.emit("after-call-error.s3.PutObject", exception=error, context=context)
-                raise
-            if response.status_code in _RETRY_STATUSES and attempt < self._attempts:
-                self._back_off(attempt)
-                continue
-            if self._redirected(response) and attempt < self._attempts:
-                continue
+        arguments = _arguments(content_type, metadata, if_none_match)
+        started = time.perf_counter()
+        try:
+            obstore.put(self._store_for_puts(), key, body, **arguments)
+        except Exception as error:
+            raise self._failed(error, started) from error
+        self._done(200, started)
+
+    async def put_async(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str],
+        if_none_match: bool = False,
+    ) -> None:
+        """The same put, awaited on the event loop (no thread)."""
+        arguments = _arguments(content_type, metadata, if_none_match)
+        started = time.perf_counter()
+        try:
+            await obstore.put_async(self._store_for_puts(), key, body, **arguments)
+        except Exception as error:
+            raise self._failed(error, started) from error
+        self._done(200, started)
+
+    def _store_for_puts(self) -> S3Store:
+        """Made at the first put, once the bucket exists (its region is asked for)."""
+        if self._store is None:
+            with self._making:
+                if self._store is None:
+                    self._store = self._make_store()
+        return self._store
+
+    def _make_store(self) -> S3Store:
+        options: ClientConfig = {
+            "connect_timeout": dt.timedelta(seconds=self._client.meta.config.connect_timeout),
+            "timeout": dt.timedelta(seconds=self._client.meta.config.read_timeout),
+        }
+        endpoint = self._client.meta.endpoint_url.rstrip("/")
+        arguments: dict[str, Any] = {"region": self._bucket_region()}
+        if not _AWS_HOST.search(urlsplit(endpoint).hostname or ""):
+            arguments["endpoint"] = endpoint  # MinIO, moto: as configured; AWS: the region's
+            options["allow_http"] = endpoint.startswith("http://")
+        if bundle := os.environ.get("AWS_CA_BUNDLE"):  # trusted, as botocore trusts it
+            options["root_certificate"] = Path(bundle).read_bytes()
+        credentials = self._client._get_credentials()  # botocore keeps its chain private
+        if credentials is None:  # an unsigned client (botocore.UNSIGNED)
+            arguments["skip_signature"] = True
+        else:
+            arguments["credential_provider"] = _BotocoreCredentials(credentials)
+        return S3Store(
+            self._bucket,
+            virtual_hosted_style_request=False,  # path-style, as the boto3 client
+            client_options=options,
+            retry_config={
+                "max_retries": self._attempts - 1,
+                "retry_timeout": dt.timedelta(seconds=60),
+                "backoff": {
+                    "init_backoff": dt.timedelta(milliseconds=100),
+                    "max_backoff": dt.timedelta(seconds=20),
+                    "base": 2,
+                },
+            },
+            **arguments,
+        )
+
+    def _bucket_region(self) -> str:
+        try:
+            reply = self._client.head_bucket(Bucket=self._bucket)
+        except ClientError:  # not there yet, or not ours to see: the client's region then
+            return str(self._client.meta.region_name)
+        # S3 unreachable: raised (and the store made at the next put)
+        headers = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        return str(headers.get("x-amz-bucket-region") or self._client.meta.region_name)
+
+    def _done(self, status: int, started: float) -> None:
+        self._events.emit(
+            "after-call.s3.PutObject",
+            http_response=_Response(status),
+            parsed={},
+            model=None,
+            context={"cadpipe_started": started},
+        )
+
+    def _failed(self, error: Exception, started: float) -> Exception:
+        """The botocore exception for obstore's `error`, reported as the client reports its
+        own failures."""
+        if isinstance(error, BotoCoreError | ClientError):  # HeadBucket's, reported already
+            return error
+        status = _status_of(error)
+        if status is None:
+            if isinstance(error, ValueError):  # a key object_store cannot express ("a//b")
+                return ParamValidationError(report=str(error))
+            failure = HTTPClientError(error=error)
             self._events.emit(
-                "after-call.s3.PutObject",
-                http_response=response,
-                parsed={},
-                model=None,
-                context=context,
+                "after-call-error.s3.PutObject",
+                exception=failure,
+                context={"cadpipe_started": started},
             )
-            if response.status_code >= 300:
-                raise ClientError(_error_response(response), "PutObject")
-            return
-
-    def _send(self, url: str, headers: dict[str, str], body: bytes) -> AWSResponse:
-        request = AWSRequest("PUT", url, data=body, headers=dict(headers))
-        credentials = self._credentials()
-        if credentials is not None:  # None: unsigned, as a client with UNSIGNED would send
-            S3SigV4Auth(credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
-        return self._http.send(request.prepare())
-
-    def _redirected(self, response: AWSResponse) -> bool:
-        """A bucket in another region than the client's: S3 names it (x-amz-bucket-region)
-        on its refusal, and the next tries sign for it (and, on AWS's own endpoints, go to
-        it), as botocore's client does."""
-        region = response.headers.get("x-amz-bucket-region")
-        if response.status_code not in (301, 400) or not region or region == self._region:
-            return False
-        self._region = region
-        if (urlsplit(self._endpoint).hostname or "").endswith(".amazonaws.com"):
-            self._endpoint = f"https://s3.{region}.amazonaws.com"
-        return True
-
-    def _back_off(self, attempt: int) -> None:
-        self._sleep(min(_MAX_BACKOFF_SECONDS, self._jitter() * 2 ** (attempt - 1)))
+            return failure
+        self._done(status, started)
+        message = str(error).split("\n", 1)[0]
+        return ClientError(
+            {
+                "Error": {"Code": str(status), "Message": message},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
+            "PutObject",
+        )
 
 
-def _error_response(response: AWSResponse) -> dict[str, Any]:
-    """The error in the shape botocore's ClientError carries (Code, Message, HTTP status)."""
-    code, message = str(response.status_code), ""
-    try:
-        root = ET.fromstring(response.content) if response.content else None
-    except ET.ParseError:
-        root = None
-    if root is not None:
-        code = root.findtext("Code") or code
-        message = root.findtext("Message") or ""
+class _BotocoreCredentials:
+    """obstore's credential provider over botocore's credentials (refreshed by botocore)."""
+
+    def __init__(self, credentials: Any) -> None:
+        self._credentials = credentials
+
+    def __call__(self) -> S3Credential:
+        frozen = self._credentials.get_frozen_credentials()
+        return {
+            "access_key_id": frozen.access_key,
+            "secret_access_key": frozen.secret_key,
+            "token": frozen.token,
+            "expires_at": dt.datetime.now(dt.UTC) + CREDENTIALS_TTL,
+        }
+
+
+def _arguments(
+    content_type: str, metadata: Mapping[str, str], if_none_match: bool
+) -> dict[str, Any]:
+    attributes = {"Content-Type": content_type}
+    for name, value in metadata.items():
+        if not (name.isascii() and value.isascii()):  # as botocore's client refuses it
+            raise ParamValidationError(
+                report=f"Non ascii characters found in S3 metadata for key {name!r}"
+            )
+        attributes[name] = value  # any other attribute is user metadata (x-amz-meta-*)
     return {
-        "Error": {"Code": code, "Message": message},
-        "ResponseMetadata": {
-            "HTTPStatusCode": response.status_code,
-            "HTTPHeaders": dict(response.headers),
-        },
+        "attributes": attributes,
+        "mode": "create" if if_none_match else "overwrite",
+        "use_multipart": False,  # bodies are small; large files go up through boto3
     }
+
+
+def _status_of(error: Exception) -> int | None:
+    """S3's HTTP status in obstore's error; None for a failure without an answer."""
+    if isinstance(error, AlreadyExistsError | PreconditionError):
+        return 412
+    found = _HTTP_STATUS.search(str(error))
+    return int(found.group(1)) if found else None
