@@ -21,6 +21,7 @@ as they see any other S3 call.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import re
@@ -95,7 +96,11 @@ class ObjectPuts:
         arguments = _arguments(content_type, metadata, if_none_match)
         started = time.perf_counter()
         try:
-            await obstore.put_async(self._store_for_puts(), key, body, **arguments)
+            # the first put asks S3 for the bucket's region, a blocking call: in a thread
+            store = self._store
+            if store is None:
+                store = await asyncio.to_thread(self._store_for_puts)
+            await obstore.put_async(store, key, body, **arguments)
         except Exception as error:
             raise self._failed(error, started) from error
         self._done(200, started)
@@ -142,11 +147,12 @@ class ObjectPuts:
         )
 
     def _bucket_region(self) -> str:
+        """The region S3 names for the bucket; the client's for a bucket not (yet) there or
+        not ours to see. Raises when S3 cannot be reached: the next put asks again."""
         try:
             reply = self._client.head_bucket(Bucket=self._bucket)
-        except ClientError:  # not there yet, or not ours to see: the client's region then
+        except ClientError:
             return str(self._client.meta.region_name)
-        # S3 unreachable: raised (and the store made at the next put)
         headers = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         return str(headers.get("x-amz-bucket-region") or self._client.meta.region_name)
 
