@@ -77,8 +77,9 @@ async def _open_stores(
     stack.callback(mongo_client.close)
     # fails the start when MongoDB does not answer, with the driver's message
     await mongo.in_thread(lambda: mongo_index.ensure_indexes(db))
-    # puts of many uploads are in flight at once (Options.puts_in_flight per project): a thread
-    # for each pooled connection, apart from the MongoDB calls' threads
+    # the puts need no thread (obstore, s3_put.py), but the HEAD probes and reads of many
+    # uploads may be in flight at once: a thread for each pooled connection, apart from the
+    # MongoDB calls' threads
     bucket = s3.AsyncBucket(blocking_bucket, threads=S3_CONNECTIONS)
     stack.callback(bucket.close)
     return _Stores(
