@@ -43,6 +43,17 @@ if TYPE_CHECKING:
 CREDENTIALS_TTL = dt.timedelta(minutes=5)
 """How long the puts' store keeps credentials before asking boto3's chain again."""
 _AWS_HOST = re.compile(r"(^|\.)amazonaws\.com(\.cn)?$")
+_OBJECT_ATTRIBUTES = frozenset(
+    {
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-type",
+        "storage-class",
+    }
+)
+"""The attributes obstore sends as headers of their own; any other name is user metadata."""
 _HTTP_STATUS = re.compile(r"\b(?:status code|status):? (\d{3})\b", re.IGNORECASE)
 
 
@@ -217,6 +228,8 @@ def _arguments(
             raise ParamValidationError(
                 report=f"Non ascii characters found in S3 metadata for key {name!r}"
             )
+        if name.lower() in _OBJECT_ATTRIBUTES:  # obstore would set the header, not metadata
+            raise ParamValidationError(report=f"S3 metadata may not be named {name!r}")
         attributes[name] = value  # any other attribute is user metadata (x-amz-meta-*)
     return {
         "attributes": attributes,

@@ -66,6 +66,13 @@ def test_non_ascii_metadata_is_refused_before_anything_is_sent(bucket: s3.Bucket
     assert bucket.get("k") is None
 
 
+@pytest.mark.parametrize("name", ["Content-Type", "cache-control", "Storage-Class"])
+def test_metadata_named_as_an_object_attribute_is_refused(bucket: s3.Bucket, name: str) -> None:
+    with pytest.raises(ParamValidationError, match="may not be named"):
+        bucket.put("k", b"x", content_type="text/plain", metadata={name: "v"})
+    assert bucket.get("k") is None
+
+
 def test_puts_are_counted_and_timed_as_the_clients_own_calls(bucket: s3.Bucket) -> None:
     seen: list[tuple[str, int]] = []
 
