@@ -5,7 +5,8 @@ marker and its started record with puts: it is the request cadpipe makes most. b
 `client.put_object` spends ~1.8 ms of CPU on one (parameter validation against the service
 model, endpoint rules, two dozen events, a CRC32 trailer, then botocore's signer, urllib3 and
 http.client), and async code adds the hop to a thread. obstore signs and sends it in Rust, on
-its own runtime, awaited from the event loop without a thread: `python -m bench.s3_put`.
+its own runtime, awaited from the event loop without a thread. `python -m bench.s3_put`: 0.33
+ms of CPU per put against boto3's 1.34 one at a time, 0.39 against 1.60 with 16 in flight.
 
 Only the puts go this way; the bucket's other calls (reads, listings, presigned URLs,
 multipart uploads) stay on boto3. The two clients cannot disagree about the bucket: the puts'
