@@ -23,12 +23,13 @@ as they see any other S3 call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
@@ -88,12 +89,8 @@ class ObjectPuts:
         ClientError for S3's refusals (412 for a held key) and a BotoCoreError for the rest,
         once the retries are spent."""
         arguments = _arguments(content_type, metadata, if_none_match)
-        started = time.perf_counter()
-        try:
+        with self._reported():
             obstore.put(self._store_for_puts(), key, body, **arguments)
-        except Exception as error:
-            raise self._failed(error, started) from error
-        self._done(200, started)
 
     async def put_async(
         self,
@@ -106,13 +103,20 @@ class ObjectPuts:
     ) -> None:
         """The same put, awaited on the event loop (no thread)."""
         arguments = _arguments(content_type, metadata, if_none_match)
-        started = time.perf_counter()
-        try:
+        with self._reported():
             # the first put asks S3 for the bucket's region, a blocking call: in a thread
             store = self._store
             if store is None:
                 store = await asyncio.to_thread(self._store_for_puts)
             await obstore.put_async(store, key, body, **arguments)
+
+    @contextlib.contextmanager
+    def _reported(self) -> Iterator[None]:
+        """Times the put in the block, reports it through the client's after-call events, and
+        raises its failure as botocore's exception."""
+        started = time.perf_counter()
+        try:
+            yield
         except Exception as error:
             raise self._failed(error, started) from error
         self._done(200, started)
