@@ -10,6 +10,7 @@ failures (botocore's errors) become cadpipe.errors.Unavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime as dt
 import functools
@@ -98,6 +99,21 @@ def _status(error: ClientError) -> int:
     return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
+def _held(error: ClientError) -> bool:
+    """A conditional put refused because an object holds the key (412; 409 from some
+    S3-compatible servers)."""
+    return _status(error) in _CONFLICT_STATUSES
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """S3's failures, as botocore raises them, raised as cadpipe.errors.Unavailable."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as error:
+        raise errors.Unavailable(f"S3: {error}") from error
+
+
 class Bucket:
     """One bucket. Every method is blocking; async code uses AsyncBucket."""
 
@@ -126,7 +142,7 @@ class Bucket:
                 key, body, content_type=content_type, metadata=metadata or {}, if_none_match=True
             )
         except ClientError as error:
-            if _status(error) in _CONFLICT_STATUSES:
+            if _held(error):
                 return False
             raise
         return True
@@ -217,14 +233,12 @@ class AsyncBucket:
         )
 
     async def run(self, blocking: Callable[[], T]) -> T:
-        try:
+        with _unavailable():
             if self._executor is None:
                 return await asyncio.to_thread(blocking)
             # as asyncio.to_thread does: the call sees the caller's context (log context)
             call = functools.partial(contextvars.copy_context().run, blocking)
             return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-        except (BotoCoreError, ClientError) as error:
-            raise errors.Unavailable(f"S3: {error}") from error
 
     def close(self) -> None:
         if self._executor is not None:
@@ -237,27 +251,28 @@ class AsyncBucket:
         self, key: str, body: bytes, *, content_type: str, metadata: dict[str, str] | None = None
     ) -> bool:
         """Bucket.put_if_absent, on the event loop: the puts need no thread (s3_put)."""
-        try:
-            await self.blocking.puts.put_async(
-                key, body, content_type=content_type, metadata=metadata or {}, if_none_match=True
-            )
-        except ClientError as error:
-            if _status(error) in _CONFLICT_STATUSES:
-                return False
-            raise errors.Unavailable(f"S3: {error}") from error
-        except BotoCoreError as error:
-            raise errors.Unavailable(f"S3: {error}") from error
+        with _unavailable():
+            try:
+                await self.blocking.puts.put_async(
+                    key,
+                    body,
+                    content_type=content_type,
+                    metadata=metadata or {},
+                    if_none_match=True,
+                )
+            except ClientError as error:
+                if _held(error):
+                    return False
+                raise
         return True
 
     async def put(
         self, key: str, body: bytes, *, content_type: str, metadata: dict[str, str] | None = None
     ) -> None:
-        try:
+        with _unavailable():
             await self.blocking.puts.put_async(
                 key, body, content_type=content_type, metadata=metadata or {}
             )
-        except (BotoCoreError, ClientError) as error:
-            raise errors.Unavailable(f"S3: {error}") from error
 
     async def upload_file(self, key: str, path: str, *, content_type: str) -> None:
         await self.run(lambda: self.blocking.upload_file(key, path, content_type=content_type))
