@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cadpipe.adapters import s3
-from cadpipe.devstack import MotoS3, NatsServer, wait_for_port
+from cadpipe.devstack import MotoS3, NatsServer, free_port, wait_for_port
 from cadpipe.settings import S3Settings
 
 
@@ -84,6 +84,33 @@ def process(
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+@dataclass(frozen=True)
+class MotoProcess:
+    pid: int
+    env: dict[str, str]
+    """The S3 variables that point a service at it and its bucket."""
+    bucket: s3.Bucket
+
+
+@contextmanager
+def moto_process() -> Iterator[MotoProcess]:
+    """moto's S3 server in a child process of its own (its CPU counted apart from the
+    benchmark's), with a fresh bucket."""
+    port = free_port()
+    name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
+    moto = MotoS3(port=port)  # for its addresses only: the server runs in the child
+    with process(["-m", "cadpipe.devstack", "s3", str(port)], {}, port) as child:
+        bucket = s3.Bucket(s3.make_client(S3Settings(**moto.s3_fields(name))), name)
+        bucket.create_if_missing()
+        yield MotoProcess(child.pid, moto.env(name), bucket)
+
+
+def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each named process and its descendants; of "clients" (this process,
+    whose children are the servers measured) without them."""
+    return {name: cpu_seconds(pid, tree=name != "clients") for name, pid in pids.items()}
 
 
 def _stat(pid: int | str) -> list[str] | None:

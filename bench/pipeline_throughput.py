@@ -37,7 +37,6 @@ import pathlib
 import subprocess
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -49,6 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.common import (
     cpu_seconds,
     machine_busy_seconds,
+    moto_process,
     percentile,
     process,
     process_tree,
@@ -57,8 +57,8 @@ from bench.common import (
 )
 from cadpipe import layout, marker, messaging
 from cadpipe.adapters import s3
-from cadpipe.devstack import MotoS3, NatsServer, free_port
-from cadpipe.settings import NatsSettings, S3Settings
+from cadpipe.devstack import NatsServer, free_port
+from cadpipe.settings import NatsSettings
 from cadpipe.v1 import events_pb2
 from services.worker.settings import Settings as WorkerSettings
 from services.worker.settings import usable_cores
@@ -410,18 +410,12 @@ async def drive(
 
 
 def main(args: argparse.Namespace) -> None:
-    s3_port, scripts_port, watcher_port, worker_port, http_port = (free_port() for _ in range(5))
+    scripts_port, watcher_port, worker_port, http_port = (free_port() for _ in range(4))
     metrics_ports = {name: free_port() for name in ("scripts", "watcher", "worker")}
-    bucket_name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
-    moto = MotoS3(port=s3_port)  # for its addresses only: the server runs in a child process
-    with (
-        process(["-m", "cadpipe.devstack", "s3", str(s3_port)], {}, s3_port) as moto_process,
-        NatsServer() as nats,
-    ):
-        bucket = s3.Bucket(s3.make_client(S3Settings(**moto.s3_fields(bucket_name))), bucket_name)
-        bucket.create_if_missing()
+    with moto_process() as moto, NatsServer() as nats:
+        bucket = moto.bucket
         common = {
-            **moto.env(bucket_name),
+            **moto.env,
             "NATS_URL": nats.url,
             "GRPC_HOST": "127.0.0.1",
         }
@@ -478,7 +472,7 @@ def main(args: argparse.Namespace) -> None:
                 "watcher": watcher.pid,
                 "worker": worker.pid,
                 "gateway": gateway.pid,
-                "moto": moto_process.pid,
+                "moto": moto.pid,
                 "nats": nats.pid,
             }
             metrics = {

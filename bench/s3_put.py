@@ -17,12 +17,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from bench.common import process
+from bench.common import moto_process
 from bench.upload_throughput import SCRIPT
 from cadpipe.adapters import s3
-from cadpipe.devstack import MotoS3, free_port
-from cadpipe.settings import S3Settings
 
+BOTO3 = "boto3 client.put_object(IfNoneMatch='*')"
+CADPIPE = "cadpipe Bucket.put_if_absent"
+BOTO3_IN_FLIGHT = "16 in flight: boto3, each in a thread"
+CADPIPE_IN_FLIGHT = "16 in flight: AsyncBucket.put_if_absent"
 METADATA = {"sha256": "0" * 64, "uploaded-at": "2026-12-07T13:00:00.000+00:00", "upload-id": "u"}
 
 
@@ -60,12 +62,10 @@ def measure_in_flight(
 
 
 def main(puts: int, rounds: int) -> None:
-    port = free_port()
-    name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
     body = SCRIPT.encode()
-    with process(["-m", "cadpipe.devstack", "s3", str(port)], {}, port):
-        bucket = s3.Bucket(s3.make_client(S3Settings(**MotoS3(port=port).s3_fields(name))), name)
-        bucket.create_if_missing()
+    with moto_process() as moto:
+        bucket = moto.bucket
+        name = bucket.name
 
         def client_put(key: str) -> None:
             bucket.client.put_object(
@@ -91,14 +91,10 @@ def main(puts: int, rounds: int) -> None:
             )
 
         paths: dict[str, Callable[[int], tuple[float, float]]] = {
-            "boto3 client.put_object(IfNoneMatch='*')": lambda n: measure(client_put, n),
-            "cadpipe Bucket.put_if_absent": lambda n: measure(cadpipe_put, n),
-            "16 in flight: boto3, each in a thread": lambda n: measure_in_flight(
-                client_put_in_thread, n
-            ),
-            "16 in flight: AsyncBucket.put_if_absent": lambda n: measure_in_flight(
-                cadpipe_put_on_loop, n
-            ),
+            BOTO3: lambda n: measure(client_put, n),
+            CADPIPE: lambda n: measure(cadpipe_put, n),
+            BOTO3_IN_FLIGHT: lambda n: measure_in_flight(client_put_in_thread, n),
+            CADPIPE_IN_FLIGHT: lambda n: measure_in_flight(cadpipe_put_on_loop, n),
         }
         figures: dict[str, list[tuple[float, float]]] = {label: [] for label in paths}
         for run in paths.values():  # connections, first requests
@@ -110,14 +106,13 @@ def main(puts: int, rounds: int) -> None:
 
     print(f"\none conditional put of {len(body)} bytes to moto, {rounds} rounds of {puts}")
     print(f"{'':<45}{'CPU ms/put':>12}{'wall ms/put':>13}   (median of rounds)")
+    cpu = {label: statistics.median(row[0] for row in rows) for label, rows in figures.items()}
     for label, rows in figures.items():
-        cpu = statistics.median(row[0] for row in rows)
         wall = statistics.median(row[1] for row in rows)
-        print(f"{label:<45}{cpu:12.3f}{wall:13.3f}")
-    cpu = [statistics.median(r[0] for r in rows) for rows in figures.values()]
+        print(f"{label:<45}{cpu[label]:12.3f}{wall:13.3f}")
     print(
-        f"CPU ratio cadpipe / boto3: {cpu[1] / cpu[0]:.2f} one at a time, "
-        f"{cpu[3] / cpu[2]:.2f} 16 in flight"
+        f"CPU ratio cadpipe / boto3: {cpu[CADPIPE] / cpu[BOTO3]:.2f} one at a time, "
+        f"{cpu[CADPIPE_IN_FLIGHT] / cpu[BOTO3_IN_FLIGHT]:.2f} 16 in flight"
     )
 
 

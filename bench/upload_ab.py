@@ -29,18 +29,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from bench.common import cpu_seconds, process
+from bench.common import cpu_by_process, moto_process, process
 from bench.upload_throughput import SCRIPT, RestClients, drive, gateway_env, scripts_env
-from cadpipe.adapters import s3
-from cadpipe.devstack import MotoS3, NatsServer, free_port
-from cadpipe.settings import S3Settings
+from cadpipe.devstack import NatsServer, free_port
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,11 +124,11 @@ async def measure(
             await drive(4 * clients, clients, upload[side.name])
         for n in range(rounds):
             for side in sides if n % 2 == 0 else sides[::-1]:
-                before = {k: cpu_seconds(pid, tree=k != "clients") for k, pid in side.pids.items()}
+                before = cpu_by_process(side.pids)
                 _, wall = await drive(uploads, clients, upload[side.name])
                 figures = {
-                    k: 1000 * (cpu_seconds(pid, tree=k != "clients") - before[k]) / uploads
-                    for k, pid in side.pids.items()
+                    k: 1000 * (s - before[k]) / uploads
+                    for k, s in cpu_by_process(side.pids).items()
                 }
                 figures["rate"] = uploads / wall
                 results[side.name].append(figures)
@@ -145,22 +142,14 @@ def line(figures: dict[str, float]) -> str:
 
 
 def main(base: str, path: str, rounds: int, uploads: int, clients: int) -> None:
-    bucket_name = f"cadpipe-ab-{uuid.uuid4().hex[:8]}"
-    s3_port = free_port()
-    moto = MotoS3(port=s3_port)  # for its addresses only: the server runs in a child process
     with contextlib.ExitStack() as stack:
-        moto_server = stack.enter_context(
-            process(["-m", "cadpipe.devstack", "s3", str(s3_port)], {}, s3_port)
-        )
+        moto = stack.enter_context(moto_process())
         nats = stack.enter_context(NatsServer())
-        s3.Bucket(
-            s3.make_client(S3Settings(**moto.s3_fields(bucket_name))), bucket_name
-        ).create_if_missing()
-        backend_env = {**moto.env(bucket_name), "NATS_URL": nats.url}
+        backend_env = {**moto.env, "NATS_URL": nats.url}
         base_tree = stack.enter_context(worktree(base))
         sides = [
-            start_side(stack, "base", base_tree, backend_env, moto_server.pid),
-            start_side(stack, "work", ROOT, backend_env, moto_server.pid),
+            start_side(stack, "base", base_tree, backend_env, moto.pid),
+            start_side(stack, "work", ROOT, backend_env, moto.pid),
         ]
         print(
             f"{path}: {rounds} rounds of {uploads} uploads per side, {clients} clients; "

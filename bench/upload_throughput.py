@@ -28,10 +28,9 @@ import aiohttp
 import grpc
 import httpx
 
-from bench.common import cpu_seconds, process, summary
+from bench.common import cpu_by_process, moto_process, process, summary
 from cadpipe.adapters import s3
-from cadpipe.devstack import MotoS3, NatsServer, free_port
-from cadpipe.settings import S3Settings
+from cadpipe.devstack import NatsServer, free_port
 from cadpipe.v1 import scripts_pb2, scripts_pb2_grpc
 
 BASELINE = "boto3 put_object (baseline)"
@@ -148,12 +147,10 @@ async def measure(
     }
 
     async def run(upload: Callable[[int], Awaitable[None]]) -> Path:
-        def cpu() -> dict[str, float]:  # the clients' process without its children (the servers)
-            return {name: cpu_seconds(pid, tree=name != "clients") for name, pid in pids.items()}
-
-        before = cpu()
+        before = cpu_by_process(pids)
         latencies, wall = await drive(total, clients, upload)
-        return Path(latencies, wall, {name: s - before[name] for name, s in cpu().items()})
+        spent = {name: s - before[name] for name, s in cpu_by_process(pids).items()}
+        return Path(latencies, wall, spent)
 
     for warm in paths.values():  # connections, first documents
         await drive(clients, clients, warm)
@@ -194,17 +191,9 @@ def gateway_env(http_port: int, grpc_port: int) -> dict[str, str]:
 
 
 def main(total: int, clients: int, rest_client: str, rounds: int) -> None:
-    s3_port, grpc_port, http_port = free_port(), free_port(), free_port()
-    bucket_name = f"cadpipe-bench-{uuid.uuid4().hex[:8]}"
-    moto = MotoS3(port=s3_port)  # for its addresses only: the server runs in a child process
-    s3_env = moto.env(bucket_name)
-    with (
-        process(["-m", "cadpipe.devstack", "s3", str(s3_port)], {}, s3_port) as moto_server,
-        NatsServer() as nats,
-    ):
-        bucket = s3.Bucket(s3.make_client(S3Settings(**moto.s3_fields(bucket_name))), bucket_name)
-        bucket.create_if_missing()
-        backend_env = {**s3_env, "NATS_URL": nats.url}
+    grpc_port, http_port = free_port(), free_port()
+    with moto_process() as moto, NatsServer() as nats:
+        backend_env = {**moto.env, "NATS_URL": nats.url}
         with (
             process(
                 ["-m", "services.scripts"],
@@ -217,12 +206,14 @@ def main(total: int, clients: int, rest_client: str, rounds: int) -> None:
         ):
             pids = {
                 "clients": os.getpid(),
-                "moto": moto_server.pid,
+                "moto": moto.pid,
                 "scripts": scripts.pid,
                 "gateway": gateway.pid,
             }
             baselines, measured = asyncio.run(
-                measure(total, clients, bucket, grpc_port, http_port, pids, rest_client, rounds)
+                measure(
+                    total, clients, moto.bucket, grpc_port, http_port, pids, rest_client, rounds
+                )
             )
 
     report(total, clients, rest_client, pids, baselines, measured)
